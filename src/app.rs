@@ -1,0 +1,178 @@
+//! Wires the adapters into the running worker and shuts it down cleanly.
+//!
+//! Start-up fails fast with a message naming what to fix (bad template,
+//! unreachable database, port taken); after that the worker never exits on
+//! its own: broker and database outages are waited out.
+
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+use crate::broker::{Topology, consumer, session};
+use crate::config::Settings;
+use crate::domain::user::UserStatus;
+use crate::handler::{Handler, HandlerSettings};
+use crate::mail::{Mailer, Renderer};
+use crate::outbox::{Relay, RelaySettings};
+use crate::telemetry::health::Health;
+use crate::telemetry::http::{self, Endpoints};
+use crate::telemetry::metrics;
+use crate::{scheduler, store};
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Runs the worker until SIGTERM or Ctrl-C.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let prometheus = metrics::install().context("cannot install the metrics recorder")?;
+    let health = Health::default();
+
+    let renderer = Renderer::load(&settings.templates_dir, &settings.portal_url)
+        .with_context(|| format!("loading templates from {} (TEMPLATES_DIR)", settings.templates_dir.display()))?;
+    let mailer = Mailer::new(&settings.mail_url, settings.mail_from.clone(), settings.mail_timeout, settings.mail_pool_size)
+        .context("setting up the mail transport (MAIL_URL)")?;
+    scheduler::validate("EXPIRY_SCHEDULE", &settings.expiry_schedule)?;
+
+    store::create_database_if_missing(&settings.database_url)
+        .await
+        .context("creating the database (DATABASE_URL)")?;
+    let pool = store::connect(&settings.database_url, settings.database_max_connections)
+        .await
+        .context("connecting to PostgreSQL (DATABASE_URL)")?;
+    store::MIGRATOR.run(&pool).await.context("applying migrations")?;
+    health.set_database(true);
+
+    let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (METRICS_ADDR)", settings.metrics_addr))?;
+    tracing::info!(addr = %settings.metrics_addr, "serving /metrics, /healthz, /readyz");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let relay_notify = Arc::new(Notify::new());
+    let (sessions_tx, sessions_rx) = watch::channel(None);
+
+    let endpoints = Endpoints { metrics: prometheus.clone(), health: health.clone(), pool: pool.clone() };
+    let http_task = tokio::spawn(http::serve(listener, endpoints, stop_rx.clone()));
+
+    let handler = Handler::new(
+        pool.clone(),
+        HandlerSettings {
+            activation_ttl: chrono_duration(settings.activation_ttl),
+            password_reset_ttl: chrono_duration(settings.password_reset_ttl),
+            resend_cooldown: chrono_duration(settings.resend_cooldown),
+        },
+    );
+    let deps = Arc::new(consumer::Deps {
+        handler,
+        relay: relay_notify.clone(),
+        concurrency: usize::from(settings.consumer_prefetch),
+        grace: settings.shutdown_grace,
+    });
+    let consume_stop = stop_rx.clone();
+    let broker_task = tokio::spawn(session::supervise(
+        settings.amqp_url.clone(),
+        Topology::new(&settings.amqp_prefix),
+        settings.consumer_prefetch,
+        health.clone(),
+        sessions_tx,
+        stop_rx.clone(),
+        move |s| consumer::run(s, deps.clone(), consume_stop.clone()),
+    ));
+
+    let relay = Relay::new(
+        pool.clone(),
+        Arc::new(renderer),
+        Arc::new(mailer),
+        sessions_rx,
+        relay_notify.clone(),
+        RelaySettings {
+            batch: 200,
+            lease: settings.outbox_lease,
+            max_attempts: settings.mail_max_attempts,
+            retry_base: settings.outbox_retry_base,
+            concurrency: settings.mail_pool_size as usize,
+        },
+    );
+    let relay_task = tokio::spawn(relay.run(stop_rx.clone()));
+
+    let mut jobs = scheduler::start(pool.clone(), &settings.expiry_schedule, settings.expiry_batch_size, relay_notify.clone())
+        .await
+        .context("starting the scheduler")?;
+
+    let stats_task = tokio::spawn(refresh_gauges(pool.clone(), prometheus, health.clone(), stop_rx.clone()));
+
+    tracing::info!(prefix = %settings.amqp_prefix, "user-lifecycle worker started");
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new commands, finishing in-flight work");
+    health.set_stopping();
+    stop_tx.send_replace(true);
+
+    let grace = settings.shutdown_grace + Duration::from_secs(2);
+    if tokio::time::timeout(grace, broker_task).await.is_err() {
+        tracing::warn!("the consumer did not stop within the grace period");
+    }
+    if let Err(e) = jobs.shutdown().await {
+        tracing::warn!(error = ?e, "scheduler shutdown");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), relay_task).await;
+    stats_task.abort();
+    http_task.abort();
+    pool.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the worker");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Every few seconds: the gauges that come from the database, and upkeep.
+async fn refresh_gauges(
+    pool: sqlx::PgPool,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    health: Health,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        match store::stats::read(&pool).await {
+            Ok(stats) => {
+                health.set_database(true);
+                metrics::outbox(stats.outbox_pending, stats.outbox_oldest_age_seconds);
+                for status in UserStatus::ALL {
+                    let n = stats.users.iter().find(|(s, _)| s == status.as_str()).map(|(_, n)| *n).unwrap_or(0);
+                    metrics::users(status.as_str(), n);
+                }
+            }
+            Err(e) => {
+                health.set_database(false);
+                tracing::warn!(error = %e, "cannot read statistics; is PostgreSQL up?");
+            }
+        }
+        prometheus.run_upkeep();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = crate::shutdown::requested(&mut stop) => return,
+        }
+    }
+}

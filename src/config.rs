@@ -1,0 +1,249 @@
+//! The worker's settings: every variable of the contract, each also a flag.
+//!
+//! One struct serves as both the clap definition (env-backed flags with the
+//! contract's defaults) and the parsed configuration, so a setting cannot be
+//! documented in one place and read in another. Values are parsed here, at
+//! the edge: a bad duration or URL stops start-up with a message naming it.
+
+use clap::{Args, ValueEnum};
+use lettre::message::Mailbox;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable, for a terminal.
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// How the transport's connection to the SMTP server is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain text (local relays, test servers).
+    None,
+    /// `STARTTLS`, required.
+    StartTls,
+    /// `STARTTLS` when the server offers it.
+    Opportunistic,
+    /// TLS from the first byte (`smtps://`).
+    Wrapper,
+}
+
+/// Where emails go: an SMTP server or a directory of `.eml` files.
+#[derive(Clone, PartialEq, Eq)]
+pub enum MailUrl {
+    /// `smtp://[user:pass@]host[:port][?tls=starttls|opportunistic|none]`, `smtps://…`.
+    Smtp {
+        /// Server host name.
+        host: String,
+        /// Server port.
+        port: u16,
+        /// Connection security.
+        tls: SmtpTls,
+        /// User name and password, if the server wants them.
+        credentials: Option<(String, String)>,
+    },
+    /// `file://DIR`: one `.eml` file per message (development, tests).
+    File(PathBuf),
+}
+
+impl fmt::Debug for MailUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MailUrl::Smtp { host, port, tls, credentials } => f
+                .debug_struct("Smtp")
+                .field("host", host)
+                .field("port", port)
+                .field("tls", tls)
+                .field("credentials", &credentials.as_ref().map(|(u, _)| (u, "<redacted>")))
+                .finish(),
+            MailUrl::File(dir) => f.debug_tuple("File").field(dir).finish(),
+        }
+    }
+}
+
+impl MailUrl {
+    /// Parses `MAIL_URL`.
+    pub fn parse(s: &str) -> Result<MailUrl, String> {
+        if let Some(path) = s.strip_prefix("file://") {
+            if path.is_empty() {
+                return Err("file:// needs a directory, e.g. file://./var/mail".into());
+            }
+            return Ok(MailUrl::File(PathBuf::from(path)));
+        }
+        let url = Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
+        let wrapper = match url.scheme() {
+            "smtp" => false,
+            "smtps" => true,
+            other => return Err(format!("unsupported scheme {other:?}; use smtp://, smtps:// or file://")),
+        };
+        let host = url.host_str().ok_or("the URL has no host")?.to_owned();
+        let mut tls = if wrapper { SmtpTls::Wrapper } else { SmtpTls::None };
+        for (key, value) in url.query_pairs() {
+            match (key.as_ref(), value.as_ref(), wrapper) {
+                ("tls", "starttls" | "required", false) => tls = SmtpTls::StartTls,
+                ("tls", "opportunistic", false) => tls = SmtpTls::Opportunistic,
+                ("tls", "none", false) => tls = SmtpTls::None,
+                ("tls", other, _) => return Err(format!("unsupported tls={other:?}; use starttls, opportunistic or none with smtp://")),
+                (other, _, _) => return Err(format!("unknown parameter {other:?}")),
+            }
+        }
+        let port = url.port().unwrap_or(if wrapper { 465 } else if tls == SmtpTls::None { 25 } else { 587 });
+        let credentials = if url.username().is_empty() {
+            None
+        } else {
+            let decode = |s: &str| {
+                percent_decode(s).ok_or_else(|| "credentials are not valid percent-encoded UTF-8".to_owned())
+            };
+            Some((decode(url.username())?, decode(url.password().unwrap_or(""))?))
+        };
+        Ok(MailUrl::Smtp { host, port, tls, credentials })
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 7d, 1h, 90s, 500ms)"))
+}
+
+fn parse_prefix(s: &str) -> Result<String, String> {
+    if !s.is_empty() && s.len() <= 100 && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        Ok(s.to_owned())
+    } else {
+        Err("use 1..=100 characters from [A-Za-z0-9._-]".into())
+    }
+}
+
+fn parse_mailbox(s: &str) -> Result<Mailbox, String> {
+    s.parse::<Mailbox>().map_err(|e| format!("not a mailbox ({e}); e.g. \"Customer Portal <no-reply@example.com>\""))
+}
+
+fn parse_portal_url(s: &str) -> Result<String, String> {
+    let url = Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must be an http:// or https:// URL".into());
+    }
+    Ok(s.trim_end_matches('/').to_owned())
+}
+
+/// Settings of `user-lifecycle run` (environment variables or flags).
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// PostgreSQL URL; the database is created if missing and migrated at start.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/user_lifecycle", hide_env_values = true)]
+    pub database_url: String,
+    /// RabbitMQ URL.
+    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", hide_env_values = true)]
+    pub amqp_url: String,
+    /// Prefix of every exchange and queue name.
+    #[arg(long, env = "AMQP_PREFIX", default_value = "user_lifecycle", value_parser = parse_prefix)]
+    pub amqp_prefix: String,
+    /// `smtp://host:port`, `smtp://user:pass@host:port?tls=starttls`, `smtps://…` or `file://DIR`.
+    #[arg(long, env = "MAIL_URL", default_value = "file://./var/mail", value_parser = MailUrl::parse, hide_env_values = true)]
+    pub mail_url: MailUrl,
+    /// Sender of every email.
+    #[arg(long, env = "MAIL_FROM", default_value = "Customer Portal <no-reply@localhost>", value_parser = parse_mailbox)]
+    pub mail_from: Mailbox,
+    /// Base of the links in emails.
+    #[arg(long, env = "PORTAL_URL", default_value = "http://localhost:8080", value_parser = parse_portal_url)]
+    pub portal_url: String,
+    /// How long an activation link is valid.
+    #[arg(long, env = "ACTIVATION_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub activation_ttl: Duration,
+    /// How long a password reset link is valid.
+    #[arg(long, env = "PASSWORD_RESET_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub password_reset_ttl: Duration,
+    /// A resend (or reset request) sooner than this after the last is refused `too_soon`.
+    #[arg(long, env = "RESEND_COOLDOWN", default_value = "60s", value_parser = parse_duration)]
+    pub resend_cooldown: Duration,
+    /// Cron (with seconds) of the expiry sweep.
+    #[arg(long, env = "EXPIRY_SCHEDULE", default_value = "0 */5 * * * *")]
+    pub expiry_schedule: String,
+    /// Serves `/metrics`, `/healthz`, `/readyz`.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
+    /// Directory of the email templates.
+    #[arg(long, env = "TEMPLATES_DIR", default_value = "./templates")]
+    pub templates_dir: PathBuf,
+    /// `pretty` or `json`; the level comes from `RUST_LOG`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "pretty", value_enum)]
+    pub log_format: LogFormat,
+    /// Timeout of one SMTP operation.
+    #[arg(long, env = "MAIL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub mail_timeout: Duration,
+    /// Pooled SMTP connections (and emails sent at once).
+    #[arg(long, env = "MAIL_POOL_SIZE", default_value_t = 4)]
+    pub mail_pool_size: u32,
+    /// Attempts before an email is marked failed.
+    #[arg(long, env = "MAIL_MAX_ATTEMPTS", default_value_t = 8)]
+    pub mail_max_attempts: i32,
+    /// First retry delay of an outbox row; doubles per attempt, capped at 1h.
+    #[arg(long, env = "OUTBOX_RETRY_BASE", default_value = "2s", value_parser = parse_duration)]
+    pub outbox_retry_base: Duration,
+    /// How long a relay owns a claimed outbox row before another may take it.
+    #[arg(long, env = "OUTBOX_LEASE", default_value = "60s", value_parser = parse_duration)]
+    pub outbox_lease: Duration,
+    /// Commands handled at once (the consumer's prefetch).
+    #[arg(long, env = "CONSUMER_PREFETCH", default_value_t = 32)]
+    pub consumer_prefetch: u16,
+    /// PostgreSQL connections in the pool.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+    /// Invitations expired per sweep transaction.
+    #[arg(long, env = "EXPIRY_BATCH_SIZE", default_value_t = 500)]
+    pub expiry_batch_size: i64,
+    /// After SIGTERM, how long in-flight work may take before the worker exits.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mail_urls_of_the_contract_parse() {
+        assert_eq!(
+            MailUrl::parse("smtp://localhost:2525").unwrap(),
+            MailUrl::Smtp { host: "localhost".into(), port: 2525, tls: SmtpTls::None, credentials: None }
+        );
+        assert_eq!(
+            MailUrl::parse("smtp://u%40x:p%3Aw@mail.example.com:587?tls=starttls").unwrap(),
+            MailUrl::Smtp {
+                host: "mail.example.com".into(),
+                port: 587,
+                tls: SmtpTls::StartTls,
+                credentials: Some(("u@x".into(), "p:w".into())),
+            }
+        );
+        assert!(matches!(MailUrl::parse("smtps://mail.example.com").unwrap(), MailUrl::Smtp { port: 465, tls: SmtpTls::Wrapper, .. }));
+        assert_eq!(MailUrl::parse("file://./var/mail").unwrap(), MailUrl::File("./var/mail".into()));
+        assert!(MailUrl::parse("http://x").is_err());
+        assert!(MailUrl::parse("smtp://x?tls=maybe").is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_the_smtp_password() {
+        let url = MailUrl::parse("smtp://user:hunter2@mail.example.com").unwrap();
+        assert!(!format!("{url:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn durations_use_humantime() {
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("soon").unwrap_err().contains("7d"));
+    }
+}

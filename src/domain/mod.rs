@@ -1,0 +1,25 @@
+//! The domain: every rule of the contract, pure (no I/O, no async).
+//!
+//! Adapters (`store`, `broker`, `mail`, `scheduler`, `telemetry`) parse input
+//! into these types at the edge and ask these modules for decisions; nothing
+//! past the edge re-validates.
+
+pub mod access;
+pub mod authz;
+pub mod command;
+pub mod country;
+pub mod email;
+pub mod envelope;
+pub mod event;
+pub mod field_error;
+pub mod ids;
+pub mod locale;
+pub mod name;
+pub mod notification;
+pub mod permission;
+pub mod phone;
+pub mod reply;
+pub mod token;
+pub mod user;
+
+pub use field_error::FieldError;

@@ -1,0 +1,163 @@
+//! A person's first or last name, as the person spells it.
+//!
+//! Names appear in emails and in the portal, so they are kept exactly as
+//! typed apart from surrounding whitespace: no case changes and no collapsing
+//! of inner spaces, since names are too varied for rules beyond that. Control
+//! characters are refused (they have no place in a name and could break mail
+//! headers), and the length is capped. A group user, such as a distribution
+//! list, may have an empty last name; the caller says when empty is allowed.
+
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+
+use super::field_error::{FieldError, has_control_chars};
+
+/// Longest name, in characters (Unicode scalar values).
+const MAX_CHARS: usize = 100;
+
+/// A trimmed name of at most 100 characters without control characters.
+///
+/// The only way to get one is [`PersonName::parse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonName(String);
+
+impl PersonName {
+    /// Parses a name for `field` (e.g. `"first_name"`), which names the field
+    /// in errors; empty (after trimming) is accepted only when `allow_empty`.
+    pub fn parse(s: &str, field: &str, allow_empty: bool) -> Result<PersonName, FieldError> {
+        let s = s.trim();
+        if s.is_empty() && !allow_empty {
+            return Err(FieldError::new(field, "must not be empty"));
+        }
+        if s.chars().nth(MAX_CHARS).is_some() {
+            return Err(FieldError::new(
+                field,
+                format!("is too long: at most {MAX_CHARS} characters are allowed"),
+            ));
+        }
+        if has_control_chars(s) {
+            return Err(FieldError::new(
+                field,
+                "must not contain line breaks, tabs or other control characters",
+            ));
+        }
+        Ok(PersonName(s.to_owned()))
+    }
+
+    /// The name as stored (trimmed), possibly empty when that was allowed.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PersonName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for PersonName {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn refused(s: &str, allow_empty: bool) -> FieldError {
+        let e = PersonName::parse(s, "first_name", allow_empty).unwrap_err();
+        assert_eq!(e.field, "first_name");
+        e
+    }
+
+    #[test]
+    fn plain_name_is_accepted() {
+        let n = PersonName::parse("Jane", "first_name", false).unwrap();
+        assert_eq!(n.as_str(), "Jane");
+        assert_eq!(n.to_string(), "Jane");
+    }
+
+    #[test]
+    fn surrounding_whitespace_is_trimmed_and_inner_kept() {
+        let n = PersonName::parse("  van  der Berg \t", "last_name", false).unwrap();
+        assert_eq!(n.as_str(), "van  der Berg");
+    }
+
+    #[test]
+    fn unicode_names_are_accepted() {
+        assert!(PersonName::parse("Zoë O'Brien-Łukasiewicz", "last_name", false).is_ok());
+        assert!(PersonName::parse("山田 太郎", "first_name", false).is_ok());
+        // Zero-width joiner is part of some scripts and emoji: not a control char.
+        assert!(PersonName::parse("क्\u{200D}ष", "first_name", false).is_ok());
+    }
+
+    #[test]
+    fn empty_name_is_refused_unless_allowed() {
+        assert!(refused("", false).message.contains("empty"));
+        refused("   ", false);
+        assert_eq!(
+            PersonName::parse("  ", "last_name", true).unwrap().as_str(),
+            ""
+        );
+    }
+
+    #[test]
+    fn error_names_the_given_field() {
+        let e = PersonName::parse("", "last_name", false).unwrap_err();
+        assert_eq!(e.field, "last_name");
+    }
+
+    #[test]
+    fn name_of_100_chars_is_accepted() {
+        assert!(PersonName::parse(&"é".repeat(100), "first_name", false).is_ok());
+    }
+
+    #[test]
+    fn name_longer_than_100_chars_is_refused() {
+        assert!(refused(&"é".repeat(101), false).message.contains("100"));
+        refused(&"a".repeat(1_000_000), true);
+    }
+
+    #[test]
+    fn control_chars_are_refused() {
+        refused("Jane\nDoe", false);
+        refused("Jane\tDoe", false);
+        refused("Jane\u{0}", false);
+        refused("Jane\u{7F}", false);
+        refused("Jane\u{85}Doe", false);
+    }
+
+    #[test]
+    fn serializes_as_string() {
+        let n = PersonName::parse("Jane", "first_name", false).unwrap();
+        assert_eq!(serde_json::to_string(&n).unwrap(), "\"Jane\"");
+    }
+
+    proptest! {
+        #[test]
+        fn any_string_parses_to_a_stable_value_or_is_refused(
+            s in any::<String>(),
+            allow_empty in any::<bool>(),
+        ) {
+            if let Ok(v) = PersonName::parse(&s, "first_name", allow_empty) {
+                prop_assert_eq!(PersonName::parse(v.as_str(), "first_name", allow_empty), Ok(v));
+            }
+        }
+
+        #[test]
+        fn printable_names_up_to_100_chars_are_accepted(s in "\\PC{1,100}") {
+            let trimmed = s.trim();
+            let parsed = PersonName::parse(&s, "first_name", false);
+            if trimmed.is_empty() {
+                prop_assert!(parsed.is_err());
+            } else {
+                let parsed = parsed.unwrap();
+                prop_assert_eq!(parsed.as_str(), trimmed);
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! What a command leaves behind besides state: events, emails, a dead letter.
+//!
+//! Collected in memory while the command runs and written to the outbox in
+//! its transaction. On a rejection only what the rules say a refusal emits
+//! (e.g. `user.password_reset_blocked`) is kept.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::domain::command::CommandType;
+use crate::domain::event::{Event, EventType};
+use crate::domain::notification::EmailJob;
+use crate::store::outbox::{NewOutboxRow, OutboxKind};
+
+/// Events, emails and dead letters a command produces.
+#[derive(Debug, Default)]
+pub struct Effects {
+    events: Vec<Event>,
+    emails: Vec<EmailJob>,
+    on_rejection: Vec<Event>,
+    dead_letter: Option<Value>,
+}
+
+impl Effects {
+    /// Publishes `kind` about `subject` once the command commits.
+    pub fn event(&mut self, kind: EventType, subject: impl ToString, data: Value) {
+        self.events.push(Event::new(kind, subject, data));
+    }
+
+    /// Publishes `kind` even though the command is rejected.
+    pub fn event_on_rejection(&mut self, kind: EventType, subject: impl ToString, data: Value) {
+        self.on_rejection.push(Event::new(kind, subject, data));
+    }
+
+    /// Sends `job` once the command commits.
+    pub fn email(&mut self, job: EmailJob) {
+        self.emails.push(job);
+    }
+
+    /// Copies the invalid message to the dead-letter exchange with `error`.
+    pub fn dead_letter(&mut self, kind: CommandType, error: &str, raw: &[u8]) {
+        self.dead_letter = Some(json!({
+            "reason": "invalid_data",
+            "error": format!("{}: {error}", kind.as_str()),
+            "body_base64": STANDARD.encode(raw),
+        }));
+    }
+
+    /// Keeps only what a rejection emits.
+    pub fn discard_for_rejection(&mut self) {
+        self.events = std::mem::take(&mut self.on_rejection);
+        self.emails.clear();
+    }
+
+    /// The outbox rows, events stamped with `now`.
+    pub fn into_rows(self, now: DateTime<Utc>) -> Vec<NewOutboxRow> {
+        let mut rows = Vec::with_capacity(self.events.len() + self.emails.len() + 2);
+        for e in &self.events {
+            rows.push(NewOutboxRow {
+                kind: OutboxKind::Event,
+                payload: json!({"routing_key": e.kind.as_str(), "body": e.to_cloudevent(now)}),
+            });
+        }
+        for job in self.emails {
+            rows.push(NewOutboxRow {
+                kind: OutboxKind::Email,
+                payload: job.to_json(),
+            });
+        }
+        if let Some(dead) = self.dead_letter {
+            rows.push(NewOutboxRow {
+                kind: OutboxKind::DeadLetter,
+                payload: dead,
+            });
+        }
+        rows
+    }
+}

@@ -1,0 +1,297 @@
+//! Invitations: invite a user, resend the activation email, activate.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::{Ctx, Effects, Fail, HandleError, HandlerSettings, Outcome, email_time};
+use crate::domain::authz;
+use crate::domain::command::InviteUser;
+use crate::domain::event::EventType;
+use crate::domain::ids::UserId;
+use crate::domain::notification::{EmailJob, Template};
+use crate::domain::reply::{Reason, Rejection};
+use crate::domain::token::{self, SecretToken, TokenPurpose};
+use crate::domain::user::{self, Scope, UserStatus};
+use crate::store::audit::{self, AuditEntry};
+use crate::store::users::{NewUserRow, UserRecord};
+use crate::store::{Tx, accounts, tokens, users};
+
+/// Loads the acting user and checks it may act at all.
+pub(super) async fn load_actor(tx: &mut Tx<'_>, ctx: &Ctx) -> Result<UserRecord, Fail> {
+    let record = match ctx.actor {
+        Some(id) => users::load_actor(tx, id).await?,
+        None => None,
+    };
+    authz::require_actor(record.as_ref().map(|r| &r.snapshot))?;
+    record.ok_or_else(|| Fail::Reject(Rejection::new(Reason::NotAuthorized, "unknown actor")))
+}
+
+/// Loads a target user by id, locked; `not_found` when it does not exist.
+pub(super) async fn load_target(tx: &mut Tx<'_>, id: UserId) -> Result<UserRecord, Fail> {
+    users::lock_by_id(tx, id)
+        .await?
+        .ok_or_else(|| Fail::Reject(Rejection::new(Reason::NotFound, "no such user")))
+}
+
+/// Issues a fresh token of `purpose` for `user`, revoking earlier ones.
+pub(super) async fn issue_token(
+    tx: &mut Tx<'_>,
+    user: UserId,
+    purpose: TokenPurpose,
+    expires_at: DateTime<Utc>,
+) -> Result<SecretToken, Fail> {
+    let secret = SecretToken::generate().map_err(|e| HandleError::Random(e.to_string()))?;
+    tokens::revoke_all(tx, user, Some(purpose)).await?;
+    tokens::insert(tx, &secret.hash(), user, purpose, expires_at).await?;
+    Ok(secret)
+}
+
+/// The activation email for a user.
+pub(super) struct ActivationEmail<'a> {
+    pub user_id: UserId,
+    pub email: &'a str,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub locale: &'a str,
+    pub organization_name: &'a str,
+    pub inviter_name: Option<String>,
+    pub expires_at: DateTime<Utc>,
+    pub resend: bool,
+}
+
+impl ActivationEmail<'_> {
+    pub(super) fn job(self, token: &SecretToken) -> EmailJob {
+        let to_name = if self.last_name.is_empty() {
+            self.first_name.to_owned()
+        } else {
+            format!("{} {}", self.first_name, self.last_name)
+        };
+        let mut vars = json!({
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "email": self.email,
+            "organization_name": self.organization_name,
+            "expires_at": email_time(self.expires_at),
+            "resend": self.resend,
+        });
+        if let (Some(name), Value::Object(map)) = (self.inviter_name, &mut vars) {
+            map.insert("inviter_name".into(), Value::String(name));
+        }
+        EmailJob {
+            template: Template::Activation,
+            locale: self.locale.to_owned(),
+            to: self.email.to_owned(),
+            to_name,
+            vars,
+            token: Some(token.expose().to_owned()),
+            user_id: Some(self.user_id.to_string()),
+        }
+    }
+}
+
+/// `invite_user`.
+pub(super) async fn invite(
+    tx: &mut Tx<'_>,
+    ctx: &Ctx,
+    settings: &HandlerSettings,
+    c: InviteUser,
+    fx: &mut Effects,
+) -> Outcome {
+    let actor = load_actor(tx, ctx).await?;
+    authz::check_invite(&actor.snapshot, &c.organization_id, &c.scope, &c.grant)?;
+    let organization_name = accounts::organization_name(tx, &c.organization_id)
+        .await?
+        .ok_or_else(|| Rejection::new(Reason::NotFound, "no such organization"))?;
+    let (known_contract, known_delivery) = accounts::known_ids(tx, &c.organization_id).await?;
+    if let Scope::DeliveryAccount(da) = &c.scope {
+        if !known_delivery.contains(da.as_str()) {
+            return Err(crate::domain::FieldError::new(
+                "delivery_account_id",
+                format!("unknown delivery account {da} in this organization"),
+            )
+            .into());
+        }
+    }
+    c.grant.contract_accounts.check_known(&known_contract, "contract_accounts")?;
+    c.grant.delivery_accounts.check_known(&known_delivery, "delivery_accounts")?;
+
+    let user_id = UserId::new();
+    let expires_at = ctx.now + settings.activation_ttl;
+    let inserted = users::insert_invited(
+        tx,
+        NewUserRow {
+            id: user_id,
+            organization_id: &c.organization_id,
+            scope: &c.scope,
+            user: &c.user,
+            grant: &c.grant,
+            invited_by: Some(actor.snapshot.id),
+            activation_expires_at: expires_at,
+        },
+    )
+    .await?;
+    if !inserted {
+        return Err(Rejection::new(Reason::EmailTaken, "a user with this email address already exists").into());
+    }
+    let token = issue_token(tx, user_id, TokenPurpose::Activation, expires_at).await?;
+    let access = json!({
+        "role": c.grant.role,
+        "permissions": c.grant.permissions,
+        "contract_accounts": c.grant.contract_accounts,
+        "delivery_accounts": c.grant.delivery_accounts,
+    });
+    audit::record(
+        tx,
+        AuditEntry {
+            command_id: Some(&ctx.command_id),
+            actor_id: Some(actor.snapshot.id.as_uuid()),
+            user_id: Some(user_id.as_uuid()),
+            organization_id: c.organization_id.as_str(),
+            action: "user.invited",
+            before: None,
+            after: Some(json!({"status": "invited", "access": access})),
+        },
+    )
+    .await?;
+    fx.event(
+        EventType::UserInvited,
+        user_id,
+        json!({
+            "user_id": user_id,
+            "organization_id": c.organization_id,
+            "delivery_account_id": c.scope.delivery_account(),
+            "type": c.user.kind,
+            "role": c.grant.role,
+            "permissions": c.grant.permissions,
+            "contract_accounts": c.grant.contract_accounts,
+            "delivery_accounts": c.grant.delivery_accounts,
+            "invited_by": actor.snapshot.id,
+            "activation_expires_at": expires_at,
+        }),
+    );
+    fx.email(
+        ActivationEmail {
+            user_id,
+            email: c.user.email.as_str(),
+            first_name: c.user.first_name.as_str(),
+            last_name: c.user.last_name.as_str(),
+            locale: c.user.locale.as_str(),
+            organization_name: &organization_name,
+            inviter_name: Some(actor.display_name()),
+            expires_at,
+            resend: false,
+        }
+        .job(&token),
+    );
+    Ok(json!({"user_id": user_id, "status": "invited", "activation_expires_at": expires_at}))
+}
+
+/// `resend_activation`.
+pub(super) async fn resend(
+    tx: &mut Tx<'_>,
+    ctx: &Ctx,
+    settings: &HandlerSettings,
+    user_id: UserId,
+    fx: &mut Effects,
+) -> Outcome {
+    let actor = load_actor(tx, ctx).await?;
+    let target = load_target(tx, user_id).await?;
+    authz::check_manages_user(&actor.snapshot, &target.snapshot)?;
+    let last = tokens::last_issued_at(tx, user_id, TokenPurpose::Activation).await?;
+    user::check_resendable(target.snapshot.status, last, ctx.now, settings.resend_cooldown)?;
+    let expires_at = ctx.now + settings.activation_ttl;
+    let token = issue_token(tx, user_id, TokenPurpose::Activation, expires_at).await?;
+    users::reinvite(tx, user_id, expires_at).await?;
+    let organization_name = accounts::organization_name(tx, &target.snapshot.organization_id)
+        .await?
+        .unwrap_or_default();
+    audit::record(
+        tx,
+        AuditEntry {
+            command_id: Some(&ctx.command_id),
+            actor_id: Some(actor.snapshot.id.as_uuid()),
+            user_id: Some(user_id.as_uuid()),
+            organization_id: target.snapshot.organization_id.as_str(),
+            action: "user.activation_resent",
+            before: Some(json!({"status": target.snapshot.status})),
+            after: Some(json!({"status": UserStatus::Invited, "activation_expires_at": expires_at})),
+        },
+    )
+    .await?;
+    fx.event(
+        EventType::UserActivationResent,
+        user_id,
+        json!({
+            "user_id": user_id,
+            "organization_id": target.snapshot.organization_id,
+            "resent_by": actor.snapshot.id,
+            "previous_status": target.snapshot.status,
+            "activation_expires_at": expires_at,
+        }),
+    );
+    fx.email(
+        ActivationEmail {
+            user_id,
+            email: target.snapshot.email.as_str(),
+            first_name: &target.first_name,
+            last_name: &target.last_name,
+            locale: &target.locale,
+            organization_name: &organization_name,
+            inviter_name: Some(actor.display_name()),
+            expires_at,
+            resend: true,
+        }
+        .job(&token),
+    );
+    Ok(json!({"user_id": user_id, "status": "invited", "activation_expires_at": expires_at}))
+}
+
+/// `activate_user`.
+pub(super) async fn activate(tx: &mut Tx<'_>, ctx: &Ctx, token: Option<SecretToken>, fx: &mut Effects) -> Outcome {
+    let invalid = || Rejection::new(Reason::TokenInvalid, "this activation link is not valid");
+    let token = token.ok_or_else(invalid)?;
+    let hash = token.hash();
+    let found = tokens::lock_by_hash(tx, &hash).await?;
+    token::check_redeemable(found.as_ref().map(|(_, r)| r), TokenPurpose::Activation, ctx.now)
+        .map_err(|reason| Rejection::new(reason, token_message(reason, "activation")))?;
+    let Some((user_id, _)) = found else {
+        return Err(invalid().into());
+    };
+    let target = load_target(tx, user_id).await?;
+    user::check_activatable(target.snapshot.status)?;
+    tokens::mark_used(tx, &hash, ctx.now).await?;
+    users::activate(tx, user_id, ctx.now).await?;
+    audit::record(
+        tx,
+        AuditEntry {
+            command_id: Some(&ctx.command_id),
+            actor_id: None,
+            user_id: Some(user_id.as_uuid()),
+            organization_id: target.snapshot.organization_id.as_str(),
+            action: "user.activated",
+            before: Some(json!({"status": target.snapshot.status})),
+            after: Some(json!({"status": UserStatus::Active})),
+        },
+    )
+    .await?;
+    fx.event(
+        EventType::UserActivated,
+        user_id,
+        json!({
+            "user_id": user_id,
+            "organization_id": target.snapshot.organization_id,
+            "activated_at": ctx.now,
+            "invited_at": target.created_at,
+        }),
+    );
+    Ok(json!({"user_id": user_id, "email": target.snapshot.email}))
+}
+
+/// A person-readable message for a refused token.
+pub(super) fn token_message(reason: Reason, what: &str) -> String {
+    match reason {
+        Reason::TokenExpired => format!("this {what} link has expired"),
+        Reason::TokenUsed => format!("this {what} link was used already"),
+        _ => format!("this {what} link is not valid"),
+    }
+}

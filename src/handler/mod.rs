@@ -1,0 +1,238 @@
+//! Applies one command: idempotency, authorization, state, outbox — one transaction.
+//!
+//! The first statement claims the command id; a redelivery finds it and gets
+//! the stored reply. The command's own work runs inside a savepoint so that a
+//! rejection undoes whatever it touched while the reply and the idempotency
+//! record still commit. Emails, events and the reply are written to the
+//! outbox in the same transaction and delivered by the relay.
+
+mod accounts;
+mod effects;
+mod invitations;
+mod lookup;
+mod passwords;
+mod profiles;
+mod removal;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use thiserror::Error;
+
+use crate::domain::command::Command;
+use crate::domain::envelope::Envelope;
+use crate::domain::ids::UserId;
+use crate::domain::reply::{Rejection, Reply};
+use crate::store::outbox::{NewOutboxRow, OutboxKind};
+use crate::store::{self, StoreError, Tx};
+
+pub use effects::Effects;
+
+/// Settings the rules need from the configuration.
+#[derive(Debug, Clone)]
+pub struct HandlerSettings {
+    /// How long an activation link is valid.
+    pub activation_ttl: Duration,
+    /// How long a password reset link is valid.
+    pub password_reset_ttl: Duration,
+    /// Minimum time between two emails of the same kind to one user.
+    pub resend_cooldown: Duration,
+}
+
+/// Where a reply goes: the request's `reply_to` and correlation id.
+#[derive(Debug, Clone)]
+pub struct ReplyAddress {
+    /// The queue name (default exchange routing key).
+    pub reply_to: String,
+    /// The request's `correlation_id`, or its command id.
+    pub correlation_id: String,
+}
+
+/// What happened to a command.
+#[derive(Debug)]
+pub enum Handled {
+    /// Processed now: its reply and effects are in the outbox.
+    Processed(Reply),
+    /// Processed before: here is the stored reply, nothing else happened.
+    Duplicate(Reply),
+}
+
+/// A failure that is not the command's fault: worth a retry.
+#[derive(Debug, Error)]
+pub enum HandleError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The OS random generator failed.
+    #[error("random generator failed: {0}")]
+    Random(String),
+}
+
+impl From<sqlx::Error> for HandleError {
+    fn from(e: sqlx::Error) -> Self {
+        HandleError::Store(StoreError::Database(e))
+    }
+}
+
+/// Inside a command: a rejection (the reply) or an error (retry).
+#[derive(Debug)]
+pub(crate) enum Fail {
+    Reject(Rejection),
+    Error(HandleError),
+}
+
+impl From<Rejection> for Fail {
+    fn from(r: Rejection) -> Self {
+        Fail::Reject(r)
+    }
+}
+
+impl From<crate::domain::FieldError> for Fail {
+    fn from(e: crate::domain::FieldError) -> Self {
+        Fail::Reject(e.into())
+    }
+}
+
+impl From<HandleError> for Fail {
+    fn from(e: HandleError) -> Self {
+        Fail::Error(e)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Error(e.into())
+    }
+}
+
+impl From<sqlx::Error> for Fail {
+    fn from(e: sqlx::Error) -> Self {
+        Fail::Error(e.into())
+    }
+}
+
+/// The command being applied: its id, actor and the time it is applied at.
+#[derive(Debug, Clone)]
+pub(crate) struct Ctx {
+    pub command_id: String,
+    pub actor: Option<UserId>,
+    pub now: DateTime<Utc>,
+}
+
+/// The result of a command's own work.
+pub(crate) type Outcome = Result<Value, Fail>;
+
+/// Applies commands against the database.
+#[derive(Debug, Clone)]
+pub struct Handler {
+    pool: PgPool,
+    settings: HandlerSettings,
+}
+
+impl Handler {
+    /// A handler on `pool` with `settings`.
+    pub fn new(pool: PgPool, settings: HandlerSettings) -> Handler {
+        Handler { pool, settings }
+    }
+
+    /// Applies `envelope` exactly once. `raw` is the message body, kept for
+    /// the dead-letter copy when the data turns out invalid.
+    pub async fn handle(
+        &self,
+        envelope: &Envelope,
+        reply_to: Option<&ReplyAddress>,
+        raw: &[u8],
+    ) -> Result<Handled, HandleError> {
+        let id = envelope.id.as_str();
+        let mut tx = self.pool.begin().await?;
+        if !store::processed::claim(&mut tx, id, envelope.kind.as_str()).await? {
+            tx.rollback().await?;
+            let reply = store::processed::reply_of(&self.pool, id)
+                .await?
+                .unwrap_or_else(|| Reply::applied(id, json!({})));
+            return Ok(Handled::Duplicate(reply));
+        }
+        let ctx = Ctx {
+            command_id: id.to_owned(),
+            actor: envelope.actor,
+            now: Utc::now(),
+        };
+        let mut fx = Effects::default();
+        let outcome = match Command::parse(envelope.kind, &envelope.data) {
+            Err(field) => {
+                fx.dead_letter(envelope.kind, &field.to_string(), raw);
+                Err(Rejection::from(field))
+            }
+            Ok(command) => {
+                let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
+                match self.apply(&mut savepoint, &ctx, command, &mut fx).await {
+                    Ok(data) => {
+                        savepoint.commit().await?;
+                        Ok(data)
+                    }
+                    Err(Fail::Reject(rejection)) => {
+                        savepoint.rollback().await?;
+                        fx.discard_for_rejection();
+                        Err(rejection)
+                    }
+                    Err(Fail::Error(e)) => return Err(e),
+                }
+            }
+        };
+        let reply = match outcome {
+            Ok(data) => Reply::applied(id, data),
+            Err(rejection) => Reply::refused(Some(id), &rejection),
+        };
+        store::processed::finish(&mut tx, id, &reply).await?;
+        let mut rows = fx.into_rows(ctx.now);
+        if let Some(address) = reply_to {
+            rows.push(reply_row(address, &reply));
+        }
+        store::outbox::insert(&mut tx, &rows).await?;
+        tx.commit().await?;
+        Ok(Handled::Processed(reply))
+    }
+
+    async fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx, command: Command, fx: &mut Effects) -> Outcome {
+        let s = &self.settings;
+        match command {
+            Command::OnboardOrganization(c) => accounts::onboard(tx, ctx, s, c, fx).await,
+            Command::SyncAccounts(c) => accounts::sync(tx, ctx, c, fx).await,
+            Command::CheckEmail { email } => lookup::check_email(tx, ctx, &email).await,
+            Command::InviteUser(c) => invitations::invite(tx, ctx, s, c, fx).await,
+            Command::ResendActivation { user_id } => invitations::resend(tx, ctx, s, user_id, fx).await,
+            Command::ActivateUser { token } => invitations::activate(tx, ctx, token, fx).await,
+            Command::RequestPasswordReset { email } => passwords::request(tx, ctx, s, &email, fx).await,
+            Command::RedeemPasswordReset { token } => passwords::redeem(tx, ctx, token).await,
+            Command::UpdateProfile { user_id, changes } => profiles::update_profile(tx, ctx, user_id, changes, fx).await,
+            Command::UpdateAccess { user_id, changes } => profiles::update_access(tx, ctx, user_id, changes, fx).await,
+            Command::RemoveUser { user_id } => removal::remove(tx, ctx, user_id, fx).await,
+        }
+    }
+}
+
+/// The outbox row that publishes `reply` to `address`.
+pub fn reply_row(address: &ReplyAddress, reply: &Reply) -> NewOutboxRow {
+    NewOutboxRow {
+        kind: OutboxKind::Reply,
+        payload: json!({
+            "reply_to": address.reply_to,
+            "correlation_id": address.correlation_id,
+            "body": reply,
+        }),
+    }
+}
+
+/// The reply's status as a metrics outcome label.
+pub fn outcome_label(handled: &Handled) -> &'static str {
+    match handled {
+        Handled::Processed(r) => r.status.as_str(),
+        Handled::Duplicate(_) => "duplicate",
+    }
+}
+
+/// Formats a timestamp for an email (`2026-11-30 10:00 UTC`).
+pub(crate) fn email_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+

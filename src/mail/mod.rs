@@ -1,0 +1,12 @@
+//! Email: templates rendered with handlebars, sent with lettre.
+//!
+//! Templates are loaded and checked at start (a broken or missing `en`
+//! template stops start-up); messages are multipart text + HTML with a
+//! stable `Message-ID` per outbox row and `Auto-Submitted: auto-generated`.
+
+pub mod message;
+pub mod templates;
+pub mod transport;
+
+pub use templates::{Rendered, Renderer, TemplateError};
+pub use transport::{MailError, Mailer};

@@ -1,0 +1,102 @@
+//! Sends messages through pooled SMTP or writes them as `.eml` files.
+//!
+//! Errors are classified for the outbox: a permanent SMTP answer (5xx) or an
+//! email that cannot be built is not retried; everything else is.
+
+use lettre::message::Mailbox;
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use std::time::Duration;
+use thiserror::Error;
+
+use crate::config::{MailUrl, SmtpTls};
+
+/// A failed send.
+#[derive(Debug, Error)]
+#[error("{detail}")]
+pub struct MailError {
+    /// True when retrying cannot help (5xx answer, unbuildable message).
+    pub permanent: bool,
+    /// What went wrong (never the message body).
+    pub detail: String,
+}
+
+impl MailError {
+    /// A failure that retrying cannot fix.
+    pub fn permanent(detail: impl Into<String>) -> MailError {
+        MailError { permanent: true, detail: detail.into() }
+    }
+}
+
+enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    File(AsyncFileTransport<Tokio1Executor>),
+}
+
+/// Sends emails.
+pub struct Mailer {
+    transport: Transport,
+    from: Mailbox,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer").field("from", &self.from.to_string()).finish()
+    }
+}
+
+impl Mailer {
+    /// A mailer for `url`, sending as `from`. A file directory is created.
+    pub fn new(url: &MailUrl, from: Mailbox, timeout: Duration, pool_size: u32) -> Result<Mailer, MailError> {
+        let transport = match url {
+            MailUrl::File(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| MailError::permanent(format!("cannot create mail directory {}: {e}", dir.display())))?;
+                Transport::File(AsyncFileTransport::<Tokio1Executor>::new(dir))
+            }
+            MailUrl::Smtp { host, port, tls, credentials } => {
+                let params = || {
+                    TlsParameters::new(host.clone())
+                        .map_err(|e| MailError::permanent(format!("TLS setup for {host} failed: {e}")))
+                };
+                let tls = match tls {
+                    SmtpTls::None => Tls::None,
+                    SmtpTls::StartTls => Tls::Required(params()?),
+                    SmtpTls::Opportunistic => Tls::Opportunistic(params()?),
+                    SmtpTls::Wrapper => Tls::Wrapper(params()?),
+                };
+                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
+                    .port(*port)
+                    .tls(tls)
+                    .timeout(Some(timeout))
+                    .pool_config(PoolConfig::new().max_size(pool_size.max(1)));
+                if let Some((user, password)) = credentials {
+                    builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+                }
+                Transport::Smtp(builder.build())
+            }
+        };
+        Ok(Mailer { transport, from })
+    }
+
+    /// The sender.
+    pub fn from(&self) -> &Mailbox {
+        &self.from
+    }
+
+    /// Sends one message.
+    pub async fn send(&self, message: Message) -> Result<(), MailError> {
+        match &self.transport {
+            Transport::Smtp(t) => t.send(message).await.map(|_| ()).map_err(|e| MailError {
+                permanent: e.is_permanent(),
+                detail: format!("SMTP: {e}"),
+            }),
+            Transport::File(t) => t.send(message).await.map(|_| ()).map_err(|e| MailError {
+                permanent: false,
+                detail: format!("file transport: {e}"),
+            }),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Claims due outbox rows, delivers them, marks them sent or schedules a retry.
+
+use futures_util::StreamExt;
+use lettre::Address;
+use lettre::message::Mailbox;
+use serde_json::Value;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+use crate::broker::publisher::{Pending, PublishError};
+use crate::broker::{Publisher, SessionWatch};
+use crate::domain::notification::EmailJob;
+use crate::mail::{Mailer, Renderer, message};
+use crate::store::outbox::{self, ClaimedRow, OutboxKind};
+use crate::store::StoreError;
+use crate::telemetry::metrics;
+
+/// How the relay claims and retries.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// Rows claimed per pass.
+    pub batch: i64,
+    /// How long a claim lasts.
+    pub lease: Duration,
+    /// Email attempts before a row is marked failed.
+    pub max_attempts: i32,
+    /// First retry delay; doubles per attempt.
+    pub retry_base: Duration,
+    /// Emails sent at once.
+    pub concurrency: usize,
+}
+
+/// The relay.
+pub struct Relay {
+    pool: PgPool,
+    renderer: Arc<Renderer>,
+    mailer: Arc<Mailer>,
+    sessions: SessionWatch,
+    notify: Arc<Notify>,
+    settings: RelaySettings,
+}
+
+/// Delay before retry number `attempts` (1-based): base doubling, capped at 1 h.
+pub fn retry_delay(base: Duration, attempts: i32) -> Duration {
+    let factor = 1u32 << attempts.clamp(1, 20).saturating_sub(1);
+    base.saturating_mul(factor).min(Duration::from_secs(3600))
+}
+
+enum Delivery {
+    Sent,
+    Retry(String),
+    Failed(String),
+}
+
+impl Relay {
+    /// A relay over `pool` delivering through `mailer` and the current session.
+    pub fn new(
+        pool: PgPool,
+        renderer: Arc<Renderer>,
+        mailer: Arc<Mailer>,
+        sessions: SessionWatch,
+        notify: Arc<Notify>,
+        settings: RelaySettings,
+    ) -> Relay {
+        Relay { pool, renderer, mailer, sessions, notify, settings }
+    }
+
+    /// Delivers until `shutdown`, waking on notifications and once a second.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            match self.pass().await {
+                Ok(n) if n as i64 >= self.settings.batch => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "outbox pass failed"),
+            }
+            tokio::select! {
+                _ = self.notify.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = crate::shutdown::requested(&mut shutdown) => {}
+            }
+        }
+    }
+
+    /// One pass: claim a batch and deliver it. Returns the rows claimed.
+    pub async fn pass(&self) -> Result<usize, StoreError> {
+        let rows = outbox::claim(&self.pool, self.settings.batch, self.settings.lease).await?;
+        let claimed = rows.len();
+        if claimed == 0 {
+            return Ok(0);
+        }
+        let (emails, publishes): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.kind == OutboxKind::Email);
+        self.publish_all(publishes).await?;
+        let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(emails)
+            .map(|row| self.deliver_email(row))
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<(), _>>()?;
+        Ok(claimed)
+    }
+
+    async fn publish_all(&self, rows: Vec<ClaimedRow>) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let publisher = self.sessions.borrow().as_ref().map(|s| s.publisher.clone());
+        let Some(publisher) = publisher else {
+            for row in rows {
+                let delay = retry_delay(Duration::from_millis(500), row.attempts).min(Duration::from_secs(10));
+                outbox::retry_later(&self.pool, row.id, delay, "broker not connected").await?;
+            }
+            return Ok(());
+        };
+        let mut pending: Vec<(ClaimedRow, Result<Pending, PublishError>)> = Vec::with_capacity(rows.len());
+        for row in rows {
+            let started = publish_row(&publisher, &row).await;
+            pending.push((row, started));
+        }
+        let mut sent = Vec::new();
+        for (row, started) in pending {
+            let result = match started {
+                Ok(p) => p.confirmed().await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => sent.push(row.id),
+                Err(e) => {
+                    let delay = retry_delay(Duration::from_millis(500), row.attempts).min(Duration::from_secs(30));
+                    tracing::warn!(outbox_id = row.id, kind = row.kind.as_str(), error = %e, "publish failed; will retry");
+                    outbox::retry_later(&self.pool, row.id, delay, &e.to_string()).await?;
+                }
+            }
+        }
+        outbox::mark_sent(&self.pool, &sent).await
+    }
+
+    async fn deliver_email(&self, row: ClaimedRow) -> Result<(), StoreError> {
+        let job: EmailJob = match serde_json::from_value(row.payload.clone()) {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::error!(outbox_id = row.id, error = %e, "email row does not parse; marking it failed");
+                metrics::email("unknown", "failed");
+                return outbox::mark_failed(&self.pool, row.id, &format!("payload does not parse: {e}")).await;
+            }
+        };
+        let template = job.template.as_str();
+        let outcome = self.send(&row, &job).await;
+        match outcome {
+            Delivery::Sent => {
+                tracing::debug!(outbox_id = row.id, template, user_id = ?job.user_id, "email sent");
+                metrics::email(template, "sent");
+                outbox::mark_sent(&self.pool, &[row.id]).await
+            }
+            Delivery::Retry(error) if row.attempts < self.settings.max_attempts => {
+                let delay = retry_delay(self.settings.retry_base, row.attempts);
+                tracing::warn!(outbox_id = row.id, template, user_id = ?job.user_id, attempts = row.attempts,
+                    retry_in_ms = delay.as_millis() as u64, error = %error, "email not sent; will retry");
+                metrics::email(template, "retry");
+                outbox::retry_later(&self.pool, row.id, delay, &error).await
+            }
+            Delivery::Retry(error) | Delivery::Failed(error) => {
+                tracing::error!(outbox_id = row.id, template, user_id = ?job.user_id, attempts = row.attempts,
+                    error = %error, "email failed for good");
+                metrics::email(template, "failed");
+                outbox::mark_failed(&self.pool, row.id, &error).await
+            }
+        }
+    }
+
+    async fn send(&self, row: &ClaimedRow, job: &EmailJob) -> Delivery {
+        let rendered = match self.renderer.render(job) {
+            Ok(r) => r,
+            Err(e) => return Delivery::Failed(e.to_string()),
+        };
+        let address: Address = match job.to.parse() {
+            Ok(a) => a,
+            Err(e) => return Delivery::Failed(format!("recipient address rejected: {e}")),
+        };
+        let to = Mailbox::new(Some(job.to_name.clone()), address);
+        let id = message::message_id(row.message_id, self.mailer.from());
+        let built = match message::build(self.mailer.from(), to, id, rendered) {
+            Ok(m) => m,
+            Err(e) => return Delivery::Failed(format!("message cannot be built: {e}")),
+        };
+        match self.mailer.send(built).await {
+            Ok(()) => Delivery::Sent,
+            Err(e) if e.permanent => Delivery::Failed(e.detail),
+            Err(e) => Delivery::Retry(e.detail),
+        }
+    }
+}
+
+async fn publish_row(publisher: &Publisher, row: &ClaimedRow) -> Result<Pending, PublishError> {
+    let p = &row.payload;
+    let text = |key: &str| p.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+    match row.kind {
+        OutboxKind::Event => {
+            let body = serde_json::to_vec(&p["body"]).unwrap_or_default();
+            let id = p["body"]["id"].as_str().unwrap_or_default().to_owned();
+            publisher.event(&text("routing_key"), &id, &body).await
+        }
+        OutboxKind::Reply => {
+            let body = serde_json::to_vec(&p["body"]).unwrap_or_default();
+            publisher.reply(&text("reply_to"), &text("correlation_id"), &body).await
+        }
+        OutboxKind::DeadLetter => {
+            use base64::Engine;
+            let body = base64::engine::general_purpose::STANDARD
+                .decode(text("body_base64"))
+                .unwrap_or_default();
+            publisher.dead_letter(&body, None, &text("reason"), &text("error")).await
+        }
+        OutboxKind::Email => Err(PublishError::Returned("an email row is not published".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_and_is_capped() {
+        let base = Duration::from_secs(2);
+        assert_eq!(retry_delay(base, 1), Duration::from_secs(2));
+        assert_eq!(retry_delay(base, 2), Duration::from_secs(4));
+        assert_eq!(retry_delay(base, 5), Duration::from_secs(32));
+        assert_eq!(retry_delay(base, 40), Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,120 @@
+//! The expiry sweep: invitations nobody activated in time become `expired`.
+//!
+//! Works in bounded batches, each its own short transaction that skips rows
+//! other transactions hold, so commands keep flowing while it runs. Each
+//! expired invite emits `user.invite_expired` and emails the inviting
+//! manager (`invite_expired`) through the outbox.
+
+use chrono::Utc;
+use serde_json::json;
+use sqlx::PgPool;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+use super::lock::{keys, with_lock};
+use crate::domain::event::{Event, EventType};
+use crate::domain::notification::{EmailJob, Template};
+use crate::domain::user::{self, UserStatus};
+use crate::store::expiry::{ExpiredInvite, expire_batch};
+use crate::store::outbox::{NewOutboxRow, OutboxKind, insert};
+use crate::store::StoreError;
+use crate::telemetry::metrics;
+
+/// What a sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Invitations expired.
+    pub expired: u64,
+    /// Transactions used.
+    pub batches: u32,
+}
+
+fn rows_for(invite: &ExpiredInvite, now: chrono::DateTime<Utc>) -> Vec<NewOutboxRow> {
+    let event = Event::new(
+        EventType::UserInviteExpired,
+        invite.user_id,
+        json!({
+            "user_id": invite.user_id,
+            "organization_id": invite.organization_id,
+            "expired_at": invite.expired_at,
+            "invited_by": invite.inviter.as_ref().map(|m| m.id),
+        }),
+    );
+    let mut rows = vec![NewOutboxRow {
+        kind: OutboxKind::Event,
+        payload: json!({"routing_key": event.kind.as_str(), "body": event.to_cloudevent(now)}),
+    }];
+    if let Some(manager) = &invite.inviter {
+        let status = UserStatus::parse(&manager.status).unwrap_or(UserStatus::Removed);
+        if user::inviter_is_told(status) {
+            let to_name = if manager.last_name.is_empty() {
+                manager.first_name.clone()
+            } else {
+                format!("{} {}", manager.first_name, manager.last_name)
+            };
+            let job = EmailJob {
+                template: Template::InviteExpired,
+                locale: manager.locale.clone(),
+                to: manager.email.clone(),
+                to_name,
+                vars: json!({
+                    "manager_first_name": manager.first_name,
+                    "user_first_name": invite.first_name,
+                    "user_last_name": invite.last_name,
+                    "user_email": invite.email,
+                    "organization_name": invite.organization_name,
+                    "expired_at": crate::handler::email_time(invite.expired_at),
+                }),
+                token: None,
+                user_id: Some(invite.user_id.to_string()),
+            };
+            rows.push(NewOutboxRow { kind: OutboxKind::Email, payload: job.to_json() });
+        }
+    }
+    rows
+}
+
+/// Expires every due invitation, `batch` at a time (no lock taken here).
+pub async fn sweep(pool: &PgPool, batch: i64, relay: &Notify) -> Result<SweepReport, StoreError> {
+    let mut report = SweepReport::default();
+    loop {
+        let now = Utc::now();
+        let mut tx = pool.begin().await?;
+        let expired = expire_batch(&mut tx, now, batch).await?;
+        let rows: Vec<NewOutboxRow> = expired.iter().flat_map(|i| rows_for(i, now)).collect();
+        insert(&mut tx, &rows).await?;
+        tx.commit().await?;
+        report.batches += 1;
+        report.expired += expired.len() as u64;
+        metrics::invites_expired(expired.len() as u64);
+        if !expired.is_empty() {
+            relay.notify_one();
+        }
+        if (expired.len() as i64) < batch {
+            return Ok(report);
+        }
+    }
+}
+
+/// One scheduled run: the sweep under the advisory lock, with metrics.
+pub async fn run(pool: &PgPool, batch: i64, relay: &Arc<Notify>) -> Option<SweepReport> {
+    match with_lock(pool, keys::EXPIRY, || sweep(pool, batch, relay)).await {
+        Ok(Some(report)) => {
+            if report.expired > 0 {
+                tracing::info!(expired = report.expired, batches = report.batches, "expiry sweep done");
+            }
+            metrics::scheduler_run("expiry", "ok");
+            Some(report)
+        }
+        Ok(None) => {
+            tracing::debug!("expiry sweep running elsewhere; skipped");
+            metrics::scheduler_run("expiry", "skipped");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "expiry sweep failed");
+            metrics::scheduler_run("expiry", "error");
+            None
+        }
+    }
+}

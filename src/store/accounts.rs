@@ -1,0 +1,97 @@
+//! Organizations and their contract and delivery accounts.
+
+use sqlx::Row;
+use std::collections::BTreeSet;
+
+use super::{StoreError, Tx};
+use crate::domain::command::AccountSpec;
+use crate::domain::ids::OrganizationId;
+
+/// Inserts an organization. False when it exists already.
+pub async fn insert_organization(tx: &mut Tx<'_>, id: &OrganizationId, name: &str) -> Result<bool, StoreError> {
+    let n = sqlx::query("INSERT INTO organizations (id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(id.as_str())
+        .bind(name)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    Ok(n == 1)
+}
+
+/// The organization's name, locking its row so that changes that count
+/// managers (remove, demote) are serialized per organization.
+pub async fn lock_organization(tx: &mut Tx<'_>, id: &OrganizationId) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1 FOR UPDATE")
+        .bind(id.as_str())
+        .fetch_optional(&mut **tx)
+        .await?)
+}
+
+/// The organization's name, if it exists.
+pub async fn organization_name(tx: &mut Tx<'_>, id: &OrganizationId) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1")
+        .bind(id.as_str())
+        .fetch_optional(&mut **tx)
+        .await?)
+}
+
+/// Upserts contract and delivery accounts of `organization`.
+pub async fn upsert(
+    tx: &mut Tx<'_>,
+    organization: &OrganizationId,
+    contract: &[AccountSpec],
+    delivery: &[AccountSpec],
+) -> Result<(), StoreError> {
+    for a in contract {
+        sqlx::query(
+            "INSERT INTO contract_accounts (organization_id, id, name) VALUES ($1, $2, $3)
+             ON CONFLICT (organization_id, id) DO UPDATE SET name = EXCLUDED.name, updated_at = now()",
+        )
+        .bind(organization.as_str())
+        .bind(a.id.as_str())
+        .bind(&a.name)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for a in delivery {
+        let links: Vec<&str> = a.contract_accounts.iter().map(|c| c.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO delivery_accounts (organization_id, id, name, contract_accounts) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (organization_id, id) DO UPDATE
+             SET name = EXCLUDED.name, contract_accounts = EXCLUDED.contract_accounts, updated_at = now()",
+        )
+        .bind(organization.as_str())
+        .bind(a.id.as_str())
+        .bind(&a.name)
+        .bind(links)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The ids of the organization's contract and delivery accounts.
+pub async fn known_ids(
+    tx: &mut Tx<'_>,
+    organization: &OrganizationId,
+) -> Result<(BTreeSet<String>, BTreeSet<String>), StoreError> {
+    let rows = sqlx::query(
+        "SELECT 'c' AS k, id FROM contract_accounts WHERE organization_id = $1
+         UNION ALL SELECT 'd', id FROM delivery_accounts WHERE organization_id = $1",
+    )
+    .bind(organization.as_str())
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut contract = BTreeSet::new();
+    let mut delivery = BTreeSet::new();
+    for r in rows {
+        let k: String = r.try_get("k")?;
+        let id: String = r.try_get("id")?;
+        if k == "c" {
+            contract.insert(id);
+        } else {
+            delivery.insert(id);
+        }
+    }
+    Ok((contract, delivery))
+}

@@ -1,0 +1,98 @@
+//! PostgreSQL persistence (sqlx): state, idempotency record, outbox, audit.
+//!
+//! Every command runs in one transaction opened by the handler; the
+//! functions here take that transaction so the state change, the outbox rows
+//! and the processed-command row commit together or not at all.
+
+pub mod accounts;
+pub mod audit;
+pub mod expiry;
+pub mod outbox;
+pub mod processed;
+pub mod stats;
+pub mod tokens;
+pub mod users;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Executor, PgPool};
+use std::str::FromStr;
+use std::time::Duration;
+use thiserror::Error;
+
+/// A database transaction as the store functions take it.
+pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
+
+/// Errors of the store; all of them are worth a retry unless stated.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database answered with an error or is unreachable.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored row does not map to a domain value (a bug or manual edit).
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What did not parse.
+        detail: String,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn corrupt(table: &'static str, detail: impl Into<String>) -> StoreError {
+        StoreError::Corrupt {
+            table,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The migrations embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Creates the database named in `url` if it does not exist yet.
+pub async fn create_database_if_missing(url: &str) -> Result<(), StoreError> {
+    let options = PgConnectOptions::from_str(url)?;
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = options.clone().database("postgres").connect().await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        let create = sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}"));
+        match admin.execute(create).await {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another replica created it at the same moment.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Connects a pool of `max_connections` to `url`.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    let options = PgConnectOptions::from_str(url)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+/// Creates the database if needed and applies pending migrations.
+pub async fn migrate(url: &str) -> Result<PgPool, StoreError> {
+    create_database_if_missing(url).await?;
+    let pool = connect(url, 2).await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}

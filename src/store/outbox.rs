@@ -1,0 +1,181 @@
+//! The transactional outbox: rows written with a command, delivered later.
+//!
+//! Rows are claimed with `FOR UPDATE SKIP LOCKED` and a lease, so several
+//! relays never deliver the same row at once and a row claimed by a relay
+//! that died is picked up again when its lease runs out.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgPool, Row};
+use std::time::Duration;
+use uuid::Uuid;
+
+use super::{StoreError, Tx};
+
+/// What a row delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxKind {
+    /// An email through the mail transport.
+    Email,
+    /// An event on `P.events`.
+    Event,
+    /// A reply to a command's `reply_to`.
+    Reply,
+    /// A copy of an invalid command to `P.dead`.
+    DeadLetter,
+}
+
+impl OutboxKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxKind::Email => "email",
+            OutboxKind::Event => "event",
+            OutboxKind::Reply => "reply",
+            OutboxKind::DeadLetter => "dead_letter",
+        }
+    }
+
+    fn parse(s: &str) -> Option<OutboxKind> {
+        match s {
+            "email" => Some(OutboxKind::Email),
+            "event" => Some(OutboxKind::Event),
+            "reply" => Some(OutboxKind::Reply),
+            "dead_letter" => Some(OutboxKind::DeadLetter),
+            _ => None,
+        }
+    }
+}
+
+/// A row to write.
+#[derive(Debug, Clone)]
+pub struct NewOutboxRow {
+    /// What it delivers.
+    pub kind: OutboxKind,
+    /// Kind-specific JSON.
+    pub payload: Value,
+}
+
+/// A row claimed for delivery.
+#[derive(Debug, Clone)]
+pub struct ClaimedRow {
+    /// Row id.
+    pub id: i64,
+    /// What it delivers.
+    pub kind: OutboxKind,
+    /// Stable per row: the email's `Message-ID`, the event's id.
+    pub message_id: Uuid,
+    /// Kind-specific JSON.
+    pub payload: Value,
+    /// Delivery attempts so far, this one included.
+    pub attempts: i32,
+    /// When the row was written.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Writes `rows` in `tx`.
+pub async fn insert(tx: &mut Tx<'_>, rows: &[NewOutboxRow]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
+    let payloads: Vec<Value> = rows.iter().map(|r| r.payload.clone()).collect();
+    sqlx::query("INSERT INTO outbox (kind, payload) SELECT * FROM UNNEST($1::text[], $2::jsonb[])")
+        .bind(kinds)
+        .bind(payloads)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Claims up to `limit` due rows for `lease`.
+pub async fn claim(pool: &PgPool, limit: i64, lease: Duration) -> Result<Vec<ClaimedRow>, StoreError> {
+    let rows = sqlx::query(
+        "UPDATE outbox SET claimed_until = now() + $2 * interval '1 millisecond', attempts = attempts + 1
+         WHERE id IN (
+             SELECT id FROM outbox
+             WHERE sent_at IS NULL AND failed_at IS NULL AND available_at <= now()
+               AND (claimed_until IS NULL OR claimed_until < now())
+             ORDER BY available_at, id
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED)
+         RETURNING id, kind, message_id, payload, attempts, created_at",
+    )
+    .bind(limit)
+    .bind(lease.as_millis() as f64)
+    .fetch_all(pool)
+    .await?;
+    let mut claimed = rows
+        .into_iter()
+        .map(|r| {
+            let kind: String = r.try_get("kind")?;
+            Ok(ClaimedRow {
+                id: r.try_get("id")?,
+                kind: OutboxKind::parse(&kind)
+                    .ok_or_else(|| StoreError::corrupt("outbox", format!("kind {kind}")))?,
+                message_id: r.try_get("message_id")?,
+                payload: r.try_get("payload")?,
+                attempts: r.try_get("attempts")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    claimed.sort_by_key(|r| r.id);
+    Ok(claimed)
+}
+
+/// Marks rows delivered; their payload keeps no token.
+pub async fn mark_sent(pool: &PgPool, ids: &[i64]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE outbox SET sent_at = now(), claimed_until = NULL, last_error = NULL,
+            payload = payload - 'token'
+         WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Puts a row back to be tried again after `delay`.
+pub async fn retry_later(pool: &PgPool, id: i64, delay: Duration, error: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE outbox SET claimed_until = NULL, last_error = $3,
+            available_at = now() + $2 * interval '1 millisecond'
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(delay.as_millis() as f64)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Gives up on a row; its payload keeps no token (a resend issues a new one).
+pub async fn mark_failed(pool: &PgPool, id: i64, error: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE outbox SET failed_at = now(), claimed_until = NULL, last_error = $2,
+            payload = payload - 'token'
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Deletes delivered rows older than `older_than`; returns how many.
+pub async fn prune_sent(pool: &PgPool, older_than: Duration) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < now() - $1 * interval '1 millisecond'",
+    )
+    .bind(older_than.as_millis() as f64)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}

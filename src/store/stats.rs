@@ -1,0 +1,47 @@
+//! Read-only figures for the gauges: users by status, outbox backlog.
+
+use sqlx::{PgPool, Row};
+
+use super::StoreError;
+
+/// Point-in-time figures the telemetry exports as gauges.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// (status, count) for every status present.
+    pub users: Vec<(String, i64)>,
+    /// Outbox rows not yet delivered nor failed.
+    pub outbox_pending: i64,
+    /// Age of the oldest pending row, in seconds (0 when none).
+    pub outbox_oldest_age_seconds: f64,
+}
+
+/// Reads the current figures.
+pub async fn read(pool: &PgPool) -> Result<Stats, StoreError> {
+    let users = sqlx::query("SELECT status, count(*) AS n FROM users GROUP BY status")
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let row = sqlx::query(
+        "SELECT count(*) AS n,
+                COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) AS age
+         FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Stats {
+        users,
+        outbox_pending: row.try_get("n")?,
+        outbox_oldest_age_seconds: row.try_get("age")?,
+    })
+}
+
+/// Deletes idempotency records older than `days`; returns how many.
+pub async fn prune_processed(pool: &PgPool, days: i32) -> Result<u64, StoreError> {
+    Ok(sqlx::query("DELETE FROM processed_commands WHERE processed_at < now() - make_interval(days => $1)")
+        .bind(days)
+        .execute(pool)
+        .await?
+        .rows_affected())
+}

@@ -1,0 +1,310 @@
+//! Users: load into domain snapshots, insert, and apply state changes.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, Row};
+use sqlx::postgres::PgRow;
+use std::collections::BTreeSet;
+use uuid::Uuid;
+
+use super::{StoreError, Tx};
+use crate::domain::access::AccountAccess;
+use crate::domain::authz::Grant;
+use crate::domain::command::NewUser;
+use crate::domain::email::EmailAddress;
+use crate::domain::ids::{AccountId, OrganizationId, UserId};
+use crate::domain::permission::PermissionSet;
+use crate::domain::user::{Role, Scope, UserKind, UserSnapshot, UserStatus};
+
+/// A user row: the rules' snapshot plus the profile the emails need.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    /// What the rules see.
+    pub snapshot: UserSnapshot,
+    /// personal or group.
+    pub kind: UserKind,
+    /// First name.
+    pub first_name: String,
+    /// Last name (may be empty for groups).
+    pub last_name: String,
+    /// E.164 phone.
+    pub phone: String,
+    /// ISO country.
+    pub country: String,
+    /// Email locale.
+    pub locale: String,
+    /// Who invited it.
+    pub invited_by: Option<Uuid>,
+    /// When it became active.
+    pub activated_at: Option<DateTime<Utc>>,
+    /// When it was created (invited).
+    pub created_at: DateTime<Utc>,
+}
+
+impl UserRecord {
+    /// `First Last`, or just the first name.
+    pub fn display_name(&self) -> String {
+        if self.last_name.is_empty() {
+            self.first_name.clone()
+        } else {
+            format!("{} {}", self.first_name, self.last_name)
+        }
+    }
+
+    /// The profile fields as JSON (for events and the audit trail).
+    pub fn profile_json(&self) -> Value {
+        json!({
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "phone": self.phone,
+            "country": self.country,
+            "locale": self.locale,
+        })
+    }
+
+    /// The access fields as JSON (for events and the audit trail).
+    pub fn access_json(&self) -> Value {
+        let s = &self.snapshot;
+        json!({
+            "role": s.role,
+            "permissions": s.permissions,
+            "contract_accounts": s.contract_accounts,
+            "delivery_accounts": s.delivery_accounts,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, organization_id, delivery_account_id, kind, email, first_name, last_name,
+    phone, country, locale, role, permissions, contract_accounts, delivery_accounts, status,
+    invited_by, activated_at, created_at";
+
+fn access(ids: Option<Vec<String>>, field: &str) -> Result<AccountAccess, StoreError> {
+    match ids {
+        None => Ok(AccountAccess::All),
+        Some(ids) => ids
+            .iter()
+            .map(|i| AccountId::parse(i, field).map_err(|e| StoreError::corrupt("users", e.to_string())))
+            .collect::<Result<BTreeSet<_>, _>>()
+            .map(AccountAccess::Only),
+    }
+}
+
+fn from_row(row: &PgRow) -> Result<UserRecord, StoreError> {
+    let bad = |e: &dyn std::fmt::Display| StoreError::corrupt("users", e.to_string());
+    let id: Uuid = row.try_get("id")?;
+    let organization_id: String = row.try_get("organization_id")?;
+    let delivery_account_id: Option<String> = row.try_get("delivery_account_id")?;
+    let status: String = row.try_get("status")?;
+    let role: String = row.try_get("role")?;
+    let kind: String = row.try_get("kind")?;
+    let email: String = row.try_get("email")?;
+    let permissions: Vec<String> = row.try_get("permissions")?;
+    let scope = match delivery_account_id {
+        None => Scope::MyOrganization,
+        Some(da) => Scope::DeliveryAccount(AccountId::parse(&da, "delivery_account_id").map_err(|e| bad(&e))?),
+    };
+    let snapshot = UserSnapshot {
+        id: UserId(id),
+        organization_id: OrganizationId::parse(&organization_id, "organization_id").map_err(|e| bad(&e))?,
+        scope,
+        role: Role::parse(&role).ok_or_else(|| bad(&format!("role {role}")))?,
+        status: UserStatus::parse(&status).ok_or_else(|| bad(&format!("status {status}")))?,
+        email: EmailAddress::parse(&email).map_err(|e| bad(&e))?,
+        permissions: PermissionSet::parse(&permissions).map_err(|e| bad(&e))?,
+        contract_accounts: access(row.try_get("contract_accounts")?, "contract_accounts")?,
+        delivery_accounts: access(row.try_get("delivery_accounts")?, "delivery_accounts")?,
+    };
+    Ok(UserRecord {
+        snapshot,
+        kind: UserKind::parse(&kind).ok_or_else(|| bad(&format!("kind {kind}")))?,
+        first_name: row.try_get("first_name")?,
+        last_name: row.try_get("last_name")?,
+        phone: row.try_get("phone")?,
+        country: row.try_get("country")?,
+        locale: row.try_get("locale")?,
+        invited_by: row.try_get("invited_by")?,
+        activated_at: row.try_get("activated_at")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// Loads a user by id, locking its row for the rest of `tx`.
+pub async fn lock_by_id(tx: &mut Tx<'_>, id: UserId) -> Result<Option<UserRecord>, StoreError> {
+    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE id = $1 FOR UPDATE")))
+        .bind(id.as_uuid())
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Loads the acting user, share-locked so it cannot be removed or demoted
+/// while its command runs.
+pub async fn load_actor(tx: &mut Tx<'_>, id: UserId) -> Result<Option<UserRecord>, StoreError> {
+    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE id = $1 FOR SHARE")))
+        .bind(id.as_uuid())
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Loads a user by email (case-insensitive), locking its row.
+pub async fn lock_by_email(tx: &mut Tx<'_>, email: &EmailAddress) -> Result<Option<UserRecord>, StoreError> {
+    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE lower(email) = $1 FOR UPDATE")))
+        .bind(email.normalized())
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Organization and status of the user with `email`, if any (no lock).
+pub async fn find_by_email(tx: &mut Tx<'_>, email: &EmailAddress) -> Result<Option<(String, String)>, StoreError> {
+    let row = sqlx::query("SELECT organization_id, status FROM users WHERE lower(email) = $1")
+        .bind(email.normalized())
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(|r| Ok((r.try_get("organization_id")?, r.try_get("status")?)))
+        .transpose()
+}
+
+/// Everything needed to insert an invited user.
+#[derive(Debug)]
+pub struct NewUserRow<'a> {
+    /// New id.
+    pub id: UserId,
+    /// Its organization.
+    pub organization_id: &'a OrganizationId,
+    /// Its scope.
+    pub scope: &'a Scope,
+    /// Profile.
+    pub user: &'a NewUser,
+    /// Role, permissions, accounts.
+    pub grant: &'a Grant,
+    /// The inviting manager.
+    pub invited_by: Option<UserId>,
+    /// When the first activation token expires.
+    pub activation_expires_at: DateTime<Utc>,
+}
+
+/// Inserts an invited user. False when the email is taken (case-insensitive).
+pub async fn insert_invited(tx: &mut Tx<'_>, row: NewUserRow<'_>) -> Result<bool, StoreError> {
+    let u = row.user;
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, organization_id, delivery_account_id, kind, email, first_name,
+            last_name, phone, country, locale, role, permissions, contract_accounts,
+            delivery_accounts, status, invited_by, activation_expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'invited', $15, $16)
+         ON CONFLICT ((lower(email))) DO NOTHING",
+    )
+    .bind(row.id.as_uuid())
+    .bind(row.organization_id.as_str())
+    .bind(row.scope.delivery_account().map(|d| d.as_str()))
+    .bind(u.kind.as_str())
+    .bind(u.email.as_str())
+    .bind(u.first_name.as_str())
+    .bind(u.last_name.as_str())
+    .bind(u.phone.as_str())
+    .bind(u.country.as_str())
+    .bind(u.locale.as_str())
+    .bind(row.grant.role.as_str())
+    .bind(row.grant.permissions.names())
+    .bind(row.grant.contract_accounts.ids())
+    .bind(row.grant.delivery_accounts.ids())
+    .bind(row.invited_by.map(|i| i.as_uuid()))
+    .bind(row.activation_expires_at)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Marks an invited or expired user invited again until `expires_at` (resend).
+pub async fn reinvite(tx: &mut Tx<'_>, id: UserId, expires_at: DateTime<Utc>) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE users SET status = 'invited', activation_expires_at = $2, updated_at = now() WHERE id = $1",
+    )
+    .bind(id.as_uuid())
+    .bind(expires_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Marks a user active.
+pub async fn activate(tx: &mut Tx<'_>, id: UserId, at: DateTime<Utc>) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE users SET status = 'active', activated_at = $2, activation_expires_at = NULL,
+            updated_at = now() WHERE id = $1",
+    )
+    .bind(id.as_uuid())
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Marks a user removed: access gone, contact kept.
+pub async fn remove(tx: &mut Tx<'_>, id: UserId, at: DateTime<Utc>) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE users SET status = 'removed', removed_at = $2, activation_expires_at = NULL,
+            permissions = '{}', contract_accounts = '{}', delivery_accounts = '{}',
+            updated_at = now() WHERE id = $1",
+    )
+    .bind(id.as_uuid())
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes a user's profile fields.
+pub async fn update_profile(tx: &mut Tx<'_>, user: &UserRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE users SET first_name = $2, last_name = $3, phone = $4, country = $5, locale = $6,
+            updated_at = now() WHERE id = $1",
+    )
+    .bind(user.snapshot.id.as_uuid())
+    .bind(&user.first_name)
+    .bind(&user.last_name)
+    .bind(&user.phone)
+    .bind(&user.country)
+    .bind(&user.locale)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes a user's role, permissions and account access.
+pub async fn update_access(tx: &mut Tx<'_>, id: UserId, grant: &Grant) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE users SET role = $2, permissions = $3, contract_accounts = $4, delivery_accounts = $5,
+            updated_at = now() WHERE id = $1",
+    )
+    .bind(id.as_uuid())
+    .bind(grant.role.as_str())
+    .bind(grant.permissions.names())
+    .bind(grant.contract_accounts.ids())
+    .bind(grant.delivery_accounts.ids())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Counts the organization's active managers.
+pub async fn count_active_managers(tx: &mut Tx<'_>, organization_id: &OrganizationId) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM users WHERE organization_id = $1 AND role = 'manager' AND status = 'active'",
+    )
+    .bind(organization_id.as_str())
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// The organization of user `id`, without locking anything.
+pub async fn organization_of(tx: &mut Tx<'_>, id: UserId) -> Result<Option<OrganizationId>, StoreError> {
+    let org: Option<String> = sqlx::query_scalar("SELECT organization_id FROM users WHERE id = $1")
+        .bind(id.as_uuid())
+        .fetch_optional(&mut **tx)
+        .await?;
+    org.map(|o| OrganizationId::parse(&o, "organization_id").map_err(|e| StoreError::corrupt("users", e.to_string())))
+        .transpose()
+}

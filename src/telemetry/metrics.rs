@@ -1,0 +1,92 @@
+//! The contract's metrics (prefix `user_lifecycle_`), named once, here.
+//!
+//! Adapters call these functions instead of spelling metric names, so a
+//! rename cannot happen by accident in one place.
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::time::Duration;
+
+const COMMANDS: &str = "user_lifecycle_commands_total";
+const COMMAND_DURATION: &str = "user_lifecycle_command_duration_seconds";
+const EMAILS: &str = "user_lifecycle_emails_total";
+const OUTBOX_PENDING: &str = "user_lifecycle_outbox_pending";
+const OUTBOX_OLDEST: &str = "user_lifecycle_outbox_oldest_age_seconds";
+const INVITES_EXPIRED: &str = "user_lifecycle_invites_expired_total";
+const SCHEDULER_RUNS: &str = "user_lifecycle_scheduler_runs_total";
+const SCHEDULER_LAST_SUCCESS: &str = "user_lifecycle_scheduler_last_success_timestamp_seconds";
+const DEAD_LETTERED: &str = "user_lifecycle_dead_lettered_total";
+const BROKER_CONNECTED: &str = "user_lifecycle_broker_connected";
+const USERS: &str = "user_lifecycle_users";
+
+/// Installs the Prometheus recorder and describes every metric.
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(COMMAND_DURATION.to_owned()),
+            &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+        )?
+        .install_recorder()?;
+    describe_counter!(COMMANDS, "Commands handled, by type and outcome (applied, rejected, invalid, duplicate, error).");
+    describe_histogram!(COMMAND_DURATION, metrics::Unit::Seconds, "Time to handle one command, delivery to commit.");
+    describe_counter!(EMAILS, "Email delivery attempts by template and outcome (sent, retry, failed).");
+    describe_gauge!(OUTBOX_PENDING, "Outbox rows (emails, events, replies) not yet delivered.");
+    describe_gauge!(OUTBOX_OLDEST, metrics::Unit::Seconds, "Age of the oldest undelivered outbox row.");
+    describe_counter!(INVITES_EXPIRED, "Invitations the expiry sweep marked expired.");
+    describe_counter!(SCHEDULER_RUNS, "Scheduled job runs by job and outcome (ok, error, skipped).");
+    describe_gauge!(SCHEDULER_LAST_SUCCESS, metrics::Unit::Seconds, "Unix time of each job's last successful run.");
+    describe_counter!(DEAD_LETTERED, "Messages sent to the dead-letter queue, by reason.");
+    describe_gauge!(BROKER_CONNECTED, "1 while the RabbitMQ connection is up, else 0.");
+    describe_gauge!(USERS, "Users by status.");
+    broker_connected(false);
+    Ok(handle)
+}
+
+/// A command finished with `outcome` after `elapsed`.
+pub fn command(kind: &'static str, outcome: &'static str, elapsed: Duration) {
+    counter!(COMMANDS, "type" => kind, "outcome" => outcome).increment(1);
+    histogram!(COMMAND_DURATION, "type" => kind).record(elapsed.as_secs_f64());
+}
+
+/// An email attempt ended with `outcome` (sent, retry, failed).
+pub fn email(template: &'static str, outcome: &'static str) {
+    counter!(EMAILS, "template" => template, "outcome" => outcome).increment(1);
+}
+
+/// Outbox backlog figures.
+pub fn outbox(pending: i64, oldest_age_seconds: f64) {
+    gauge!(OUTBOX_PENDING).set(pending as f64);
+    gauge!(OUTBOX_OLDEST).set(oldest_age_seconds);
+}
+
+/// The sweep expired `n` invitations.
+pub fn invites_expired(n: u64) {
+    counter!(INVITES_EXPIRED).increment(n);
+}
+
+/// A scheduled job ran with `outcome`.
+pub fn scheduler_run(job: &'static str, outcome: &'static str) {
+    counter!(SCHEDULER_RUNS, "job" => job, "outcome" => outcome).increment(1);
+    if outcome == "ok" {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        gauge!(SCHEDULER_LAST_SUCCESS, "job" => job).set(now);
+    }
+}
+
+/// A message was dead-lettered for `reason`.
+pub fn dead_lettered(reason: &'static str) {
+    counter!(DEAD_LETTERED, "reason" => reason).increment(1);
+}
+
+/// The broker connection went up or down.
+pub fn broker_connected(up: bool) {
+    gauge!(BROKER_CONNECTED).set(if up { 1.0 } else { 0.0 });
+}
+
+/// Users with `status`.
+pub fn users(status: &'static str, count: i64) {
+    gauge!(USERS, "status" => status).set(count as f64);
+}
