@@ -29,10 +29,20 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let prometheus = metrics::install().context("cannot install the metrics recorder")?;
     let health = Health::default();
 
-    let renderer = Renderer::load(&settings.templates_dir, &settings.portal_url)
-        .with_context(|| format!("loading templates from {} (TEMPLATES_DIR)", settings.templates_dir.display()))?;
-    let mailer = Mailer::new(&settings.mail_url, settings.mail_from.clone(), settings.mail_timeout, settings.mail_pool_size)
-        .context("setting up the mail transport (MAIL_URL)")?;
+    let renderer =
+        Renderer::load(&settings.templates_dir, &settings.portal_url).with_context(|| {
+            format!(
+                "loading templates from {} (TEMPLATES_DIR)",
+                settings.templates_dir.display()
+            )
+        })?;
+    let mailer = Mailer::new(
+        &settings.mail_url,
+        settings.mail_from.clone(),
+        settings.mail_timeout,
+        settings.mail_pool_size,
+    )
+    .context("setting up the mail transport (MAIL_URL)")?;
     scheduler::validate("EXPIRY_SCHEDULE", &settings.expiry_schedule)?;
 
     store::create_database_if_missing(&settings.database_url)
@@ -41,7 +51,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let pool = store::connect(&settings.database_url, settings.database_max_connections)
         .await
         .context("connecting to PostgreSQL (DATABASE_URL)")?;
-    store::MIGRATOR.run(&pool).await.context("applying migrations")?;
+    store::MIGRATOR
+        .run(&pool)
+        .await
+        .context("applying migrations")?;
     health.set_database(true);
 
     let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
@@ -53,7 +66,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let relay_notify = Arc::new(Notify::new());
     let (sessions_tx, sessions_rx) = watch::channel(None);
 
-    let endpoints = Endpoints { metrics: prometheus.clone(), health: health.clone(), pool: pool.clone() };
+    let endpoints = Endpoints {
+        metrics: prometheus.clone(),
+        health: health.clone(),
+        pool: pool.clone(),
+    };
     let http_task = tokio::spawn(http::serve(listener, endpoints, stop_rx.clone()));
 
     let handler = Handler::new(
@@ -97,11 +114,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     let relay_task = tokio::spawn(relay.run(stop_rx.clone()));
 
-    let mut jobs = scheduler::start(pool.clone(), &settings.expiry_schedule, settings.expiry_batch_size, relay_notify.clone())
-        .await
-        .context("starting the scheduler")?;
+    let mut jobs = scheduler::start(
+        pool.clone(),
+        &settings.expiry_schedule,
+        settings.expiry_batch_size,
+        relay_notify.clone(),
+    )
+    .await
+    .context("starting the scheduler")?;
 
-    let stats_task = tokio::spawn(refresh_gauges(pool.clone(), prometheus, health.clone(), stop_rx.clone()));
+    let stats_task = tokio::spawn(refresh_gauges(
+        pool.clone(),
+        prometheus,
+        health.clone(),
+        stop_rx.clone(),
+    ));
 
     tracing::info!(prefix = %settings.amqp_prefix, "user-lifecycle worker started");
     wait_for_signal().await;
@@ -160,7 +187,12 @@ async fn refresh_gauges(
                 health.set_database(true);
                 metrics::outbox(stats.outbox_pending, stats.outbox_oldest_age_seconds);
                 for status in UserStatus::ALL {
-                    let n = stats.users.iter().find(|(s, _)| s == status.as_str()).map(|(_, n)| *n).unwrap_or(0);
+                    let n = stats
+                        .users
+                        .iter()
+                        .find(|(s, _)| s == status.as_str())
+                        .map(|(_, n)| *n)
+                        .unwrap_or(0);
                     metrics::users(status.as_str(), n);
                 }
             }

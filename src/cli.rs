@@ -22,7 +22,12 @@ pub enum Command {
     /// Create the database if missing and apply migrations, then exit.
     Migrate {
         /// PostgreSQL URL.
-        #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/user_lifecycle", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/user_lifecycle",
+            hide_env_values = true
+        )]
         database_url: String,
     },
     /// Publish one command and print its reply (try the worker by hand).
@@ -37,7 +42,12 @@ pub enum Command {
         #[arg(long)]
         actor: Option<String>,
         /// RabbitMQ URL.
-        #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "AMQP_URL",
+            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+            hide_env_values = true
+        )]
         amqp_url: String,
         /// Prefix of every exchange and queue name.
         #[arg(long, env = "AMQP_PREFIX", default_value = "user_lifecycle")]

@@ -56,12 +56,20 @@ pub enum MailUrl {
 impl fmt::Debug for MailUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MailUrl::Smtp { host, port, tls, credentials } => f
+            MailUrl::Smtp {
+                host,
+                port,
+                tls,
+                credentials,
+            } => f
                 .debug_struct("Smtp")
                 .field("host", host)
                 .field("port", port)
                 .field("tls", tls)
-                .field("credentials", &credentials.as_ref().map(|(u, _)| (u, "<redacted>")))
+                .field(
+                    "credentials",
+                    &credentials.as_ref().map(|(u, _)| (u, "<redacted>")),
+                )
                 .finish(),
             MailUrl::File(dir) => f.debug_tuple("File").field(dir).finish(),
         }
@@ -81,29 +89,56 @@ impl MailUrl {
         let wrapper = match url.scheme() {
             "smtp" => false,
             "smtps" => true,
-            other => return Err(format!("unsupported scheme {other:?}; use smtp://, smtps:// or file://")),
+            other => {
+                return Err(format!(
+                    "unsupported scheme {other:?}; use smtp://, smtps:// or file://"
+                ));
+            }
         };
         let host = url.host_str().ok_or("the URL has no host")?.to_owned();
-        let mut tls = if wrapper { SmtpTls::Wrapper } else { SmtpTls::None };
+        let mut tls = if wrapper {
+            SmtpTls::Wrapper
+        } else {
+            SmtpTls::None
+        };
         for (key, value) in url.query_pairs() {
             match (key.as_ref(), value.as_ref(), wrapper) {
                 ("tls", "starttls" | "required", false) => tls = SmtpTls::StartTls,
                 ("tls", "opportunistic", false) => tls = SmtpTls::Opportunistic,
                 ("tls", "none", false) => tls = SmtpTls::None,
-                ("tls", other, _) => return Err(format!("unsupported tls={other:?}; use starttls, opportunistic or none with smtp://")),
+                ("tls", other, _) => {
+                    return Err(format!(
+                        "unsupported tls={other:?}; use starttls, opportunistic or none with smtp://"
+                    ));
+                }
                 (other, _, _) => return Err(format!("unknown parameter {other:?}")),
             }
         }
-        let port = url.port().unwrap_or(if wrapper { 465 } else if tls == SmtpTls::None { 25 } else { 587 });
+        let port = url.port().unwrap_or(if wrapper {
+            465
+        } else if tls == SmtpTls::None {
+            25
+        } else {
+            587
+        });
         let credentials = if url.username().is_empty() {
             None
         } else {
             let decode = |s: &str| {
-                percent_decode(s).ok_or_else(|| "credentials are not valid percent-encoded UTF-8".to_owned())
+                percent_decode(s)
+                    .ok_or_else(|| "credentials are not valid percent-encoded UTF-8".to_owned())
             };
-            Some((decode(url.username())?, decode(url.password().unwrap_or(""))?))
+            Some((
+                decode(url.username())?,
+                decode(url.password().unwrap_or(""))?,
+            ))
         };
-        Ok(MailUrl::Smtp { host, port, tls, credentials })
+        Ok(MailUrl::Smtp {
+            host,
+            port,
+            tls,
+            credentials,
+        })
     }
 }
 
@@ -119,7 +154,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_prefix(s: &str) -> Result<String, String> {
-    if !s.is_empty() && s.len() <= 100 && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+    if !s.is_empty()
+        && s.len() <= 100
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
         Ok(s.to_owned())
     } else {
         Err("use 1..=100 characters from [A-Za-z0-9._-]".into())
@@ -127,7 +166,9 @@ fn parse_prefix(s: &str) -> Result<String, String> {
 }
 
 fn parse_mailbox(s: &str) -> Result<Mailbox, String> {
-    s.parse::<Mailbox>().map_err(|e| format!("not a mailbox ({e}); e.g. \"Customer Portal <no-reply@example.com>\""))
+    s.parse::<Mailbox>().map_err(|e| {
+        format!("not a mailbox ({e}); e.g. \"Customer Portal <no-reply@example.com>\"")
+    })
 }
 
 fn parse_portal_url(s: &str) -> Result<String, String> {
@@ -142,10 +183,20 @@ fn parse_portal_url(s: &str) -> Result<String, String> {
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// PostgreSQL URL; the database is created if missing and migrated at start.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/user_lifecycle", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/user_lifecycle",
+        hide_env_values = true
+    )]
     pub database_url: String,
     /// RabbitMQ URL.
-    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
     pub amqp_url: String,
     /// Prefix of every exchange and queue name.
     #[arg(long, env = "AMQP_PREFIX", default_value = "user_lifecycle", value_parser = parse_prefix)]
@@ -217,7 +268,12 @@ mod tests {
     fn mail_urls_of_the_contract_parse() {
         assert_eq!(
             MailUrl::parse("smtp://localhost:2525").unwrap(),
-            MailUrl::Smtp { host: "localhost".into(), port: 2525, tls: SmtpTls::None, credentials: None }
+            MailUrl::Smtp {
+                host: "localhost".into(),
+                port: 2525,
+                tls: SmtpTls::None,
+                credentials: None
+            }
         );
         assert_eq!(
             MailUrl::parse("smtp://u%40x:p%3Aw@mail.example.com:587?tls=starttls").unwrap(),
@@ -228,8 +284,18 @@ mod tests {
                 credentials: Some(("u@x".into(), "p:w".into())),
             }
         );
-        assert!(matches!(MailUrl::parse("smtps://mail.example.com").unwrap(), MailUrl::Smtp { port: 465, tls: SmtpTls::Wrapper, .. }));
-        assert_eq!(MailUrl::parse("file://./var/mail").unwrap(), MailUrl::File("./var/mail".into()));
+        assert!(matches!(
+            MailUrl::parse("smtps://mail.example.com").unwrap(),
+            MailUrl::Smtp {
+                port: 465,
+                tls: SmtpTls::Wrapper,
+                ..
+            }
+        ));
+        assert_eq!(
+            MailUrl::parse("file://./var/mail").unwrap(),
+            MailUrl::File("./var/mail".into())
+        );
         assert!(MailUrl::parse("http://x").is_err());
         assert!(MailUrl::parse("smtp://x?tls=maybe").is_err());
     }
@@ -242,7 +308,10 @@ mod tests {
 
     #[test]
     fn durations_use_humantime() {
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("soon").unwrap_err().contains("7d"));
     }

@@ -11,7 +11,10 @@ use user_lifecycle::{app, store, telemetry};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::logs::init(cli.command.log_format());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -32,13 +35,22 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(settings) => app::run(*settings).await,
         Command::Migrate { database_url } => {
-            store::migrate(&database_url).await.context("migrating (DATABASE_URL)")?;
+            store::migrate(&database_url)
+                .await
+                .context("migrating (DATABASE_URL)")?;
             println!("database migrated");
             Ok(())
         }
-        Command::Send { kind, data, actor, amqp_url, amqp_prefix, timeout } => {
-            let data: serde_json::Value =
-                serde_json::from_str(&data).context("DATA must be a JSON object, e.g. '{\"email\": \"ann@example.com\"}'")?;
+        Command::Send {
+            kind,
+            data,
+            actor,
+            amqp_url,
+            amqp_prefix,
+            timeout,
+        } => {
+            let data: serde_json::Value = serde_json::from_str(&data)
+                .context("DATA must be a JSON object, e.g. '{\"email\": \"ann@example.com\"}'")?;
             let mut client = CommandClient::connect(&amqp_url, &amqp_prefix)
                 .await
                 .context("connecting to RabbitMQ (AMQP_URL)")?;

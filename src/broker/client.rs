@@ -5,7 +5,9 @@
 //! with `reply_to` pointing at its own exclusive queue.
 
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use serde_json::{Value, json};
@@ -48,11 +50,17 @@ impl CommandClient {
         let channel = connection.create_channel().await?;
         let topology = Topology::new(prefix);
         topology.declare(&channel).await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         let queue = channel
             .queue_declare(
                 "".into(),
-                QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await?;
@@ -61,11 +69,20 @@ impl CommandClient {
             .basic_consume(
                 reply_queue.as_str().into(),
                 "".into(),
-                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await?;
-        Ok(CommandClient { _connection: connection, channel, replies, reply_queue, topology })
+        Ok(CommandClient {
+            _connection: connection,
+            channel,
+            replies,
+            reply_queue,
+            topology,
+        })
     }
 
     /// A command envelope of `kind` with `data`, acting as `actor`.
@@ -85,7 +102,12 @@ impl CommandClient {
     }
 
     /// Publishes raw `body` with `reply_to` set and `correlation_id`; confirmed.
-    pub async fn publish_raw(&self, routing_key: &str, body: &[u8], correlation_id: &str) -> Result<(), ClientError> {
+    pub async fn publish_raw(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+        correlation_id: &str,
+    ) -> Result<(), ClientError> {
         let props = BasicProperties::default()
             .with_content_type("application/cloudevents+json".into())
             .with_delivery_mode(2)
@@ -102,12 +124,18 @@ impl CommandClient {
             )
             .await?
             .await?;
-        if confirmation.is_ack() { Ok(()) } else { Err(ClientError::NotConfirmed) }
+        if confirmation.is_ack() {
+            Ok(())
+        } else {
+            Err(ClientError::NotConfirmed)
+        }
     }
 
     /// Waits for the next reply on the private queue.
     pub async fn next_reply(&mut self, timeout: Duration) -> Result<(String, Value), ClientError> {
-        let next = tokio::time::timeout(timeout, self.replies.next()).await.map_err(|_| ClientError::Timeout(timeout))?;
+        let next = tokio::time::timeout(timeout, self.replies.next())
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?;
         let delivery = match next {
             Some(d) => d?,
             None => return Err(ClientError::Timeout(timeout)),
@@ -118,15 +146,21 @@ impl CommandClient {
             .as_ref()
             .map(|c| c.as_str().to_owned())
             .unwrap_or_default();
-        let body = serde_json::from_slice(&delivery.data).map_err(|e| ClientError::BadReply(e.to_string()))?;
+        let body = serde_json::from_slice(&delivery.data)
+            .map_err(|e| ClientError::BadReply(e.to_string()))?;
         Ok((correlation, body))
     }
 
     /// Sends `envelope` and waits for the reply with the same correlation id.
-    pub async fn send(&mut self, envelope: &Value, timeout: Duration) -> Result<Value, ClientError> {
+    pub async fn send(
+        &mut self,
+        envelope: &Value,
+        timeout: Duration,
+    ) -> Result<Value, ClientError> {
         let id = envelope["id"].as_str().unwrap_or_default().to_owned();
         let kind = envelope["type"].as_str().unwrap_or("command").to_owned();
-        let body = serde_json::to_vec(envelope).map_err(|e| ClientError::BadReply(e.to_string()))?;
+        let body =
+            serde_json::to_vec(envelope).map_err(|e| ClientError::BadReply(e.to_string()))?;
         self.publish_raw(&kind, &body, &id).await?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

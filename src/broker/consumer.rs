@@ -44,7 +44,12 @@ pub async fn run(session: Session, deps: Arc<Deps>, mut shutdown: watch::Receive
     let queue = session.topology.commands.clone();
     let mut consumer = match session
         .consume
-        .basic_consume(queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
     {
         Ok(c) => c,
@@ -92,31 +97,49 @@ pub async fn run(session: Session, deps: Arc<Deps>, mut shutdown: watch::Receive
     if in_flight > 0 {
         tracing::info!(in_flight, "waiting for in-flight commands");
     }
-    let drained = tokio::time::timeout(deps.grace, async { while tasks.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(deps.grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     if drained.is_err() {
-        tracing::warn!(left = tasks.len(), "grace period over; unfinished commands will be redelivered");
+        tracing::warn!(
+            left = tasks.len(),
+            "grace period over; unfinished commands will be redelivered"
+        );
         tasks.abort_all();
     }
 }
 
 fn property(value: &Option<lapin::types::ShortString>) -> Option<String> {
-    value.as_ref().map(|s| s.as_str().to_owned()).filter(|s| !s.is_empty())
+    value
+        .as_ref()
+        .map(|s| s.as_str().to_owned())
+        .filter(|s| !s.is_empty())
 }
 
 async fn ack(delivery: &Delivery) {
     match delivery.acker.ack(BasicAckOptions::default()).await {
         Ok(true) => {}
-        Ok(false) => tracing::warn!("ack not sent (channel gone); the redelivery will be answered as a duplicate"),
-        Err(e) => tracing::warn!(error = %e, "ack failed; the redelivery will be answered as a duplicate"),
+        Ok(false) => tracing::warn!(
+            "ack not sent (channel gone); the redelivery will be answered as a duplicate"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "ack failed; the redelivery will be answered as a duplicate")
+        }
     }
 }
 
 async fn requeue(delivery: &Delivery) {
-    let options = BasicNackOptions { requeue: true, ..Default::default() };
+    let options = BasicNackOptions {
+        requeue: true,
+        ..Default::default()
+    };
     match delivery.acker.nack(options).await {
         Ok(true) => {}
         Ok(false) => tracing::warn!("nack not sent (channel gone); the broker redelivers anyway"),
-        Err(e) => tracing::warn!(error = %e, "nack failed; the broker redelivers when the channel closes"),
+        Err(e) => {
+            tracing::warn!(error = %e, "nack failed; the broker redelivers when the channel closes")
+        }
     }
 }
 
@@ -128,7 +151,10 @@ async fn publish_reply(publisher: &Publisher, address: &ReplyAddress, reply: &Re
             return;
         }
     };
-    let result = match publisher.reply(&address.reply_to, &address.correlation_id, &body).await {
+    let result = match publisher
+        .reply(&address.reply_to, &address.correlation_id, &body)
+        .await
+    {
         Ok(pending) => pending.confirmed().await,
         Err(e) => Err(e),
     };
@@ -147,7 +173,10 @@ async fn process(delivery: Delivery, deps: &Deps, publisher: &Publisher) {
             let reason = err.reason();
             let message = err.to_string();
             tracing::warn!(reason, error = %message, "dead-lettering a message that is not a command");
-            let copied = match publisher.dead_letter(&delivery.data, Some(&delivery.properties), reason, &message).await {
+            let copied = match publisher
+                .dead_letter(&delivery.data, Some(&delivery.properties), reason, &message)
+                .await
+            {
                 Ok(pending) => pending.confirmed().await,
                 Err(e) => Err(e),
             };
@@ -159,9 +188,18 @@ async fn process(delivery: Delivery, deps: &Deps, publisher: &Publisher) {
             metrics::dead_lettered(reason);
             if let Some(reply_to) = reply_to {
                 let id = envelope::salvage_id(&delivery.data);
-                let reply = Reply::refused(id.as_deref(), &Rejection::new(Reason::Invalid, message));
+                let reply =
+                    Reply::refused(id.as_deref(), &Rejection::new(Reason::Invalid, message));
                 let correlation_id = correlation_id.or(id).unwrap_or_default();
-                publish_reply(publisher, &ReplyAddress { reply_to, correlation_id }, &reply).await;
+                publish_reply(
+                    publisher,
+                    &ReplyAddress {
+                        reply_to,
+                        correlation_id,
+                    },
+                    &reply,
+                )
+                .await;
             }
             ack(&delivery).await;
             metrics::command("unknown", ReplyStatus::Invalid.as_str(), started.elapsed());

@@ -1,8 +1,8 @@
 //! Publishing with publisher confirms, checking what lapin 4 can hide: a
 //! `Nack`, and an `Ack` that carries a returned (unroutable) message.
 
-use lapin::options::BasicPublishOptions;
 use lapin::Confirmation;
+use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, PublisherConfirm};
 use thiserror::Error;
@@ -77,7 +77,10 @@ impl Publisher {
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),
-                BasicPublishOptions { mandatory, ..Default::default() },
+                BasicPublishOptions {
+                    mandatory,
+                    ..Default::default()
+                },
                 body,
                 properties,
             )
@@ -86,15 +89,26 @@ impl Publisher {
     }
 
     /// Publishes an event (a CloudEvent JSON document) with `routing_key`.
-    pub async fn event(&self, routing_key: &str, message_id: &str, body: &[u8]) -> Result<Pending, PublishError> {
+    pub async fn event(
+        &self,
+        routing_key: &str,
+        message_id: &str,
+        body: &[u8],
+    ) -> Result<Pending, PublishError> {
         let props = persistent("application/cloudevents+json")
             .with_message_id(message_id.into())
             .with_type(routing_key.into());
-        self.publish(&self.topology.events, routing_key, false, body, props).await
+        self.publish(&self.topology.events, routing_key, false, body, props)
+            .await
     }
 
     /// Publishes a reply to `reply_to` through the default exchange.
-    pub async fn reply(&self, reply_to: &str, correlation_id: &str, body: &[u8]) -> Result<Pending, PublishError> {
+    pub async fn reply(
+        &self,
+        reply_to: &str,
+        correlation_id: &str,
+        body: &[u8],
+    ) -> Result<Pending, PublishError> {
         let props = BasicProperties::default()
             .with_content_type("application/json".into())
             .with_correlation_id(correlation_id.into());
@@ -114,19 +128,30 @@ impl Publisher {
         let mut headers = original
             .and_then(|p| p.headers().clone())
             .unwrap_or_default();
-        headers.insert("x-error".into(), AMQPValue::LongString(LongString::from(error)));
-        headers.insert("x-error-reason".into(), AMQPValue::LongString(LongString::from(reason)));
+        headers.insert(
+            "x-error".into(),
+            AMQPValue::LongString(LongString::from(error)),
+        );
+        headers.insert(
+            "x-error-reason".into(),
+            AMQPValue::LongString(LongString::from(reason)),
+        );
         let mut props = original.cloned().unwrap_or_default().with_delivery_mode(2);
         props = props.with_headers(headers);
-        self.publish(&self.topology.dead, "", true, body, props).await
+        self.publish(&self.topology.dead, "", true, body, props)
+            .await
     }
 }
 
 /// Headers of a message as a table (for tests and tools).
 pub fn header_str<'a>(headers: &'a FieldTable, key: &str) -> Option<String> {
-    headers.inner().iter().find(|(k, _)| k.as_str() == key).and_then(|(_, v)| match v {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        _ => None,
-    })
+    headers
+        .inner()
+        .iter()
+        .find(|(k, _)| k.as_str() == key)
+        .and_then(|(_, v)| match v {
+            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+            _ => None,
+        })
 }

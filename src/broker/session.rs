@@ -28,13 +28,18 @@ pub struct Session {
 impl Session {
     /// Connects to `url`, declares `topology`, sets `prefetch`.
     pub async fn connect(url: &str, topology: &Topology, prefetch: u16) -> lapin::Result<Session> {
-        let properties = ConnectionProperties::default().with_connection_name("user-lifecycle".into());
+        let properties =
+            ConnectionProperties::default().with_connection_name("user-lifecycle".into());
         let connection = Connection::connect(url, properties).await?;
         let consume = connection.create_channel().await?;
         topology.declare(&consume).await?;
-        consume.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        consume
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
         let publish = connection.create_channel().await?;
-        publish.confirm_select(ConfirmSelectOptions::default()).await?;
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         Ok(Session {
             consume,
             publisher: Publisher::new(publish, topology.clone()),
@@ -58,7 +63,9 @@ pub type SessionWatch = watch::Receiver<Option<Session>>;
 /// capped at 30 s, with up to 50% jitter so replicas do not stampede.
 pub fn backoff(attempt: u32) -> Duration {
     let base = 200u64.saturating_mul(1u64 << attempt.min(8)).min(30_000);
-    let jitter = getrandom::u32().map(|r| u64::from(r) % (base / 2 + 1)).unwrap_or(0);
+    let jitter = getrandom::u32()
+        .map(|r| u64::from(r) % (base / 2 + 1))
+        .unwrap_or(0);
     Duration::from_millis(base - base / 4 + jitter / 2)
 }
 

@@ -30,26 +30,66 @@ impl Topology {
 
     /// Declares the exchanges, queues and bindings (idempotent).
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
-        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
         channel
-            .exchange_declare(self.commands.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default())
+            .exchange_declare(
+                self.commands.as_str().into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
             .await?;
         channel
-            .exchange_declare(self.dead.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default())
+            .exchange_declare(
+                self.dead.as_str().into(),
+                ExchangeKind::Fanout,
+                durable,
+                FieldTable::default(),
+            )
             .await?;
         channel
-            .exchange_declare(self.events.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default())
+            .exchange_declare(
+                self.events.as_str().into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
             .await?;
-        let queue = QueueDeclareOptions { durable: true, ..Default::default() };
+        let queue = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
         let mut commands_args = quorum();
-        commands_args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(LongString::from(self.dead.as_str())));
-        channel.queue_declare(self.commands.as_str().into(), queue, commands_args).await?;
+        commands_args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(LongString::from(self.dead.as_str())),
+        );
         channel
-            .queue_bind(self.commands.as_str().into(), self.commands.as_str().into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_declare(self.commands.as_str().into(), queue, commands_args)
             .await?;
-        channel.queue_declare(self.dead_queue.as_str().into(), queue, quorum()).await?;
         channel
-            .queue_bind(self.dead_queue.as_str().into(), self.dead.as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                self.commands.as_str().into(),
+                self.commands.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_declare(self.dead_queue.as_str().into(), queue, quorum())
+            .await?;
+        channel
+            .queue_bind(
+                self.dead_queue.as_str().into(),
+                self.dead.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         Ok(())
     }
@@ -57,7 +97,10 @@ impl Topology {
 
 fn quorum() -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
     args
 }
 

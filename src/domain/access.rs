@@ -50,7 +50,7 @@ impl AccountAccess {
             (_, AccountAccess::All) => true,
             (AccountAccess::All, AccountAccess::Only(_)) => false,
             (AccountAccess::Only(wanted), AccountAccess::Only(held)) => wanted.is_subset(held),
-            }
+        }
     }
 
     /// The listed ids, or `None` for all (the database's representation).
@@ -76,7 +76,10 @@ impl AccountAccess {
         } else {
             Err(FieldError::new(
                 field,
-                format!("unknown account id(s) in this organization: {}", unknown.join(", ")),
+                format!(
+                    "unknown account id(s) in this organization: {}",
+                    unknown.join(", ")
+                ),
             ))
         }
     }
@@ -109,12 +112,19 @@ mod tests {
     use serde_json::json;
 
     fn only(ids: &[&str]) -> AccountAccess {
-        AccountAccess::Only(ids.iter().map(|i| AccountId::parse(i, "x").unwrap()).collect())
+        AccountAccess::Only(
+            ids.iter()
+                .map(|i| AccountId::parse(i, "x").unwrap())
+                .collect(),
+        )
     }
 
     #[test]
     fn all_and_lists_parse() {
-        assert_eq!(AccountAccess::parse(&json!("all"), "c").unwrap(), AccountAccess::All);
+        assert_eq!(
+            AccountAccess::parse(&json!("all"), "c").unwrap(),
+            AccountAccess::All
+        );
         assert_eq!(
             AccountAccess::parse(&json!(["CA-2", "CA-1", "CA-1"]), "c").unwrap(),
             only(&["CA-1", "CA-2"])
@@ -134,7 +144,9 @@ mod tests {
         let known: BTreeSet<String> = ["a".to_owned()].into();
         assert!(only(&["a"]).check_known(&known, "c").is_ok());
         assert!(AccountAccess::All.check_known(&known, "c").is_ok());
-        let e = only(&["a", "zz"]).check_known(&known, "contract_accounts").unwrap_err();
+        let e = only(&["a", "zz"])
+            .check_known(&known, "contract_accounts")
+            .unwrap_err();
         assert_eq!(e.field, "contract_accounts");
         assert!(e.message.contains("zz"));
     }
@@ -146,6 +158,9 @@ mod tests {
         assert!(!AccountAccess::All.is_within(&only(&["a"])));
         assert!(only(&["a"]).is_within(&only(&["a", "b"])));
         assert!(!only(&["a", "c"]).is_within(&only(&["a", "b"])));
-        assert_eq!(only(&["a", "c"]).missing_from(&only(&["a", "b"])), vec!["c"]);
+        assert_eq!(
+            only(&["a", "c"]).missing_from(&only(&["a", "b"])),
+            vec!["c"]
+        );
     }
 }

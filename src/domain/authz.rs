@@ -5,6 +5,7 @@
 //! reported `not_found`, so nothing reveals that another tenant's user exists.
 
 use super::access::AccountAccess;
+use super::command::AccessChanges;
 use super::ids::{AccountId, OrganizationId};
 use super::permission::PermissionSet;
 use super::reply::{Reason, Rejection};
@@ -115,35 +116,47 @@ fn delivery_account_visible(access: &AccountAccess, da: &AccountId) -> bool {
 /// Nobody grants a permission, contract account or delivery account it does
 /// not hold itself (`"all"` included).
 pub fn check_grant(actor: &UserSnapshot, grant: &Grant) -> Result<(), Rejection> {
-    if !grant.permissions.is_subset(&actor.permissions) {
-        let missing: Vec<String> = grant
-            .permissions
+    check_grant_parts(
+        actor,
+        Some(&grant.permissions),
+        Some(&grant.contract_accounts),
+        Some(&grant.delivery_accounts),
+    )
+}
+
+/// The same rule for the parts of a grant that a change actually sets:
+/// leaving a field as it is grants nothing.
+pub fn check_grant_parts(
+    actor: &UserSnapshot,
+    permissions: Option<&PermissionSet>,
+    contract_accounts: Option<&AccountAccess>,
+    delivery_accounts: Option<&AccountAccess>,
+) -> Result<(), Rejection> {
+    if let Some(permissions) = permissions {
+        let missing: Vec<&str> = permissions
             .iter()
             .filter(|p| !actor.permissions.contains(*p))
-            .map(|p| p.as_str().to_owned())
+            .map(|p| p.as_str())
             .collect();
-        return Err(refuse(format!(
-            "you cannot grant permissions you do not hold: {}",
-            missing.join(", ")
-        )));
+        if !missing.is_empty() {
+            return Err(refuse(format!(
+                "you cannot grant permissions you do not hold: {}",
+                missing.join(", ")
+            )));
+        }
     }
-    if !grant.contract_accounts.is_within(&actor.contract_accounts) {
-        return Err(refuse(format!(
-            "you cannot grant contract accounts you do not hold: {}",
-            grant
-                .contract_accounts
-                .missing_from(&actor.contract_accounts)
-                .join(", ")
-        )));
-    }
-    if !grant.delivery_accounts.is_within(&actor.delivery_accounts) {
-        return Err(refuse(format!(
-            "you cannot grant delivery accounts you do not hold: {}",
-            grant
-                .delivery_accounts
-                .missing_from(&actor.delivery_accounts)
-                .join(", ")
-        )));
+    for (wanted, held, what) in [
+        (contract_accounts, &actor.contract_accounts, "contract"),
+        (delivery_accounts, &actor.delivery_accounts, "delivery"),
+    ] {
+        if let Some(wanted) = wanted {
+            if !wanted.is_within(held) {
+                return Err(refuse(format!(
+                    "you cannot grant {what} accounts you do not hold: {}",
+                    wanted.missing_from(held).join(", ")
+                )));
+            }
+        }
     }
     Ok(())
 }
@@ -188,8 +201,7 @@ pub fn check_remove(
     if actor.id == target.id {
         return Err(refuse("you cannot remove yourself"));
     }
-    if target.role == Role::Manager && target.status == UserStatus::Active && active_managers <= 1
-    {
+    if target.role == Role::Manager && target.status == UserStatus::Active && active_managers <= 1 {
         return Err(Rejection::new(
             Reason::LastManager,
             "this is the organization's last active manager",
@@ -198,16 +210,23 @@ pub fn check_remove(
     Ok(())
 }
 
-/// May `actor` change `target`'s access to `grant`? Its manager, within what
-/// it holds; and never demote the organization's last active manager.
+/// May `actor` change `target`'s access to `grant`? Its manager, granting
+/// only what it holds among the fields it `changes`; and never demoting the
+/// organization's last active manager.
 pub fn check_update_access(
     actor: &UserSnapshot,
     target: &UserSnapshot,
+    changes: &AccessChanges,
     grant: &Grant,
     active_managers: i64,
 ) -> Result<(), Rejection> {
     check_manages_user(actor, target)?;
-    check_grant(actor, grant)?;
+    check_grant_parts(
+        actor,
+        changes.permissions.as_ref(),
+        changes.contract_accounts.as_ref(),
+        changes.delivery_accounts.as_ref(),
+    )?;
     if target.role == Role::Manager
         && grant.role != Role::Manager
         && target.status == UserStatus::Active
@@ -219,4 +238,355 @@ pub fn check_update_access(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::email::EmailAddress;
+    use crate::domain::ids::UserId;
+    use crate::domain::permission::Permission;
+
+    fn org(id: &str) -> OrganizationId {
+        OrganizationId::parse(id, "o").unwrap()
+    }
+
+    fn da(id: &str) -> AccountId {
+        AccountId::parse(id, "d").unwrap()
+    }
+
+    fn only(ids: &[&str]) -> AccountAccess {
+        AccountAccess::Only(ids.iter().map(|i| da(i)).collect())
+    }
+
+    fn user(o: &str, scope: Scope, role: Role, status: UserStatus) -> UserSnapshot {
+        UserSnapshot {
+            id: UserId::new(),
+            organization_id: org(o),
+            scope,
+            role,
+            status,
+            email: EmailAddress::parse("x@example.com").unwrap(),
+            permissions: PermissionSet::all(),
+            contract_accounts: AccountAccess::All,
+            delivery_accounts: AccountAccess::All,
+        }
+    }
+
+    fn org_manager() -> UserSnapshot {
+        user(
+            "a",
+            Scope::MyOrganization,
+            Role::Manager,
+            UserStatus::Active,
+        )
+    }
+
+    fn da_manager() -> UserSnapshot {
+        let mut u = user(
+            "a",
+            Scope::DeliveryAccount(da("DA-1")),
+            Role::Manager,
+            UserStatus::Active,
+        );
+        u.delivery_accounts = only(&["DA-1"]);
+        u
+    }
+
+    fn limited_manager() -> UserSnapshot {
+        let mut u = org_manager();
+        u.delivery_accounts = only(&["DA-2"]);
+        u.contract_accounts = only(&["CA-1"]);
+        u.permissions = [Permission::CasesView].into_iter().collect();
+        u
+    }
+
+    fn plain_user() -> UserSnapshot {
+        user("a", Scope::MyOrganization, Role::User, UserStatus::Active)
+    }
+
+    fn small_grant() -> Grant {
+        Grant {
+            role: Role::User,
+            permissions: [Permission::CasesView].into_iter().collect(),
+            contract_accounts: only(&["CA-1"]),
+            delivery_accounts: AccountAccess::Only(Default::default()),
+        }
+    }
+
+    fn outcome(r: Result<(), Rejection>) -> Option<Reason> {
+        r.err().map(|e| e.reason)
+    }
+
+    #[test]
+    fn invite_matrix() {
+        use Reason::NotAuthorized as NA;
+        let my = Scope::MyOrganization;
+        let da1 = Scope::DeliveryAccount(da("DA-1"));
+        let da2 = Scope::DeliveryAccount(da("DA-2"));
+        let mut inactive = org_manager();
+        inactive.status = UserStatus::Invited;
+        let mut removed = org_manager();
+        removed.status = UserStatus::Removed;
+        let other_org = user(
+            "b",
+            Scope::MyOrganization,
+            Role::Manager,
+            UserStatus::Active,
+        );
+        let cases: Vec<(&str, UserSnapshot, &str, Scope, Option<Reason>)> = vec![
+            (
+                "org manager, own org, My Organization",
+                org_manager(),
+                "a",
+                my.clone(),
+                None,
+            ),
+            (
+                "org manager, own org, a delivery account",
+                org_manager(),
+                "a",
+                da1.clone(),
+                None,
+            ),
+            (
+                "org manager, another organization",
+                org_manager(),
+                "b",
+                my.clone(),
+                Some(NA),
+            ),
+            (
+                "manager of another organization",
+                other_org,
+                "a",
+                my.clone(),
+                Some(NA),
+            ),
+            (
+                "delivery-account manager, its own account",
+                da_manager(),
+                "a",
+                da1.clone(),
+                None,
+            ),
+            (
+                "delivery-account manager, another account",
+                da_manager(),
+                "a",
+                da2.clone(),
+                Some(NA),
+            ),
+            (
+                "delivery-account manager, My Organization",
+                da_manager(),
+                "a",
+                my.clone(),
+                Some(NA),
+            ),
+            (
+                "limited manager, an account it has",
+                limited_manager(),
+                "a",
+                da2.clone(),
+                None,
+            ),
+            (
+                "limited manager, an account it lacks",
+                limited_manager(),
+                "a",
+                da1.clone(),
+                Some(NA),
+            ),
+            ("plain user", plain_user(), "a", my.clone(), Some(NA)),
+            ("invited manager", inactive, "a", my.clone(), Some(NA)),
+            ("removed manager", removed, "a", my.clone(), Some(NA)),
+        ];
+        for (name, actor, o, scope, expected) in cases {
+            assert_eq!(
+                outcome(check_invite(&actor, &org(o), &scope, &small_grant())),
+                expected,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn grant_matrix() {
+        let actor = limited_manager();
+        let mut more_permissions = small_grant();
+        more_permissions.permissions = PermissionSet::all();
+        let mut all_contracts = small_grant();
+        all_contracts.contract_accounts = AccountAccess::All;
+        let mut other_contract = small_grant();
+        other_contract.contract_accounts = only(&["CA-2"]);
+        let mut all_deliveries = small_grant();
+        all_deliveries.delivery_accounts = AccountAccess::All;
+        let mut held_delivery = small_grant();
+        held_delivery.delivery_accounts = only(&["DA-2"]);
+        for (name, grant, expected) in [
+            ("within what it holds", small_grant(), None),
+            ("a held delivery account", held_delivery, None),
+            (
+                "permissions it lacks",
+                more_permissions,
+                Some(Reason::NotAuthorized),
+            ),
+            (
+                "\"all\" contract accounts",
+                all_contracts,
+                Some(Reason::NotAuthorized),
+            ),
+            (
+                "a contract account it lacks",
+                other_contract,
+                Some(Reason::NotAuthorized),
+            ),
+            (
+                "\"all\" delivery accounts",
+                all_deliveries,
+                Some(Reason::NotAuthorized),
+            ),
+        ] {
+            assert_eq!(outcome(check_grant(&actor, &grant)), expected, "{name}");
+        }
+        assert_eq!(
+            outcome(check_grant(&org_manager(), &Grant::everything())),
+            None
+        );
+    }
+
+    #[test]
+    fn profile_matrix() {
+        let me = plain_user();
+        let colleague = plain_user();
+        let mut stranger = plain_user();
+        stranger.organization_id = org("b");
+        let shop_user = user(
+            "a",
+            Scope::DeliveryAccount(da("DA-1")),
+            Role::User,
+            UserStatus::Active,
+        );
+        for (name, actor, target, expected) in [
+            ("a user, itself", me.clone(), me.clone(), None),
+            (
+                "a user, a colleague",
+                me.clone(),
+                colleague.clone(),
+                Some(Reason::NotAuthorized),
+            ),
+            (
+                "a manager, its user",
+                org_manager(),
+                colleague.clone(),
+                None,
+            ),
+            (
+                "a delivery-account manager, its shop's user",
+                da_manager(),
+                shop_user.clone(),
+                None,
+            ),
+            (
+                "a delivery-account manager, an org user",
+                da_manager(),
+                colleague.clone(),
+                Some(Reason::NotAuthorized),
+            ),
+            (
+                "anyone, another organization's user",
+                org_manager(),
+                stranger.clone(),
+                Some(Reason::NotFound),
+            ),
+        ] {
+            assert_eq!(
+                outcome(check_edit_profile(&actor, &target)),
+                expected,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn remove_matrix() {
+        let boss = org_manager();
+        let target = plain_user();
+        let mut other_manager = org_manager();
+        other_manager.organization_id = org("a");
+        assert_eq!(outcome(check_remove(&boss, &target, 1)), None);
+        assert_eq!(
+            outcome(check_remove(&boss, &boss, 2)),
+            Some(Reason::NotAuthorized),
+            "not oneself"
+        );
+        assert_eq!(
+            outcome(check_remove(&plain_user(), &target, 1)),
+            Some(Reason::NotAuthorized)
+        );
+        assert_eq!(outcome(check_remove(&boss, &other_manager, 2)), None);
+        assert_eq!(
+            outcome(check_remove(&boss, &other_manager, 1)),
+            Some(Reason::LastManager)
+        );
+    }
+
+    #[test]
+    fn update_access_checks_only_what_changes_and_keeps_a_manager() {
+        let actor = limited_manager();
+        let mut target = org_manager();
+        target.status = UserStatus::Active;
+        let demote = AccessChanges {
+            role: Some(Role::User),
+            ..Default::default()
+        };
+        let grant = Grant {
+            role: Role::User,
+            ..Grant::everything()
+        };
+        assert_eq!(
+            outcome(check_update_access(&actor, &target, &demote, &grant, 2)),
+            None,
+            "a role change grants nothing"
+        );
+        assert_eq!(
+            outcome(check_update_access(&actor, &target, &demote, &grant, 1)),
+            Some(Reason::LastManager)
+        );
+        let widen = AccessChanges {
+            permissions: Some(PermissionSet::all()),
+            ..Default::default()
+        };
+        assert_eq!(
+            outcome(check_update_access(
+                &actor,
+                &target,
+                &widen,
+                &Grant::everything(),
+                2
+            )),
+            Some(Reason::NotAuthorized)
+        );
+    }
+
+    #[test]
+    fn actor_and_system_rules() {
+        assert_eq!(
+            require_actor(None).unwrap_err().reason,
+            Reason::NotAuthorized
+        );
+        let mut expired = plain_user();
+        expired.status = UserStatus::Expired;
+        assert_eq!(
+            require_actor(Some(&expired)).unwrap_err().reason,
+            Reason::NotAuthorized
+        );
+        assert!(require_actor(Some(&plain_user())).is_ok());
+        assert!(require_no_actor(false, "x").is_ok());
+        assert_eq!(
+            require_no_actor(true, "x").unwrap_err().reason,
+            Reason::NotAuthorized
+        );
+    }
 }

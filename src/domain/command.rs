@@ -306,10 +306,13 @@ impl Command {
                 let mut org = Fields::new(f.req("organization")?, "organization")?;
                 let raw_id = org.req_str("id")?;
                 let organization_id = org.within(OrganizationId::parse(raw_id, "id"))?;
-                let organization_name = parse_display_name(org.req_str("name")?, "organization.name")?;
+                let organization_name =
+                    parse_display_name(org.req_str("name")?, "organization.name")?;
                 org.finish()?;
-                let contract_accounts = parse_accounts(f.opt("contract_accounts"), "contract_accounts", false)?;
-                let delivery_accounts = parse_accounts(f.opt("delivery_accounts"), "delivery_accounts", true)?;
+                let contract_accounts =
+                    parse_accounts(f.opt("contract_accounts"), "contract_accounts", false)?;
+                let delivery_accounts =
+                    parse_accounts(f.opt("delivery_accounts"), "delivery_accounts", true)?;
                 let manager = parse_new_user(f.req("manager")?, "manager")?;
                 Command::OnboardOrganization(OnboardOrganization {
                     organization_id,
@@ -320,23 +323,38 @@ impl Command {
                 })
             }
             CommandType::SyncAccounts => Command::SyncAccounts(SyncAccounts {
-                organization_id: OrganizationId::parse(f.req_str("organization_id")?, "organization_id")?,
-                contract_accounts: parse_accounts(f.opt("contract_accounts"), "contract_accounts", false)?,
-                delivery_accounts: parse_accounts(f.opt("delivery_accounts"), "delivery_accounts", true)?,
+                organization_id: OrganizationId::parse(
+                    f.req_str("organization_id")?,
+                    "organization_id",
+                )?,
+                contract_accounts: parse_accounts(
+                    f.opt("contract_accounts"),
+                    "contract_accounts",
+                    false,
+                )?,
+                delivery_accounts: parse_accounts(
+                    f.opt("delivery_accounts"),
+                    "delivery_accounts",
+                    true,
+                )?,
             }),
             CommandType::CheckEmail => Command::CheckEmail {
                 email: EmailAddress::parse(f.req_str("email")?)?,
             },
             CommandType::InviteUser => {
-                let organization_id = OrganizationId::parse(f.req_str("organization_id")?, "organization_id")?;
+                let organization_id =
+                    OrganizationId::parse(f.req_str("organization_id")?, "organization_id")?;
                 let scope = match f.opt_str("delivery_account_id")? {
                     None => Scope::MyOrganization,
-                    Some(id) => Scope::DeliveryAccount(AccountId::parse(id, "delivery_account_id")?),
+                    Some(id) => {
+                        Scope::DeliveryAccount(AccountId::parse(id, "delivery_account_id")?)
+                    }
                 };
                 let user = parse_new_user(f.req("user")?, "user")?;
                 let role = parse_role(f.req_str("role")?)?;
                 let permissions = parse_permissions(f.req("permissions")?)?;
-                let contract_accounts = AccountAccess::parse(f.req("contract_accounts")?, "contract_accounts")?;
+                let contract_accounts =
+                    AccountAccess::parse(f.req("contract_accounts")?, "contract_accounts")?;
                 let delivery_accounts = match f.opt("delivery_accounts") {
                     Some(v) => AccountAccess::parse(v, "delivery_accounts")?,
                     None => AccountAccess::Only(Default::default()),
@@ -345,7 +363,12 @@ impl Command {
                     organization_id,
                     scope,
                     user,
-                    grant: Grant { role, permissions, contract_accounts, delivery_accounts },
+                    grant: Grant {
+                        role,
+                        permissions,
+                        contract_accounts,
+                        delivery_accounts,
+                    },
                 })
             }
             CommandType::ResendActivation => Command::ResendActivation {
@@ -373,7 +396,10 @@ impl Command {
                     locale: f.opt_str("locale")?.map(Locale::parse).transpose()?,
                 };
                 if changes == ProfileChanges::default() {
-                    return Err(FieldError::new("", "names no field to change (first_name, last_name, phone, country, locale)"));
+                    return Err(FieldError::new(
+                        "",
+                        "names no field to change (first_name, last_name, phone, country, locale)",
+                    ));
                 }
                 Command::UpdateProfile { user_id, changes }
             }
@@ -392,7 +418,10 @@ impl Command {
                         .transpose()?,
                 };
                 if changes == AccessChanges::default() {
-                    return Err(FieldError::new("", "names no field to change (role, permissions, contract_accounts, delivery_accounts)"));
+                    return Err(FieldError::new(
+                        "",
+                        "names no field to change (role, permissions, contract_accounts, delivery_accounts)",
+                    ));
                 }
                 Command::UpdateAccess { user_id, changes }
             }
@@ -411,7 +440,10 @@ fn parse_role(s: &str) -> Result<Role, FieldError> {
 
 fn parse_permissions(v: &Value) -> Result<PermissionSet, FieldError> {
     let Value::Array(items) = v else {
-        return Err(FieldError::new("permissions", "must be a list of permission names"));
+        return Err(FieldError::new(
+            "permissions",
+            "must be a list of permission names",
+        ));
     };
     let names = items
         .iter()
@@ -431,12 +463,19 @@ fn parse_display_name(s: &str, field: &str) -> Result<String, FieldError> {
         return Err(FieldError::new(field, "must be at most 200 characters"));
     }
     if super::field_error::has_control_chars(s) {
-        return Err(FieldError::new(field, "must not contain control characters"));
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(s.to_owned())
 }
 
-fn parse_accounts(v: Option<&Value>, field: &str, linked: bool) -> Result<Vec<AccountSpec>, FieldError> {
+fn parse_accounts(
+    v: Option<&Value>,
+    field: &str,
+    linked: bool,
+) -> Result<Vec<AccountSpec>, FieldError> {
     let Some(v) = v else { return Ok(Vec::new()) };
     let Value::Array(items) = v else {
         return Err(FieldError::new(field, "must be a list of accounts"));
@@ -457,17 +496,28 @@ fn parse_accounts(v: Option<&Value>, field: &str, linked: bool) -> Result<Vec<Ac
                     .map(|(j, id)| {
                         let p = format!("{path}.contract_accounts[{j}]");
                         id.as_str()
-                            .ok_or_else(|| FieldError::new(p.clone(), "must be an account id string"))
+                            .ok_or_else(|| {
+                                FieldError::new(p.clone(), "must be an account id string")
+                            })
                             .and_then(|s| AccountId::parse(s, &p))
                     })
                     .collect::<Result<_, _>>()?,
-                Some(_) => return Err(FieldError::new(format!("{path}.contract_accounts"), "must be a list of contract account ids")),
+                Some(_) => {
+                    return Err(FieldError::new(
+                        format!("{path}.contract_accounts"),
+                        "must be a list of contract account ids",
+                    ));
+                }
             }
         } else {
             Vec::new()
         };
         a.finish()?;
-        out.push(AccountSpec { id, name, contract_accounts });
+        out.push(AccountSpec {
+            id,
+            name,
+            contract_accounts,
+        });
     }
     Ok(out)
 }
@@ -482,7 +532,11 @@ fn parse_new_user(v: &Value, path: &str) -> Result<NewUser, FieldError> {
     let raw_first = u.req_str("first_name")?;
     let first_name = u.within(PersonName::parse(raw_first, "first_name", false))?;
     let raw_last = u.opt_str("last_name")?.unwrap_or("");
-    let last_name = u.within(PersonName::parse(raw_last, "last_name", kind == UserKind::Group))?;
+    let last_name = u.within(PersonName::parse(
+        raw_last,
+        "last_name",
+        kind == UserKind::Group,
+    ))?;
     let raw_country = u.req_str("country")?;
     let country = u.within(CountryCode::parse(raw_country))?;
     let raw_phone = u.req_str("phone")?;
@@ -492,7 +546,15 @@ fn parse_new_user(v: &Value, path: &str) -> Result<NewUser, FieldError> {
         None => Locale::default(),
     };
     u.finish()?;
-    Ok(NewUser { kind, email, first_name, last_name, phone, country, locale })
+    Ok(NewUser {
+        kind,
+        email,
+        first_name,
+        last_name,
+        phone,
+        country,
+        locale,
+    })
 }
 
 #[cfg(test)]
@@ -521,7 +583,8 @@ mod tests {
 
     #[test]
     fn invite_parses_into_valid_values() {
-        let Command::InviteUser(i) = Command::parse(CommandType::InviteUser, &invite()).unwrap() else {
+        let Command::InviteUser(i) = Command::parse(CommandType::InviteUser, &invite()).unwrap()
+        else {
             panic!("not an invite");
         };
         assert_eq!(i.scope, Scope::MyOrganization);
@@ -560,7 +623,12 @@ mod tests {
     fn group_may_have_empty_last_name_but_a_person_may_not() {
         let mut v = invite();
         v["user"]["last_name"] = json!("");
-        assert_eq!(Command::parse(CommandType::InviteUser, &v).unwrap_err().field, "user.last_name");
+        assert_eq!(
+            Command::parse(CommandType::InviteUser, &v)
+                .unwrap_err()
+                .field,
+            "user.last_name"
+        );
         v["user"]["type"] = json!("group");
         assert!(Command::parse(CommandType::InviteUser, &v).is_ok());
     }
@@ -572,7 +640,9 @@ mod tests {
             Command::ActivateUser { token: None }
         );
         assert_eq!(
-            Command::parse(CommandType::ActivateUser, &json!({})).unwrap_err().field,
+            Command::parse(CommandType::ActivateUser, &json!({}))
+                .unwrap_err()
+                .field,
             "token"
         );
     }
@@ -581,7 +651,13 @@ mod tests {
     fn update_profile_needs_a_change() {
         let id = UserId::new().to_string();
         assert!(Command::parse(CommandType::UpdateProfile, &json!({"user_id": id})).is_err());
-        assert!(Command::parse(CommandType::UpdateProfile, &json!({"user_id": id, "first_name": "Bo"})).is_ok());
+        assert!(
+            Command::parse(
+                CommandType::UpdateProfile,
+                &json!({"user_id": id, "first_name": "Bo"})
+            )
+            .is_ok()
+        );
     }
 
     #[test]

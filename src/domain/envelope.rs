@@ -88,7 +88,10 @@ pub fn parse(body: &[u8]) -> Result<Envelope, EnvelopeError> {
                 key,
                 "must be a non-empty string",
             ))),
-            None => Err(EnvelopeError::NotEnvelope(FieldError::new(key, "is required"))),
+            None => Err(EnvelopeError::NotEnvelope(FieldError::new(
+                key,
+                "is required",
+            ))),
         }
     };
     if string("specversion")? != "1.0" {
@@ -106,9 +109,8 @@ pub fn parse(body: &[u8]) -> Result<Envelope, EnvelopeError> {
         )));
     }
     let type_name = string("type")?;
-    let kind = CommandType::parse(type_name).ok_or_else(|| {
-        EnvelopeError::UnknownType(type_name.chars().take(64).collect())
-    })?;
+    let kind = CommandType::parse(type_name)
+        .ok_or_else(|| EnvelopeError::UnknownType(type_name.chars().take(64).collect()))?;
     let actor = match map.get("actor") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => {
@@ -179,7 +181,10 @@ mod tests {
         let mut v = good();
         v["actor"] = json!("not-a-uuid");
         assert!(parse(&body(v)).unwrap_err().to_string().contains("actor"));
-        assert_eq!(parse(&body(json!([1, 2]))).unwrap_err().reason(), "not_envelope");
+        assert_eq!(
+            parse(&body(json!([1, 2]))).unwrap_err().reason(),
+            "not_envelope"
+        );
     }
 
     #[test]

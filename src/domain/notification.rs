@@ -21,7 +21,11 @@ pub enum Template {
 
 impl Template {
     /// Every template, for start-up checks.
-    pub const ALL: [Template; 3] = [Template::Activation, Template::PasswordReset, Template::InviteExpired];
+    pub const ALL: [Template; 3] = [
+        Template::Activation,
+        Template::PasswordReset,
+        Template::InviteExpired,
+    ];
 
     /// The template's file name stem.
     pub fn as_str(self) -> &'static str {

@@ -274,15 +274,32 @@ mod tests {
     fn resend_goes_to_invited_and_expired_users_after_the_cooldown() {
         let cd = Duration::seconds(60);
         assert!(check_resendable(UserStatus::Invited, None, now(), cd).is_ok());
-        assert!(check_resendable(UserStatus::Expired, Some(now() - Duration::days(8)), now(), cd).is_ok());
-        let soon = check_resendable(UserStatus::Invited, Some(now() - Duration::seconds(5)), now(), cd);
+        assert!(
+            check_resendable(
+                UserStatus::Expired,
+                Some(now() - Duration::days(8)),
+                now(),
+                cd
+            )
+            .is_ok()
+        );
+        let soon = check_resendable(
+            UserStatus::Invited,
+            Some(now() - Duration::seconds(5)),
+            now(),
+            cd,
+        );
         assert_eq!(soon.unwrap_err().reason, Reason::TooSoon);
         assert_eq!(
-            check_resendable(UserStatus::Active, None, now(), cd).unwrap_err().reason,
+            check_resendable(UserStatus::Active, None, now(), cd)
+                .unwrap_err()
+                .reason,
             Reason::AlreadyActive
         );
         assert_eq!(
-            check_resendable(UserStatus::Removed, None, now(), cd).unwrap_err().reason,
+            check_resendable(UserStatus::Removed, None, now(), cd)
+                .unwrap_err()
+                .reason,
             Reason::Removed
         );
     }
@@ -292,10 +309,15 @@ mod tests {
         let cd = Duration::seconds(60);
         for s in [UserStatus::Invited, UserStatus::Expired] {
             assert_eq!(
-                check_password_resettable(s, None, now(), cd).unwrap_err().reason,
+                check_password_resettable(s, None, now(), cd)
+                    .unwrap_err()
+                    .reason,
                 Reason::NotActivated
             );
-            assert_eq!(check_reset_redeemable(s).unwrap_err().reason, Reason::NotActivated);
+            assert_eq!(
+                check_reset_redeemable(s).unwrap_err().reason,
+                Reason::NotActivated
+            );
         }
         assert!(check_password_resettable(UserStatus::Active, None, now(), cd).is_ok());
         assert_eq!(
@@ -305,7 +327,9 @@ mod tests {
             Reason::TooSoon
         );
         assert_eq!(
-            check_password_resettable(UserStatus::Removed, None, now(), cd).unwrap_err().reason,
+            check_password_resettable(UserStatus::Removed, None, now(), cd)
+                .unwrap_err()
+                .reason,
             Reason::Removed
         );
     }
@@ -313,7 +337,11 @@ mod tests {
     #[test]
     fn only_an_active_inviter_hears_of_an_expired_invite() {
         assert!(inviter_is_told(UserStatus::Active));
-        for s in [UserStatus::Invited, UserStatus::Expired, UserStatus::Removed] {
+        for s in [
+            UserStatus::Invited,
+            UserStatus::Expired,
+            UserStatus::Removed,
+        ] {
             assert!(!inviter_is_told(s));
         }
     }

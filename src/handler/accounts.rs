@@ -46,7 +46,10 @@ pub(super) async fn onboard(
     fx: &mut Effects,
 ) -> Outcome {
     authz::require_no_actor(ctx.actor.is_some(), "onboard_organization")?;
-    let contract: BTreeSet<String> = ids(&c.contract_accounts).into_iter().map(str::to_owned).collect();
+    let contract: BTreeSet<String> = ids(&c.contract_accounts)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     check_links(&c.delivery_accounts, &contract)?;
     if !accounts::insert_organization(tx, &c.organization_id, &c.organization_name).await? {
         return Err(Rejection::new(
@@ -55,7 +58,13 @@ pub(super) async fn onboard(
         )
         .into());
     }
-    accounts::upsert(tx, &c.organization_id, &c.contract_accounts, &c.delivery_accounts).await?;
+    accounts::upsert(
+        tx,
+        &c.organization_id,
+        &c.contract_accounts,
+        &c.delivery_accounts,
+    )
+    .await?;
     let manager_id = UserId::new();
     let expires_at = ctx.now + settings.activation_ttl;
     let grant = Grant::everything();
@@ -140,13 +149,26 @@ pub(super) async fn onboard(
 /// `sync_accounts`.
 pub(super) async fn sync(tx: &mut Tx<'_>, ctx: &Ctx, c: SyncAccounts, fx: &mut Effects) -> Outcome {
     authz::require_no_actor(ctx.actor.is_some(), "sync_accounts")?;
-    if accounts::lock_organization(tx, &c.organization_id).await?.is_none() {
-        return Err(Rejection::new(Reason::NotFound, format!("no organization {}", c.organization_id)).into());
+    if accounts::lock_organization(tx, &c.organization_id)
+        .await?
+        .is_none()
+    {
+        return Err(Rejection::new(
+            Reason::NotFound,
+            format!("no organization {}", c.organization_id),
+        )
+        .into());
     }
     let (mut contract, _) = accounts::known_ids(tx, &c.organization_id).await?;
     contract.extend(ids(&c.contract_accounts).into_iter().map(str::to_owned));
     check_links(&c.delivery_accounts, &contract)?;
-    accounts::upsert(tx, &c.organization_id, &c.contract_accounts, &c.delivery_accounts).await?;
+    accounts::upsert(
+        tx,
+        &c.organization_id,
+        &c.contract_accounts,
+        &c.delivery_accounts,
+    )
+    .await?;
     audit::record(
         tx,
         AuditEntry {

@@ -112,8 +112,12 @@ pub(super) async fn invite(
             .into());
         }
     }
-    c.grant.contract_accounts.check_known(&known_contract, "contract_accounts")?;
-    c.grant.delivery_accounts.check_known(&known_delivery, "delivery_accounts")?;
+    c.grant
+        .contract_accounts
+        .check_known(&known_contract, "contract_accounts")?;
+    c.grant
+        .delivery_accounts
+        .check_known(&known_delivery, "delivery_accounts")?;
 
     let user_id = UserId::new();
     let expires_at = ctx.now + settings.activation_ttl;
@@ -131,7 +135,11 @@ pub(super) async fn invite(
     )
     .await?;
     if !inserted {
-        return Err(Rejection::new(Reason::EmailTaken, "a user with this email address already exists").into());
+        return Err(Rejection::new(
+            Reason::EmailTaken,
+            "a user with this email address already exists",
+        )
+        .into());
     }
     let token = issue_token(tx, user_id, TokenPurpose::Activation, expires_at).await?;
     let access = json!({
@@ -198,7 +206,12 @@ pub(super) async fn resend(
     let target = load_target(tx, user_id).await?;
     authz::check_manages_user(&actor.snapshot, &target.snapshot)?;
     let last = tokens::last_issued_at(tx, user_id, TokenPurpose::Activation).await?;
-    user::check_resendable(target.snapshot.status, last, ctx.now, settings.resend_cooldown)?;
+    user::check_resendable(
+        target.snapshot.status,
+        last,
+        ctx.now,
+        settings.resend_cooldown,
+    )?;
     let expires_at = ctx.now + settings.activation_ttl;
     let token = issue_token(tx, user_id, TokenPurpose::Activation, expires_at).await?;
     users::reinvite(tx, user_id, expires_at).await?;
@@ -214,7 +227,9 @@ pub(super) async fn resend(
             organization_id: target.snapshot.organization_id.as_str(),
             action: "user.activation_resent",
             before: Some(json!({"status": target.snapshot.status})),
-            after: Some(json!({"status": UserStatus::Invited, "activation_expires_at": expires_at})),
+            after: Some(
+                json!({"status": UserStatus::Invited, "activation_expires_at": expires_at}),
+            ),
         },
     )
     .await?;
@@ -247,13 +262,22 @@ pub(super) async fn resend(
 }
 
 /// `activate_user`.
-pub(super) async fn activate(tx: &mut Tx<'_>, ctx: &Ctx, token: Option<SecretToken>, fx: &mut Effects) -> Outcome {
+pub(super) async fn activate(
+    tx: &mut Tx<'_>,
+    ctx: &Ctx,
+    token: Option<SecretToken>,
+    fx: &mut Effects,
+) -> Outcome {
     let invalid = || Rejection::new(Reason::TokenInvalid, "this activation link is not valid");
     let token = token.ok_or_else(invalid)?;
     let hash = token.hash();
     let found = tokens::lock_by_hash(tx, &hash).await?;
-    token::check_redeemable(found.as_ref().map(|(_, r)| r), TokenPurpose::Activation, ctx.now)
-        .map_err(|reason| Rejection::new(reason, token_message(reason, "activation")))?;
+    token::check_redeemable(
+        found.as_ref().map(|(_, r)| r),
+        TokenPurpose::Activation,
+        ctx.now,
+    )
+    .map_err(|reason| Rejection::new(reason, token_message(reason, "activation")))?;
     let Some((user_id, _)) = found else {
         return Err(invalid().into());
     };

@@ -193,19 +193,33 @@ impl Handler {
         Ok(Handled::Processed(reply))
     }
 
-    async fn apply(&self, tx: &mut Tx<'_>, ctx: &Ctx, command: Command, fx: &mut Effects) -> Outcome {
+    async fn apply(
+        &self,
+        tx: &mut Tx<'_>,
+        ctx: &Ctx,
+        command: Command,
+        fx: &mut Effects,
+    ) -> Outcome {
         let s = &self.settings;
         match command {
             Command::OnboardOrganization(c) => accounts::onboard(tx, ctx, s, c, fx).await,
             Command::SyncAccounts(c) => accounts::sync(tx, ctx, c, fx).await,
             Command::CheckEmail { email } => lookup::check_email(tx, ctx, &email).await,
             Command::InviteUser(c) => invitations::invite(tx, ctx, s, c, fx).await,
-            Command::ResendActivation { user_id } => invitations::resend(tx, ctx, s, user_id, fx).await,
+            Command::ResendActivation { user_id } => {
+                invitations::resend(tx, ctx, s, user_id, fx).await
+            }
             Command::ActivateUser { token } => invitations::activate(tx, ctx, token, fx).await,
-            Command::RequestPasswordReset { email } => passwords::request(tx, ctx, s, &email, fx).await,
+            Command::RequestPasswordReset { email } => {
+                passwords::request(tx, ctx, s, &email, fx).await
+            }
             Command::RedeemPasswordReset { token } => passwords::redeem(tx, ctx, token).await,
-            Command::UpdateProfile { user_id, changes } => profiles::update_profile(tx, ctx, user_id, changes, fx).await,
-            Command::UpdateAccess { user_id, changes } => profiles::update_access(tx, ctx, user_id, changes, fx).await,
+            Command::UpdateProfile { user_id, changes } => {
+                profiles::update_profile(tx, ctx, user_id, changes, fx).await
+            }
+            Command::UpdateAccess { user_id, changes } => {
+                profiles::update_access(tx, ctx, user_id, changes, fx).await
+            }
             Command::RemoveUser { user_id } => removal::remove(tx, ctx, user_id, fx).await,
         }
     }
@@ -235,4 +249,3 @@ pub fn outcome_label(handled: &Handled) -> &'static str {
 pub(crate) fn email_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
-

@@ -27,9 +27,12 @@ pub(super) async fn request(
         .ok_or_else(|| Rejection::new(Reason::NotFound, "no user with this email address"))?;
     let user_id = target.snapshot.id;
     let last = tokens::last_issued_at(tx, user_id, TokenPurpose::PasswordReset).await?;
-    if let Err(rejection) =
-        user::check_password_resettable(target.snapshot.status, last, ctx.now, settings.resend_cooldown)
-    {
+    if let Err(rejection) = user::check_password_resettable(
+        target.snapshot.status,
+        last,
+        ctx.now,
+        settings.resend_cooldown,
+    ) {
         if rejection.reason == Reason::NotActivated {
             fx.event_on_rejection(
                 EventType::UserPasswordResetBlocked,
@@ -82,12 +85,21 @@ pub(super) async fn request(
 
 /// `redeem_password_reset`: consumes the token; the portal then sets the password.
 pub(super) async fn redeem(tx: &mut Tx<'_>, ctx: &Ctx, token: Option<SecretToken>) -> Outcome {
-    let invalid = || Rejection::new(Reason::TokenInvalid, "this password reset link is not valid");
+    let invalid = || {
+        Rejection::new(
+            Reason::TokenInvalid,
+            "this password reset link is not valid",
+        )
+    };
     let token = token.ok_or_else(invalid)?;
     let hash = token.hash();
     let found = tokens::lock_by_hash(tx, &hash).await?;
-    token::check_redeemable(found.as_ref().map(|(_, r)| r), TokenPurpose::PasswordReset, ctx.now)
-        .map_err(|reason| Rejection::new(reason, token_message(reason, "password reset")))?;
+    token::check_redeemable(
+        found.as_ref().map(|(_, r)| r),
+        TokenPurpose::PasswordReset,
+        ctx.now,
+    )
+    .map_err(|reason| Rejection::new(reason, token_message(reason, "password reset")))?;
     let Some((user_id, _)) = found else {
         return Err(invalid().into());
     };

@@ -50,7 +50,9 @@ pub(super) async fn update_profile(
             .map_err(|e| StoreError::corrupt("users", e.to_string()))?,
     };
     if let Some(phone) = changes.phone {
-        after.phone = PhoneNumber::parse(&phone, Some(country))?.as_str().to_owned();
+        after.phone = PhoneNumber::parse(&phone, Some(country))?
+            .as_str()
+            .to_owned();
         changed.push("phone");
     }
     if let Some(locale) = changes.locale {
@@ -105,15 +107,35 @@ pub(super) async fn update_access(
     let current = &target.snapshot;
     let grant = Grant {
         role: changes.role.unwrap_or(current.role),
-        permissions: changes.permissions.unwrap_or_else(|| current.permissions.clone()),
-        contract_accounts: changes.contract_accounts.unwrap_or_else(|| current.contract_accounts.clone()),
-        delivery_accounts: changes.delivery_accounts.unwrap_or_else(|| current.delivery_accounts.clone()),
+        permissions: changes
+            .permissions
+            .clone()
+            .unwrap_or_else(|| current.permissions.clone()),
+        contract_accounts: changes
+            .contract_accounts
+            .clone()
+            .unwrap_or_else(|| current.contract_accounts.clone()),
+        delivery_accounts: changes
+            .delivery_accounts
+            .clone()
+            .unwrap_or_else(|| current.delivery_accounts.clone()),
     };
     let managers = users::count_active_managers(tx, &current.organization_id).await?;
-    authz::check_update_access(&actor.snapshot, &target.snapshot, &grant, managers)?;
-    let (known_contract, known_delivery) = accounts::known_ids(tx, &current.organization_id).await?;
-    grant.contract_accounts.check_known(&known_contract, "contract_accounts")?;
-    grant.delivery_accounts.check_known(&known_delivery, "delivery_accounts")?;
+    authz::check_update_access(
+        &actor.snapshot,
+        &target.snapshot,
+        &changes,
+        &grant,
+        managers,
+    )?;
+    let (known_contract, known_delivery) =
+        accounts::known_ids(tx, &current.organization_id).await?;
+    grant
+        .contract_accounts
+        .check_known(&known_contract, "contract_accounts")?;
+    grant
+        .delivery_accounts
+        .check_known(&known_delivery, "delivery_accounts")?;
     let before = target.access_json();
     let after = json!({
         "role": grant.role,
@@ -148,4 +170,3 @@ pub(super) async fn update_access(
     );
     Ok(json!({"user_id": user_id, "access": after}))
 }
-

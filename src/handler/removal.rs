@@ -24,7 +24,12 @@ pub(super) async fn lock_actor_organization(tx: &mut Tx<'_>, ctx: &Ctx) -> Resul
 }
 
 /// `remove_user`.
-pub(super) async fn remove(tx: &mut Tx<'_>, ctx: &Ctx, user_id: UserId, fx: &mut Effects) -> Outcome {
+pub(super) async fn remove(
+    tx: &mut Tx<'_>,
+    ctx: &Ctx,
+    user_id: UserId,
+    fx: &mut Effects,
+) -> Outcome {
     lock_actor_organization(tx, ctx).await?;
     let actor = load_actor(tx, ctx).await?;
     let target = load_target(tx, user_id).await?;

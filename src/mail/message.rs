@@ -44,5 +44,8 @@ pub fn build(
         .subject(rendered.subject)
         .message_id(Some(message_id))
         .header(AutoSubmitted)
-        .multipart(MultiPart::alternative_plain_html(rendered.text, rendered.html))
+        .multipart(MultiPart::alternative_plain_html(
+            rendered.text,
+            rendered.html,
+        ))
 }

@@ -72,7 +72,10 @@ pub struct Renderer {
 impl Renderer {
     /// Loads every template under `dir`; fails unless all of `en` is present.
     pub fn load(dir: &Path, portal_url: &str) -> Result<Renderer, TemplateError> {
-        let io = |source| TemplateError::Io { dir: dir.display().to_string(), source };
+        let io = |source| TemplateError::Io {
+            dir: dir.display().to_string(),
+            source,
+        };
         let mut html = Handlebars::new();
         html.set_strict_mode(false);
         let mut plain = Handlebars::new();
@@ -86,16 +89,25 @@ impl Renderer {
             let locale = entry.file_name().to_string_lossy().into_owned();
             for template in Template::ALL {
                 for part in PARTS {
-                    let path = entry.path().join(format!("{}.{part}.hbs", template.as_str()));
+                    let path = entry
+                        .path()
+                        .join(format!("{}.{part}.hbs", template.as_str()));
                     if !path.exists() {
                         continue;
                     }
                     let source = std::fs::read_to_string(&path).map_err(io)?;
                     let name = key(&locale, template, part);
-                    let registry = if part == "html" { &mut html } else { &mut plain };
+                    let registry = if part == "html" {
+                        &mut html
+                    } else {
+                        &mut plain
+                    };
                     registry
                         .register_template_string(&name, source)
-                        .map_err(|e| TemplateError::Parse { name: name.clone(), detail: e.to_string() })?;
+                        .map_err(|e| TemplateError::Parse {
+                            name: name.clone(),
+                            detail: e.to_string(),
+                        })?;
                 }
             }
             locales.insert(locale);
@@ -109,7 +121,12 @@ impl Renderer {
                 }
             }
         }
-        Ok(Renderer { html, plain, locales, portal_url: portal_url.trim_end_matches('/').to_owned() })
+        Ok(Renderer {
+            html,
+            plain,
+            locales,
+            portal_url: portal_url.trim_end_matches('/').to_owned(),
+        })
     }
 
     /// The locales that have at least one template.
@@ -122,7 +139,11 @@ impl Renderer {
         let language = locale.split(['-', '_']).next().unwrap_or(locale);
         for candidate in [locale, language] {
             let name = key(candidate, template, part);
-            let registry = if part == "html" { &self.html } else { &self.plain };
+            let registry = if part == "html" {
+                &self.html
+            } else {
+                &self.plain
+            };
             if registry.has_template(&name) {
                 return name;
             }
@@ -136,7 +157,10 @@ impl Renderer {
         if let Value::Object(map) = &mut vars {
             map.insert("portal_url".into(), Value::String(self.portal_url.clone()));
             if let (Some(path), Some(token)) = (job.template.link_path(), &job.token) {
-                map.insert("link".into(), Value::String(format!("{}{path}?token={token}", self.portal_url)));
+                map.insert(
+                    "link".into(),
+                    Value::String(format!("{}{path}?token={token}", self.portal_url)),
+                );
             }
         }
         vars
@@ -147,10 +171,17 @@ impl Renderer {
         let vars = self.variables(job);
         let render = |part: &str| {
             let name = self.resolve(&job.locale, job.template, part);
-            let registry = if part == "html" { &self.html } else { &self.plain };
+            let registry = if part == "html" {
+                &self.html
+            } else {
+                &self.plain
+            };
             registry
                 .render(&name, &vars)
-                .map_err(|e| TemplateError::Render { name, detail: e.to_string() })
+                .map_err(|e| TemplateError::Render {
+                    name,
+                    detail: e.to_string(),
+                })
         };
         let subject = render("subject")?;
         Ok(Rendered {
@@ -172,8 +203,13 @@ mod tests {
     use serde_json::json;
 
     fn renderer() -> Renderer {
-        Renderer::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("templates").as_path(), "https://portal.example.com/")
-            .expect("the shipped templates load")
+        Renderer::load(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("templates")
+                .as_path(),
+            "https://portal.example.com/",
+        )
+        .expect("the shipped templates load")
     }
 
     fn job(locale: &str) -> EmailJob {
@@ -197,7 +233,10 @@ mod tests {
             assert!(r.locales().contains(locale), "{locale}");
             for template in Template::ALL {
                 for part in PARTS {
-                    assert_eq!(r.resolve(locale, template, part), key(locale, template, part));
+                    assert_eq!(
+                        r.resolve(locale, template, part),
+                        key(locale, template, part)
+                    );
                 }
             }
         }
@@ -209,14 +248,23 @@ mod tests {
         assert!(out.html.contains("&lt;b&gt;Ann&lt;/b&gt;"));
         assert!(!out.html.contains("<b>Ann</b>"));
         assert!(out.text.contains("<b>Ann</b>"));
-        assert!(out.text.contains("https://portal.example.com/activate?token=TOKEN123"));
+        assert!(
+            out.text
+                .contains("https://portal.example.com/activate?token=TOKEN123")
+        );
     }
 
     #[test]
     fn unknown_locale_falls_back_to_language_then_english() {
         let r = renderer();
-        assert_eq!(r.resolve("nl-BE", Template::Activation, "txt"), "nl/activation.txt");
-        assert_eq!(r.resolve("pt", Template::Activation, "txt"), "en/activation.txt");
+        assert_eq!(
+            r.resolve("nl-BE", Template::Activation, "txt"),
+            "nl/activation.txt"
+        );
+        assert_eq!(
+            r.resolve("pt", Template::Activation, "txt"),
+            "en/activation.txt"
+        );
         assert_eq!(r.render(&job("pt")).unwrap(), r.render(&job("en")).unwrap());
     }
 

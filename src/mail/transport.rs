@@ -26,7 +26,10 @@ pub struct MailError {
 impl MailError {
     /// A failure that retrying cannot fix.
     pub fn permanent(detail: impl Into<String>) -> MailError {
-        MailError { permanent: true, detail: detail.into() }
+        MailError {
+            permanent: true,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -43,23 +46,40 @@ pub struct Mailer {
 
 impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mailer").field("from", &self.from.to_string()).finish()
+        f.debug_struct("Mailer")
+            .field("from", &self.from.to_string())
+            .finish()
     }
 }
 
 impl Mailer {
     /// A mailer for `url`, sending as `from`. A file directory is created.
-    pub fn new(url: &MailUrl, from: Mailbox, timeout: Duration, pool_size: u32) -> Result<Mailer, MailError> {
+    pub fn new(
+        url: &MailUrl,
+        from: Mailbox,
+        timeout: Duration,
+        pool_size: u32,
+    ) -> Result<Mailer, MailError> {
         let transport = match url {
             MailUrl::File(dir) => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| MailError::permanent(format!("cannot create mail directory {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    MailError::permanent(format!(
+                        "cannot create mail directory {}: {e}",
+                        dir.display()
+                    ))
+                })?;
                 Transport::File(AsyncFileTransport::<Tokio1Executor>::new(dir))
             }
-            MailUrl::Smtp { host, port, tls, credentials } => {
+            MailUrl::Smtp {
+                host,
+                port,
+                tls,
+                credentials,
+            } => {
                 let params = || {
-                    TlsParameters::new(host.clone())
-                        .map_err(|e| MailError::permanent(format!("TLS setup for {host} failed: {e}")))
+                    TlsParameters::new(host.clone()).map_err(|e| {
+                        MailError::permanent(format!("TLS setup for {host} failed: {e}"))
+                    })
                 };
                 let tls = match tls {
                     SmtpTls::None => Tls::None,
@@ -67,11 +87,12 @@ impl Mailer {
                     SmtpTls::Opportunistic => Tls::Opportunistic(params()?),
                     SmtpTls::Wrapper => Tls::Wrapper(params()?),
                 };
-                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
-                    .port(*port)
-                    .tls(tls)
-                    .timeout(Some(timeout))
-                    .pool_config(PoolConfig::new().max_size(pool_size.max(1)));
+                let mut builder =
+                    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
+                        .port(*port)
+                        .tls(tls)
+                        .timeout(Some(timeout))
+                        .pool_config(PoolConfig::new().max_size(pool_size.max(1)));
                 if let Some((user, password)) = credentials {
                     builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
                 }

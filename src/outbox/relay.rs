@@ -13,8 +13,8 @@ use crate::broker::publisher::{Pending, PublishError};
 use crate::broker::{Publisher, SessionWatch};
 use crate::domain::notification::EmailJob;
 use crate::mail::{Mailer, Renderer, message};
-use crate::store::outbox::{self, ClaimedRow, OutboxKind};
 use crate::store::StoreError;
+use crate::store::outbox::{self, ClaimedRow, OutboxKind};
 use crate::telemetry::metrics;
 
 /// How the relay claims and retries.
@@ -64,7 +64,14 @@ impl Relay {
         notify: Arc<Notify>,
         settings: RelaySettings,
     ) -> Relay {
-        Relay { pool, renderer, mailer, sessions, notify, settings }
+        Relay {
+            pool,
+            renderer,
+            mailer,
+            sessions,
+            notify,
+            settings,
+        }
     }
 
     /// Delivers until `shutdown`, waking on notifications and once a second.
@@ -93,7 +100,8 @@ impl Relay {
         if claimed == 0 {
             return Ok(0);
         }
-        let (emails, publishes): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.kind == OutboxKind::Email);
+        let (emails, publishes): (Vec<_>, Vec<_>) =
+            rows.into_iter().partition(|r| r.kind == OutboxKind::Email);
         self.publish_all(publishes).await?;
         let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(emails)
             .map(|row| self.deliver_email(row))
@@ -111,12 +119,14 @@ impl Relay {
         let publisher = self.sessions.borrow().as_ref().map(|s| s.publisher.clone());
         let Some(publisher) = publisher else {
             for row in rows {
-                let delay = retry_delay(Duration::from_millis(500), row.attempts).min(Duration::from_secs(10));
+                let delay = retry_delay(Duration::from_millis(500), row.attempts)
+                    .min(Duration::from_secs(10));
                 outbox::retry_later(&self.pool, row.id, delay, "broker not connected").await?;
             }
             return Ok(());
         };
-        let mut pending: Vec<(ClaimedRow, Result<Pending, PublishError>)> = Vec::with_capacity(rows.len());
+        let mut pending: Vec<(ClaimedRow, Result<Pending, PublishError>)> =
+            Vec::with_capacity(rows.len());
         for row in rows {
             let started = publish_row(&publisher, &row).await;
             pending.push((row, started));
@@ -130,7 +140,8 @@ impl Relay {
             match result {
                 Ok(()) => sent.push(row.id),
                 Err(e) => {
-                    let delay = retry_delay(Duration::from_millis(500), row.attempts).min(Duration::from_secs(30));
+                    let delay = retry_delay(Duration::from_millis(500), row.attempts)
+                        .min(Duration::from_secs(30));
                     tracing::warn!(outbox_id = row.id, kind = row.kind.as_str(), error = %e, "publish failed; will retry");
                     outbox::retry_later(&self.pool, row.id, delay, &e.to_string()).await?;
                 }
@@ -145,7 +156,12 @@ impl Relay {
             Err(e) => {
                 tracing::error!(outbox_id = row.id, error = %e, "email row does not parse; marking it failed");
                 metrics::email("unknown", "failed");
-                return outbox::mark_failed(&self.pool, row.id, &format!("payload does not parse: {e}")).await;
+                return outbox::mark_failed(
+                    &self.pool,
+                    row.id,
+                    &format!("payload does not parse: {e}"),
+                )
+                .await;
             }
         };
         let template = job.template.as_str();
@@ -197,7 +213,12 @@ impl Relay {
 
 async fn publish_row(publisher: &Publisher, row: &ClaimedRow) -> Result<Pending, PublishError> {
     let p = &row.payload;
-    let text = |key: &str| p.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let text = |key: &str| {
+        p.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     match row.kind {
         OutboxKind::Event => {
             let body = serde_json::to_vec(&p["body"]).unwrap_or_default();
@@ -206,16 +227,22 @@ async fn publish_row(publisher: &Publisher, row: &ClaimedRow) -> Result<Pending,
         }
         OutboxKind::Reply => {
             let body = serde_json::to_vec(&p["body"]).unwrap_or_default();
-            publisher.reply(&text("reply_to"), &text("correlation_id"), &body).await
+            publisher
+                .reply(&text("reply_to"), &text("correlation_id"), &body)
+                .await
         }
         OutboxKind::DeadLetter => {
             use base64::Engine;
             let body = base64::engine::general_purpose::STANDARD
                 .decode(text("body_base64"))
                 .unwrap_or_default();
-            publisher.dead_letter(&body, None, &text("reason"), &text("error")).await
+            publisher
+                .dead_letter(&body, None, &text("reason"), &text("error"))
+                .await
         }
-        OutboxKind::Email => Err(PublishError::Returned("an email row is not published".into())),
+        OutboxKind::Email => Err(PublishError::Returned(
+            "an email row is not published".into(),
+        )),
     }
 }
 

@@ -15,9 +15,9 @@ use super::lock::{keys, with_lock};
 use crate::domain::event::{Event, EventType};
 use crate::domain::notification::{EmailJob, Template};
 use crate::domain::user::{self, UserStatus};
+use crate::store::StoreError;
 use crate::store::expiry::{ExpiredInvite, expire_batch};
 use crate::store::outbox::{NewOutboxRow, OutboxKind, insert};
-use crate::store::StoreError;
 use crate::telemetry::metrics;
 
 /// What a sweep did.
@@ -68,7 +68,10 @@ fn rows_for(invite: &ExpiredInvite, now: chrono::DateTime<Utc>) -> Vec<NewOutbox
                 token: None,
                 user_id: Some(invite.user_id.to_string()),
             };
-            rows.push(NewOutboxRow { kind: OutboxKind::Email, payload: job.to_json() });
+            rows.push(NewOutboxRow {
+                kind: OutboxKind::Email,
+                payload: job.to_json(),
+            });
         }
     }
     rows
@@ -101,7 +104,11 @@ pub async fn run(pool: &PgPool, batch: i64, relay: &Arc<Notify>) -> Option<Sweep
     match with_lock(pool, keys::EXPIRY, || sweep(pool, batch, relay)).await {
         Ok(Some(report)) => {
             if report.expired > 0 {
-                tracing::info!(expired = report.expired, batches = report.batches, "expiry sweep done");
+                tracing::info!(
+                    expired = report.expired,
+                    batches = report.batches,
+                    "expiry sweep done"
+                );
             }
             metrics::scheduler_run("expiry", "ok");
             Some(report)

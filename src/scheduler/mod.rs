@@ -17,7 +17,9 @@ use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 #[derive(Debug, Error)]
 pub enum SchedulerError {
     /// A schedule does not parse.
-    #[error("{setting} {schedule:?} is not a valid cron expression with seconds (e.g. \"0 */5 * * * *\"): {detail}")]
+    #[error(
+        "{setting} {schedule:?} is not a valid cron expression with seconds (e.g. \"0 */5 * * * *\"): {detail}"
+    )]
     BadSchedule {
         /// Which setting.
         setting: &'static str,
@@ -38,7 +40,11 @@ pub const HOUSEKEEPING_SCHEDULE: &str = "0 17 * * * *";
 pub fn validate(setting: &'static str, schedule: &str) -> Result<(), SchedulerError> {
     Job::new_async(schedule, |_, _| Box::pin(async {}))
         .map(|_| ())
-        .map_err(|e| SchedulerError::BadSchedule { setting, schedule: schedule.to_owned(), detail: format!("{e:?}") })
+        .map_err(|e| SchedulerError::BadSchedule {
+            setting,
+            schedule: schedule.to_owned(),
+            detail: format!("{e:?}"),
+        })
 }
 
 /// Starts the jobs; the returned scheduler runs until shut down.

@@ -8,31 +8,46 @@ use crate::domain::command::AccountSpec;
 use crate::domain::ids::OrganizationId;
 
 /// Inserts an organization. False when it exists already.
-pub async fn insert_organization(tx: &mut Tx<'_>, id: &OrganizationId, name: &str) -> Result<bool, StoreError> {
-    let n = sqlx::query("INSERT INTO organizations (id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-        .bind(id.as_str())
-        .bind(name)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
+pub async fn insert_organization(
+    tx: &mut Tx<'_>,
+    id: &OrganizationId,
+    name: &str,
+) -> Result<bool, StoreError> {
+    let n =
+        sqlx::query("INSERT INTO organizations (id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(id.as_str())
+            .bind(name)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
     Ok(n == 1)
 }
 
 /// The organization's name, locking its row so that changes that count
 /// managers (remove, demote) are serialized per organization.
-pub async fn lock_organization(tx: &mut Tx<'_>, id: &OrganizationId) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1 FOR UPDATE")
-        .bind(id.as_str())
-        .fetch_optional(&mut **tx)
-        .await?)
+pub async fn lock_organization(
+    tx: &mut Tx<'_>,
+    id: &OrganizationId,
+) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1 FOR UPDATE")
+            .bind(id.as_str())
+            .fetch_optional(&mut **tx)
+            .await?,
+    )
 }
 
 /// The organization's name, if it exists.
-pub async fn organization_name(tx: &mut Tx<'_>, id: &OrganizationId) -> Result<Option<String>, StoreError> {
-    Ok(sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1")
-        .bind(id.as_str())
-        .fetch_optional(&mut **tx)
-        .await?)
+pub async fn organization_name(
+    tx: &mut Tx<'_>,
+    id: &OrganizationId,
+) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&mut **tx)
+            .await?,
+    )
 }
 
 /// Upserts contract and delivery accounts of `organization`.

@@ -46,7 +46,11 @@ pub struct Inviter {
 
 /// Marks up to `limit` invited users whose activation expired before `now`
 /// as expired, skipping rows other transactions hold, and records the audit.
-pub async fn expire_batch(tx: &mut Tx<'_>, now: DateTime<Utc>, limit: i64) -> Result<Vec<ExpiredInvite>, StoreError> {
+pub async fn expire_batch(
+    tx: &mut Tx<'_>,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<ExpiredInvite>, StoreError> {
     let rows = sqlx::query(
         "WITH due AS (
              SELECT id FROM users

@@ -89,7 +89,11 @@ pub async fn insert(tx: &mut Tx<'_>, rows: &[NewOutboxRow]) -> Result<(), StoreE
 }
 
 /// Claims up to `limit` due rows for `lease`.
-pub async fn claim(pool: &PgPool, limit: i64, lease: Duration) -> Result<Vec<ClaimedRow>, StoreError> {
+pub async fn claim(
+    pool: &PgPool,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<ClaimedRow>, StoreError> {
     let rows = sqlx::query(
         "UPDATE outbox SET claimed_until = now() + $2 * interval '1 millisecond', attempts = attempts + 1
          WHERE id IN (
@@ -141,7 +145,12 @@ pub async fn mark_sent(pool: &PgPool, ids: &[i64]) -> Result<(), StoreError> {
 }
 
 /// Puts a row back to be tried again after `delay`.
-pub async fn retry_later(pool: &PgPool, id: i64, delay: Duration, error: &str) -> Result<(), StoreError> {
+pub async fn retry_later(
+    pool: &PgPool,
+    id: i64,
+    delay: Duration,
+    error: &str,
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE outbox SET claimed_until = NULL, last_error = $3,
             available_at = now() + $2 * interval '1 millisecond'

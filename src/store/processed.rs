@@ -10,7 +10,11 @@ use super::{StoreError, Tx};
 use crate::domain::reply::Reply;
 
 /// Claims `command_id` in `tx`. False when it was processed already.
-pub async fn claim(tx: &mut Tx<'_>, command_id: &str, command_type: &str) -> Result<bool, StoreError> {
+pub async fn claim(
+    tx: &mut Tx<'_>,
+    command_id: &str,
+    command_type: &str,
+) -> Result<bool, StoreError> {
     let inserted = sqlx::query(
         "INSERT INTO processed_commands (command_id, command_type, status, reply)
          VALUES ($1, $2, 'pending', '{}'::jsonb) ON CONFLICT (command_id) DO NOTHING",
@@ -44,7 +48,8 @@ pub async fn reply_of(pool: &PgPool, command_id: &str) -> Result<Option<Reply>, 
             .fetch_optional(pool)
             .await?;
     body.map(|b| {
-        serde_json::from_value(b).map_err(|e| StoreError::corrupt("processed_commands", e.to_string()))
+        serde_json::from_value(b)
+            .map_err(|e| StoreError::corrupt("processed_commands", e.to_string()))
     })
     .transpose()
 }

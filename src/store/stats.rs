@@ -39,9 +39,11 @@ pub async fn read(pool: &PgPool) -> Result<Stats, StoreError> {
 
 /// Deletes idempotency records older than `days`; returns how many.
 pub async fn prune_processed(pool: &PgPool, days: i32) -> Result<u64, StoreError> {
-    Ok(sqlx::query("DELETE FROM processed_commands WHERE processed_at < now() - make_interval(days => $1)")
-        .bind(days)
-        .execute(pool)
-        .await?
-        .rows_affected())
+    Ok(sqlx::query(
+        "DELETE FROM processed_commands WHERE processed_at < now() - make_interval(days => $1)",
+    )
+    .bind(days)
+    .execute(pool)
+    .await?
+    .rows_affected())
 }

@@ -27,7 +27,11 @@ pub async fn insert(
 }
 
 /// Revokes every live token of `user` for `purpose` (all purposes when `None`).
-pub async fn revoke_all(tx: &mut Tx<'_>, user: UserId, purpose: Option<TokenPurpose>) -> Result<(), StoreError> {
+pub async fn revoke_all(
+    tx: &mut Tx<'_>,
+    user: UserId,
+    purpose: Option<TokenPurpose>,
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE tokens SET revoked_at = now()
          WHERE user_id = $1 AND ($2::text IS NULL OR purpose = $2) AND used_at IS NULL AND revoked_at IS NULL",
@@ -45,15 +49,22 @@ pub async fn last_issued_at(
     user: UserId,
     purpose: TokenPurpose,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
-    Ok(sqlx::query_scalar("SELECT max(created_at) FROM tokens WHERE user_id = $1 AND purpose = $2")
+    Ok(
+        sqlx::query_scalar(
+            "SELECT max(created_at) FROM tokens WHERE user_id = $1 AND purpose = $2",
+        )
         .bind(user.as_uuid())
         .bind(purpose.as_str())
         .fetch_one(&mut **tx)
-        .await?)
+        .await?,
+    )
 }
 
 /// Finds a token by hash, locking it; returns its owner and state.
-pub async fn lock_by_hash(tx: &mut Tx<'_>, hash: &TokenHash) -> Result<Option<(UserId, TokenRecord)>, StoreError> {
+pub async fn lock_by_hash(
+    tx: &mut Tx<'_>,
+    hash: &TokenHash,
+) -> Result<Option<(UserId, TokenRecord)>, StoreError> {
     let row = sqlx::query(
         "SELECT user_id, purpose, expires_at, used_at, revoked_at FROM tokens WHERE hash = $1 FOR UPDATE",
     )
@@ -80,7 +91,11 @@ pub async fn lock_by_hash(tx: &mut Tx<'_>, hash: &TokenHash) -> Result<Option<(U
 }
 
 /// Marks the token used.
-pub async fn mark_used(tx: &mut Tx<'_>, hash: &TokenHash, at: DateTime<Utc>) -> Result<(), StoreError> {
+pub async fn mark_used(
+    tx: &mut Tx<'_>,
+    hash: &TokenHash,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
     sqlx::query("UPDATE tokens SET used_at = $2 WHERE hash = $1")
         .bind(hash.as_bytes())
         .bind(at)

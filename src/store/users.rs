@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, Row};
 use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, Row};
 use std::collections::BTreeSet;
 use uuid::Uuid;
 
@@ -74,7 +74,8 @@ impl UserRecord {
     }
 }
 
-const COLUMNS: &str = "id, organization_id, delivery_account_id, kind, email, first_name, last_name,
+const COLUMNS: &str =
+    "id, organization_id, delivery_account_id, kind, email, first_name, last_name,
     phone, country, locale, role, permissions, contract_accounts, delivery_accounts, status,
     invited_by, activated_at, created_at";
 
@@ -83,7 +84,9 @@ fn access(ids: Option<Vec<String>>, field: &str) -> Result<AccountAccess, StoreE
         None => Ok(AccountAccess::All),
         Some(ids) => ids
             .iter()
-            .map(|i| AccountId::parse(i, field).map_err(|e| StoreError::corrupt("users", e.to_string())))
+            .map(|i| {
+                AccountId::parse(i, field).map_err(|e| StoreError::corrupt("users", e.to_string()))
+            })
             .collect::<Result<BTreeSet<_>, _>>()
             .map(AccountAccess::Only),
     }
@@ -101,11 +104,14 @@ fn from_row(row: &PgRow) -> Result<UserRecord, StoreError> {
     let permissions: Vec<String> = row.try_get("permissions")?;
     let scope = match delivery_account_id {
         None => Scope::MyOrganization,
-        Some(da) => Scope::DeliveryAccount(AccountId::parse(&da, "delivery_account_id").map_err(|e| bad(&e))?),
+        Some(da) => Scope::DeliveryAccount(
+            AccountId::parse(&da, "delivery_account_id").map_err(|e| bad(&e))?,
+        ),
     };
     let snapshot = UserSnapshot {
         id: UserId(id),
-        organization_id: OrganizationId::parse(&organization_id, "organization_id").map_err(|e| bad(&e))?,
+        organization_id: OrganizationId::parse(&organization_id, "organization_id")
+            .map_err(|e| bad(&e))?,
         scope,
         role: Role::parse(&role).ok_or_else(|| bad(&format!("role {role}")))?,
         status: UserStatus::parse(&status).ok_or_else(|| bad(&format!("status {status}")))?,
@@ -130,34 +136,46 @@ fn from_row(row: &PgRow) -> Result<UserRecord, StoreError> {
 
 /// Loads a user by id, locking its row for the rest of `tx`.
 pub async fn lock_by_id(tx: &mut Tx<'_>, id: UserId) -> Result<Option<UserRecord>, StoreError> {
-    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE id = $1 FOR UPDATE")))
-        .bind(id.as_uuid())
-        .fetch_optional(&mut **tx)
-        .await?;
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM users WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(id.as_uuid())
+    .fetch_optional(&mut **tx)
+    .await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Loads the acting user, share-locked so it cannot be removed or demoted
 /// while its command runs.
 pub async fn load_actor(tx: &mut Tx<'_>, id: UserId) -> Result<Option<UserRecord>, StoreError> {
-    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE id = $1 FOR SHARE")))
-        .bind(id.as_uuid())
-        .fetch_optional(&mut **tx)
-        .await?;
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM users WHERE id = $1 FOR SHARE"
+    )))
+    .bind(id.as_uuid())
+    .fetch_optional(&mut **tx)
+    .await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Loads a user by email (case-insensitive), locking its row.
-pub async fn lock_by_email(tx: &mut Tx<'_>, email: &EmailAddress) -> Result<Option<UserRecord>, StoreError> {
-    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE lower(email) = $1 FOR UPDATE")))
-        .bind(email.normalized())
-        .fetch_optional(&mut **tx)
-        .await?;
+pub async fn lock_by_email(
+    tx: &mut Tx<'_>,
+    email: &EmailAddress,
+) -> Result<Option<UserRecord>, StoreError> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM users WHERE lower(email) = $1 FOR UPDATE"
+    )))
+    .bind(email.normalized())
+    .fetch_optional(&mut **tx)
+    .await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Organization and status of the user with `email`, if any (no lock).
-pub async fn find_by_email(tx: &mut Tx<'_>, email: &EmailAddress) -> Result<Option<(String, String)>, StoreError> {
+pub async fn find_by_email(
+    tx: &mut Tx<'_>,
+    email: &EmailAddress,
+) -> Result<Option<(String, String)>, StoreError> {
     let row = sqlx::query("SELECT organization_id, status FROM users WHERE lower(email) = $1")
         .bind(email.normalized())
         .fetch_optional(&mut **tx)
@@ -218,7 +236,11 @@ pub async fn insert_invited(tx: &mut Tx<'_>, row: NewUserRow<'_>) -> Result<bool
 }
 
 /// Marks an invited or expired user invited again until `expires_at` (resend).
-pub async fn reinvite(tx: &mut Tx<'_>, id: UserId, expires_at: DateTime<Utc>) -> Result<(), StoreError> {
+pub async fn reinvite(
+    tx: &mut Tx<'_>,
+    id: UserId,
+    expires_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE users SET status = 'invited', activation_expires_at = $2, updated_at = now() WHERE id = $1",
     )
@@ -290,7 +312,10 @@ pub async fn update_access(tx: &mut Tx<'_>, id: UserId, grant: &Grant) -> Result
 }
 
 /// Counts the organization's active managers.
-pub async fn count_active_managers(tx: &mut Tx<'_>, organization_id: &OrganizationId) -> Result<i64, StoreError> {
+pub async fn count_active_managers(
+    tx: &mut Tx<'_>,
+    organization_id: &OrganizationId,
+) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar(
         "SELECT count(*) FROM users WHERE organization_id = $1 AND role = 'manager' AND status = 'active'",
     )
@@ -300,11 +325,17 @@ pub async fn count_active_managers(tx: &mut Tx<'_>, organization_id: &Organizati
 }
 
 /// The organization of user `id`, without locking anything.
-pub async fn organization_of(tx: &mut Tx<'_>, id: UserId) -> Result<Option<OrganizationId>, StoreError> {
+pub async fn organization_of(
+    tx: &mut Tx<'_>,
+    id: UserId,
+) -> Result<Option<OrganizationId>, StoreError> {
     let org: Option<String> = sqlx::query_scalar("SELECT organization_id FROM users WHERE id = $1")
         .bind(id.as_uuid())
         .fetch_optional(&mut **tx)
         .await?;
-    org.map(|o| OrganizationId::parse(&o, "organization_id").map_err(|e| StoreError::corrupt("users", e.to_string())))
-        .transpose()
+    org.map(|o| {
+        OrganizationId::parse(&o, "organization_id")
+            .map_err(|e| StoreError::corrupt("users", e.to_string()))
+    })
+    .transpose()
 }

@@ -27,7 +27,11 @@ pub struct Endpoints {
 }
 
 /// Serves the endpoints on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, endpoints: Endpoints, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    endpoints: Endpoints,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -61,23 +65,36 @@ fn text(status: StatusCode, content_type: &str, body: String) -> Response<Full<B
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     if let Ok(value) = content_type.parse() {
-        response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
     }
     response
 }
 
 async fn respond(req: Request<hyper::body::Incoming>, e: &Endpoints) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n".into());
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use GET\n".into(),
+        );
     }
     match req.uri().path() {
-        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4", e.metrics.render()),
+        "/metrics" => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            e.metrics.render(),
+        ),
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
-            let db = tokio::time::timeout(Duration::from_secs(1), sqlx::query("SELECT 1").execute(&e.pool))
-                .await
-                .map(|r| r.is_ok())
-                .unwrap_or(false);
+            let db = tokio::time::timeout(
+                Duration::from_secs(1),
+                sqlx::query("SELECT 1").execute(&e.pool),
+            )
+            .await
+            .map(|r| r.is_ok())
+            .unwrap_or(false);
             e.health.set_database(db);
             let body = format!(
                 "{{\"database\":{},\"broker\":{},\"ready\":{}}}\n",
@@ -85,9 +102,17 @@ async fn respond(req: Request<hyper::body::Incoming>, e: &Endpoints) -> Response
                 e.health.broker(),
                 e.health.ready()
             );
-            let status = if e.health.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if e.health.ready() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             text(status, "application/json", body)
         }
-        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found; try /metrics, /healthz or /readyz\n".into()),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found; try /metrics, /healthz or /readyz\n".into(),
+        ),
     }
 }

@@ -24,19 +24,54 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(COMMAND_DURATION.to_owned()),
-            &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+            &[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ],
         )?
         .install_recorder()?;
-    describe_counter!(COMMANDS, "Commands handled, by type and outcome (applied, rejected, invalid, duplicate, error).");
-    describe_histogram!(COMMAND_DURATION, metrics::Unit::Seconds, "Time to handle one command, delivery to commit.");
-    describe_counter!(EMAILS, "Email delivery attempts by template and outcome (sent, retry, failed).");
-    describe_gauge!(OUTBOX_PENDING, "Outbox rows (emails, events, replies) not yet delivered.");
-    describe_gauge!(OUTBOX_OLDEST, metrics::Unit::Seconds, "Age of the oldest undelivered outbox row.");
-    describe_counter!(INVITES_EXPIRED, "Invitations the expiry sweep marked expired.");
-    describe_counter!(SCHEDULER_RUNS, "Scheduled job runs by job and outcome (ok, error, skipped).");
-    describe_gauge!(SCHEDULER_LAST_SUCCESS, metrics::Unit::Seconds, "Unix time of each job's last successful run.");
-    describe_counter!(DEAD_LETTERED, "Messages sent to the dead-letter queue, by reason.");
-    describe_gauge!(BROKER_CONNECTED, "1 while the RabbitMQ connection is up, else 0.");
+    describe_counter!(
+        COMMANDS,
+        "Commands handled, by type and outcome (applied, rejected, invalid, duplicate, error)."
+    );
+    describe_histogram!(
+        COMMAND_DURATION,
+        metrics::Unit::Seconds,
+        "Time to handle one command, delivery to commit."
+    );
+    describe_counter!(
+        EMAILS,
+        "Email delivery attempts by template and outcome (sent, retry, failed)."
+    );
+    describe_gauge!(
+        OUTBOX_PENDING,
+        "Outbox rows (emails, events, replies) not yet delivered."
+    );
+    describe_gauge!(
+        OUTBOX_OLDEST,
+        metrics::Unit::Seconds,
+        "Age of the oldest undelivered outbox row."
+    );
+    describe_counter!(
+        INVITES_EXPIRED,
+        "Invitations the expiry sweep marked expired."
+    );
+    describe_counter!(
+        SCHEDULER_RUNS,
+        "Scheduled job runs by job and outcome (ok, error, skipped)."
+    );
+    describe_gauge!(
+        SCHEDULER_LAST_SUCCESS,
+        metrics::Unit::Seconds,
+        "Unix time of each job's last successful run."
+    );
+    describe_counter!(
+        DEAD_LETTERED,
+        "Messages sent to the dead-letter queue, by reason."
+    );
+    describe_gauge!(
+        BROKER_CONNECTED,
+        "1 while the RabbitMQ connection is up, else 0."
+    );
     describe_gauge!(USERS, "Users by status.");
     broker_connected(false);
     Ok(handle)

@@ -6,7 +6,10 @@
 pub mod smtp;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicGetOptions, BasicAckOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, ExchangeDeleteOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, Consumer};
 use serde_json::{Value, json};
@@ -51,7 +54,11 @@ pub struct TestWorker {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn log_dir() -> PathBuf {
@@ -79,7 +86,10 @@ impl TestWorker {
             ("AMQP_PREFIX", prefix.clone()),
             ("MAIL_URL", smtp.url()),
             ("METRICS_ADDR", metrics.to_string()),
-            ("TEMPLATES_DIR", format!("{}/templates", env!("CARGO_MANIFEST_DIR"))),
+            (
+                "TEMPLATES_DIR",
+                format!("{}/templates", env!("CARGO_MANIFEST_DIR")),
+            ),
             ("PORTAL_URL", "https://portal.example.com".to_owned()),
             ("OUTBOX_RETRY_BASE", "200ms".to_owned()),
             ("RUST_LOG", "info,user_lifecycle=debug".to_owned()),
@@ -91,22 +101,59 @@ impl TestWorker {
         for (k, v) in settings {
             env.insert((*k).to_owned(), (*v).to_owned());
         }
-        let amqp = Connection::connect(AMQP_URL, ConnectionProperties::default()).await.expect("RabbitMQ is up");
-        let client = CommandClient::connect(AMQP_URL, &prefix).await.expect("command client");
+        let amqp = Connection::connect(AMQP_URL, ConnectionProperties::default())
+            .await
+            .expect("RabbitMQ is up");
+        let client = CommandClient::connect(AMQP_URL, &prefix)
+            .await
+            .expect("command client");
         let channel = amqp.create_channel().await.unwrap();
         let tap = channel
-            .queue_declare("".into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         channel
-            .queue_bind(tap.name().clone(), format!("{prefix}.events").as_str().into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                tap.name().clone(),
+                format!("{prefix}.events").as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         let events = channel
-            .basic_consume(tap.name().clone(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+            .basic_consume(
+                tap.name().clone(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
             .unwrap();
-        let mut worker = TestWorker { prefix, database, metrics, smtp, client, env, child: None, events, seen: vec![], amqp };
+        let mut worker = TestWorker {
+            prefix,
+            database,
+            metrics,
+            smtp,
+            client,
+            env,
+            child: None,
+            events,
+            seen: vec![],
+            amqp,
+        };
         worker.spawn();
         worker.wait_ready().await;
         worker
@@ -132,7 +179,11 @@ impl TestWorker {
             if let Ok((200, _)) = self.http_get("/readyz").await {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "worker {} not ready in 30 s; see target/test-logs", self.prefix);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "worker {} not ready in 30 s; see target/test-logs",
+                self.prefix
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -141,12 +192,22 @@ impl TestWorker {
     pub async fn http_get(&self, path: &str) -> std::io::Result<(u16, String)> {
         let mut stream = tokio::net::TcpStream::connect(self.metrics).await?;
         stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes())
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
             .await?;
         let mut raw = String::new();
         stream.read_to_string(&mut raw).await?;
-        let status = raw.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let status = raw
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = raw
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         Ok((status, body))
     }
 
@@ -173,7 +234,10 @@ impl TestWorker {
     /// Publishes raw bytes as a command (with `reply_to`) and returns the next reply.
     pub async fn send_raw(&mut self, body: &[u8]) -> Value {
         let correlation = Uuid::new_v4().to_string();
-        self.client.publish_raw("raw", body, &correlation).await.expect("published");
+        self.client
+            .publish_raw("raw", body, &correlation)
+            .await
+            .expect("published");
         loop {
             let (c, reply) = self.client.next_reply(WAIT).await.expect("a reply");
             if c == correlation {
@@ -192,7 +256,9 @@ impl TestWorker {
         loop {
             let next = tokio::time::timeout_at(deadline, self.events.next())
                 .await
-                .unwrap_or_else(|_| panic!("no {kind} event within {WAIT:?}; seen: {:?}", self.seen));
+                .unwrap_or_else(|_| {
+                    panic!("no {kind} event within {WAIT:?}; seen: {:?}", self.seen)
+                });
             let delivery = next.expect("event stream open").expect("event delivery");
             let event: Value = serde_json::from_slice(&delivery.data).expect("event is JSON");
             if matches(&event) {
@@ -204,10 +270,16 @@ impl TestWorker {
 
     /// All events seen so far of `kind` (after draining what has arrived).
     pub async fn events_of(&mut self, kind: &str) -> Vec<Value> {
-        while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(200), self.events.next()).await {
+        while let Ok(Some(Ok(d))) =
+            tokio::time::timeout(Duration::from_millis(200), self.events.next()).await
+        {
             self.seen.push(serde_json::from_slice(&d.data).unwrap());
         }
-        self.seen.iter().filter(|e| e["type"] == kind).cloned().collect()
+        self.seen
+            .iter()
+            .filter(|e| e["type"] == kind)
+            .cloned()
+            .collect()
     }
 
     /// Takes the next message from the dead-letter queue.
@@ -216,8 +288,16 @@ impl TestWorker {
         let queue = format!("{}.commands.dead", self.prefix);
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            if let Some(m) = channel.basic_get(queue.as_str().into(), BasicGetOptions::default()).await.unwrap() {
-                m.delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
+            if let Some(m) = channel
+                .basic_get(queue.as_str().into(), BasicGetOptions::default())
+                .await
+                .unwrap()
+            {
+                m.delivery
+                    .acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .unwrap();
                 let headers = m.delivery.properties.headers().clone().unwrap_or_default();
                 return DeadLetter {
                     body: m.delivery.data.clone(),
@@ -225,7 +305,10 @@ impl TestWorker {
                     reason: header_str(&headers, "x-error-reason").unwrap_or_default(),
                 };
             }
-            assert!(tokio::time::Instant::now() < deadline, "nothing dead-lettered within {WAIT:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing dead-lettered within {WAIT:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -234,7 +317,10 @@ impl TestWorker {
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         let pid = child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
         child.wait().expect("worker exit")
     }
 
@@ -256,14 +342,17 @@ impl TestWorker {
         assert_eq!(reply["status"], "applied", "{reply}");
         let manager = reply["data"]["manager_id"].as_str().unwrap().to_owned();
         let token = self.smtp.mail_to(email).await.token("/activate");
-        let activated = self.send("activate_user", json!({"token": token}), None).await;
+        let activated = self
+            .send("activate_user", json!({"token": token}), None)
+            .await;
         assert_eq!(activated["status"], "applied", "{activated}");
         manager
     }
 
     /// Invites `email` into `org` (My Organization, role user) as `actor`; returns the reply.
     pub async fn invite(&mut self, actor: &str, org: &str, email: &str) -> Value {
-        self.send("invite_user", invite_data(org, email), Some(actor)).await
+        self.send("invite_user", invite_data(org, email), Some(actor))
+            .await
     }
 
     /// Invites and activates a user; returns its id.
@@ -271,7 +360,9 @@ impl TestWorker {
         let reply = self.invite(actor, org, email).await;
         assert_eq!(reply["status"], "applied", "{reply}");
         let token = self.smtp.mail_to(email).await.token("/activate");
-        let activated = self.send("activate_user", json!({"token": token}), None).await;
+        let activated = self
+            .send("activate_user", json!({"token": token}), None)
+            .await;
         assert_eq!(activated["status"], "applied", "{activated}");
         reply["data"]["user_id"].as_str().unwrap().to_owned()
     }
@@ -306,21 +397,42 @@ impl Drop for TestWorker {
         let prefix = self.prefix.clone();
         // Clean up on a thread of its own: Drop cannot await.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
             rt.block_on(async {
                 use sqlx::Connection as _;
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&format!("{PG_BASE}/postgres")).await {
+                if let Ok(mut conn) =
+                    sqlx::PgConnection::connect(&format!("{PG_BASE}/postgres")).await
+                {
                     let drop = format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)");
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await;
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+                        .execute(&mut conn)
+                        .await;
                 }
-                if let Ok(conn) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await {
+                if let Ok(conn) =
+                    Connection::connect(AMQP_URL, ConnectionProperties::default()).await
+                {
                     if let Ok(ch) = conn.create_channel().await {
-                        for q in [format!("{prefix}.commands"), format!("{prefix}.commands.dead")] {
-                            let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+                        for q in [
+                            format!("{prefix}.commands"),
+                            format!("{prefix}.commands.dead"),
+                        ] {
+                            let _ = ch
+                                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                                .await;
                         }
                         for x in ["commands", "dead", "events"] {
                             let name = format!("{prefix}.{x}");
-                            let _ = ch.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default()).await;
+                            let _ = ch
+                                .exchange_delete(
+                                    name.as_str().into(),
+                                    ExchangeDeleteOptions::default(),
+                                )
+                                .await;
                         }
                     }
                 }

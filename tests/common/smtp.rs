@@ -20,7 +20,9 @@ pub struct Mail {
 
 impl Mail {
     fn parsed(&self) -> mail_parser::Message<'_> {
-        MessageParser::default().parse(&self.raw).expect("a parsable MIME message")
+        MessageParser::default()
+            .parse(&self.raw)
+            .expect("a parsable MIME message")
     }
 
     pub fn subject(&self) -> String {
@@ -28,11 +30,17 @@ impl Mail {
     }
 
     pub fn text(&self) -> String {
-        self.parsed().body_text(0).map(|c| c.into_owned()).unwrap_or_default()
+        self.parsed()
+            .body_text(0)
+            .map(|c| c.into_owned())
+            .unwrap_or_default()
     }
 
     pub fn html(&self) -> String {
-        self.parsed().body_html(0).map(|c| c.into_owned()).unwrap_or_default()
+        self.parsed()
+            .body_html(0)
+            .map(|c| c.into_owned())
+            .unwrap_or_default()
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
@@ -46,7 +54,8 @@ impl Mail {
     /// Both a text and an HTML alternative.
     pub fn is_multipart_alternative(&self) -> bool {
         let m = self.parsed();
-        m.header_raw("Content-Type").is_some_and(|c| c.contains("multipart/alternative"))
+        m.header_raw("Content-Type")
+            .is_some_and(|c| c.contains("multipart/alternative"))
             && m.text_body_count() > 0
             && m.html_body_count() > 0
     }
@@ -55,7 +64,10 @@ impl Mail {
     pub fn token(&self, path: &str) -> String {
         let text = self.text();
         let marker = format!("{path}?token=");
-        let start = text.find(&marker).unwrap_or_else(|| panic!("no {marker} link in:\n{text}")) + marker.len();
+        let start = text
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {marker} link in:\n{text}"))
+            + marker.len();
         text[start..]
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
@@ -111,7 +123,10 @@ impl Handler for Session {
         let mut state = self.state.lock().unwrap();
         match state.answer.unwrap_or(Answer::Accept) {
             Answer::Accept => {
-                state.mails.push(Mail { to: std::mem::take(&mut self.to), raw: std::mem::take(&mut self.data) });
+                state.mails.push(Mail {
+                    to: std::mem::take(&mut self.to),
+                    raw: std::mem::take(&mut self.data),
+                });
                 drop(state);
                 self.arrived.notify_waiters();
                 mailin::response::OK
@@ -124,7 +139,9 @@ impl Handler for Session {
 
 impl SmtpServer {
     pub async fn start() -> SmtpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the test SMTP server");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the test SMTP server");
         let server = SmtpServer {
             addr: listener.local_addr().unwrap(),
             state: Arc::default(),
@@ -143,9 +160,16 @@ impl SmtpServer {
     async fn serve(&self, stream: tokio::net::TcpStream, ip: IpAddr) {
         let (read, mut write) = stream.into_split();
         let mut reader = BufReader::new(read);
-        let handler = Session { state: self.state.clone(), arrived: self.arrived.clone(), to: vec![], data: vec![] };
+        let handler = Session {
+            state: self.state.clone(),
+            arrived: self.arrived.clone(),
+            to: vec![],
+            data: vec![],
+        };
         let mut session = SessionBuilder::new("test-smtp").build(ip, handler);
-        let Ok(greeting) = session.greeting().buffer() else { return };
+        let Ok(greeting) = session.greeting().buffer() else {
+            return;
+        };
         if write.write_all(&greeting).await.is_err() {
             return;
         }
@@ -204,18 +228,26 @@ impl SmtpServer {
                 return matching;
             }
             if tokio::time::timeout_at(deadline, arrived).await.is_err() {
-                panic!("expected {count} email(s) to {to} within {timeout:?}, got {}", matching.len());
+                panic!(
+                    "expected {count} email(s) to {to} within {timeout:?}, got {}",
+                    matching.len()
+                );
             }
         }
     }
 
     /// Waits for the first message to `to`.
     pub async fn mail_to(&self, to: &str) -> Mail {
-        self.wait_for(to, 1, Duration::from_secs(15)).await.remove(0)
+        self.wait_for(to, 1, Duration::from_secs(15))
+            .await
+            .remove(0)
     }
 
     /// How many messages went to `to`.
     pub fn count_to(&self, to: &str) -> usize {
-        self.mails().iter().filter(|m| m.to.iter().any(|t| t.eq_ignore_ascii_case(to))).count()
+        self.mails()
+            .iter()
+            .filter(|m| m.to.iter().any(|t| t.eq_ignore_ascii_case(to)))
+            .count()
     }
 }

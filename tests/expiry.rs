@@ -1,0 +1,256 @@
+//! Activation expiry: the scheduled sweep, and tokens refused past their TTL
+//! whether or not the sweep has run.
+
+mod common;
+
+use common::{TestWorker, person};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// Every second: the sweep runs as soon as an invitation is due.
+const SWEEP_EVERY_SECOND: (&str, &str) = ("EXPIRY_SCHEDULE", "* * * * * *");
+/// Once a year at new year: the sweep does not run during a test.
+const SWEEP_NEVER_SOON: (&str, &str) = ("EXPIRY_SCHEDULE", "0 0 0 1 1 *");
+
+fn user_id(reply: &Value) -> String {
+    assert_eq!(reply["status"], "applied", "{reply}");
+    reply["data"]["user_id"].as_str().unwrap().to_owned()
+}
+
+/// The status `check_email` reports for `email`, asked by `actor` of the same organization.
+async fn status_of(w: &mut TestWorker, actor: &str, email: &str) -> Value {
+    let reply = w
+        .send("check_email", json!({"email": email}), Some(actor))
+        .await;
+    assert_eq!(reply["status"], "applied", "{reply}");
+    assert_eq!(reply["data"]["exists"], true, "{reply}");
+    reply["data"]["status"].clone()
+}
+
+#[tokio::test]
+async fn an_invitation_not_activated_in_time_expires_and_the_inviting_manager_is_told() {
+    let mut w = TestWorker::start_with(&[("ACTIVATION_TTL", "2s"), SWEEP_EVERY_SECOND]).await;
+    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+
+    // Invited first, so due first: any sweep that expires the late one has seen this one.
+    let punctual = user_id(&w.invite(&manager, "acme", "punctual@acme.example").await);
+    let token = w
+        .smtp
+        .mail_to("punctual@acme.example")
+        .await
+        .token("/activate");
+    let activated = w.send("activate_user", json!({"token": token}), None).await;
+    assert_eq!(activated["status"], "applied", "{activated}");
+
+    let late = user_id(&w.invite(&manager, "acme", "late@acme.example").await);
+    w.smtp.mail_to("late@acme.example").await;
+
+    let expired = w.event("user.invite_expired", Some(&late)).await;
+    assert_eq!(expired["source"], "user-lifecycle");
+    assert_eq!(expired["data"]["organization_id"], "acme");
+    assert_eq!(expired["data"]["invited_by"], manager.as_str());
+    assert!(
+        !expired.to_string().contains("token"),
+        "no event carries a token: {expired}"
+    );
+    assert_eq!(
+        status_of(&mut w, &manager, "late@acme.example").await,
+        "expired"
+    );
+
+    // The manager's mail: its own activation, then the notice about `late`.
+    let mails = w.smtp.wait_for("boss@acme.example", 2, common::WAIT).await;
+    let notice = &mails[1];
+    assert!(
+        notice.subject().contains("late@acme.example"),
+        "the subject names the invitee: {}",
+        notice.subject()
+    );
+    assert!(
+        notice.text().contains("late@acme.example"),
+        "{}",
+        notice.text()
+    );
+    assert!(
+        notice.text().contains("Ivo Invitee"),
+        "names the invitee: {}",
+        notice.text()
+    );
+    assert!(notice.text().contains("Mara"), "greets the manager");
+    assert!(notice.html().contains("late@acme.example"));
+    assert!(!notice.text().contains("punctual@acme.example"));
+    assert!(notice.is_multipart_alternative());
+    assert_eq!(
+        notice.header("Auto-Submitted").as_deref(),
+        Some("auto-generated")
+    );
+
+    // Who activated in time (and the manager itself) stays active.
+    let all_expired = w.events_of("user.invite_expired").await;
+    assert!(
+        all_expired
+            .iter()
+            .all(|e| e["subject"] != punctual.as_str() && e["subject"] != manager.as_str()),
+        "only the late invitee expired: {all_expired:?}"
+    );
+    assert_eq!(
+        status_of(&mut w, &manager, "punctual@acme.example").await,
+        "active"
+    );
+    assert_eq!(
+        status_of(&mut w, &manager, "boss@acme.example").await,
+        "active"
+    );
+    assert_eq!(
+        w.smtp.count_to("boss@acme.example"),
+        2,
+        "one notice, not one per sweep"
+    );
+}
+
+#[tokio::test]
+async fn a_token_past_its_ttl_is_refused_even_before_the_sweep_runs() {
+    let mut w = TestWorker::start_with(&[("ACTIVATION_TTL", "2s"), SWEEP_NEVER_SOON]).await;
+    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+    let user = user_id(&w.invite(&manager, "acme", "ivo@acme.example").await);
+    let token = w.smtp.mail_to("ivo@acme.example").await.token("/activate");
+
+    tokio::time::sleep(Duration::from_millis(2200)).await; // the TTL is the subject here
+    let refused = w.send("activate_user", json!({"token": token}), None).await;
+    assert_eq!(refused["status"], "rejected", "{refused}");
+    assert_eq!(refused["code"], "token_expired", "{refused}");
+    assert!(
+        w.events_of("user.invite_expired").await.is_empty(),
+        "the sweep did not run"
+    );
+    assert!(
+        w.events_of("user.activated")
+            .await
+            .iter()
+            .all(|e| e["subject"] != user.as_str())
+    );
+    assert_ne!(
+        status_of(&mut w, &manager, "ivo@acme.example").await,
+        "active"
+    );
+
+    // Refused again, not consumed by the first refusal.
+    let again = w.send("activate_user", json!({"token": token}), None).await;
+    assert_eq!(again["code"], "token_expired", "{again}");
+}
+
+#[tokio::test]
+async fn after_expiry_a_resend_issues_a_new_token_that_activates_and_the_old_one_stays_dead() {
+    let mut w = TestWorker::start_with(&[
+        ("ACTIVATION_TTL", "2s"),
+        ("RESEND_COOLDOWN", "1s"),
+        SWEEP_EVERY_SECOND,
+    ])
+    .await;
+    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+    let user = user_id(&w.invite(&manager, "acme", "ivo@acme.example").await);
+    let old = w.smtp.mail_to("ivo@acme.example").await.token("/activate");
+    w.event("user.invite_expired", Some(&user)).await;
+
+    let expired = w.send("activate_user", json!({"token": old}), None).await;
+    assert_eq!(expired["status"], "rejected", "{expired}");
+    assert_eq!(expired["code"], "token_expired", "{expired}");
+
+    let resent = w
+        .send(
+            "resend_activation",
+            json!({"user_id": user}),
+            Some(&manager),
+        )
+        .await;
+    assert_eq!(resent["status"], "applied", "{resent}");
+    assert_eq!(resent["data"]["status"], "invited", "{resent}");
+    let event = w.event("user.activation_resent", Some(&user)).await;
+    assert!(
+        !event.to_string().contains("token"),
+        "no event carries a token: {event}"
+    );
+    assert_eq!(
+        status_of(&mut w, &manager, "ivo@acme.example").await,
+        "invited"
+    );
+
+    let mails = w.smtp.wait_for("ivo@acme.example", 2, common::WAIT).await;
+    let new = mails[1].token("/activate");
+    assert_ne!(old, new);
+
+    let stale = w.send("activate_user", json!({"token": old}), None).await;
+    assert_eq!(
+        stale["status"], "rejected",
+        "the old token stays dead: {stale}"
+    );
+    assert!(
+        stale["code"] == "token_expired" || stale["code"] == "token_invalid",
+        "{stale}"
+    );
+
+    let activated = w.send("activate_user", json!({"token": new}), None).await;
+    assert_eq!(activated["status"], "applied", "{activated}");
+    assert_eq!(activated["data"]["user_id"], user.as_str());
+    assert_eq!(activated["data"]["email"], "ivo@acme.example");
+    w.event("user.activated", Some(&user)).await;
+    assert_eq!(
+        status_of(&mut w, &manager, "ivo@acme.example").await,
+        "active"
+    );
+}
+
+#[tokio::test]
+async fn an_onboarded_manager_invited_by_nobody_expires_without_a_notice_email() {
+    let mut w = TestWorker::start_with(&[("ACTIVATION_TTL", "2s"), SWEEP_EVERY_SECOND]).await;
+    let onboarded = w
+        .send(
+            "onboard_organization",
+            json!({
+                "organization": {"id": "acme", "name": "acme B.V."},
+                "contract_accounts": [{"id": "CA-1", "name": "Main"}],
+                "delivery_accounts": [],
+                "manager": person("boss@acme.example", "Mara", "Manager"),
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(onboarded["status"], "applied", "{onboarded}");
+    let manager = onboarded["data"]["manager_id"].as_str().unwrap().to_owned();
+    w.smtp.mail_to("boss@acme.example").await;
+
+    let expired = w.event("user.invite_expired", Some(&manager)).await;
+    assert_eq!(expired["data"]["organization_id"], "acme");
+    assert!(
+        expired["data"]["invited_by"].is_null(),
+        "nobody invited the first manager: {expired}"
+    );
+
+    // An email sent after the expiry has arrived, so any notice would have too.
+    let second = w
+        .send(
+            "onboard_organization",
+            json!({
+                "organization": {"id": "other", "name": "Other B.V."},
+                "contract_accounts": [{"id": "CA-1", "name": "Main"}],
+                "delivery_accounts": [],
+                "manager": person("boss@other.example", "Olga", "Other"),
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(second["status"], "applied", "{second}");
+    w.smtp.mail_to("boss@other.example").await;
+
+    let mails = w.smtp.mails();
+    assert_eq!(
+        mails.len(),
+        2,
+        "only the two activation emails, no invite_expired notice: {:?}",
+        mails
+            .iter()
+            .map(|m| (m.to.clone(), m.subject()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(w.smtp.count_to("boss@acme.example"), 1);
+}
