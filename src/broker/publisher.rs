@@ -144,7 +144,7 @@ impl Publisher {
 }
 
 /// Headers of a message as a table (for tests and tools).
-pub fn header_str<'a>(headers: &'a FieldTable, key: &str) -> Option<String> {
+pub fn header_str(headers: &FieldTable, key: &str) -> Option<String> {
     headers
         .inner()
         .iter()

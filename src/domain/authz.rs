@@ -149,13 +149,13 @@ pub fn check_grant_parts(
         (contract_accounts, &actor.contract_accounts, "contract"),
         (delivery_accounts, &actor.delivery_accounts, "delivery"),
     ] {
-        if let Some(wanted) = wanted {
-            if !wanted.is_within(held) {
-                return Err(refuse(format!(
-                    "you cannot grant {what} accounts you do not hold: {}",
-                    wanted.missing_from(held).join(", ")
-                )));
-            }
+        if let Some(wanted) = wanted
+            && !wanted.is_within(held)
+        {
+            return Err(refuse(format!(
+                "you cannot grant {what} accounts you do not hold: {}",
+                wanted.missing_from(held).join(", ")
+            )));
         }
     }
     Ok(())

@@ -103,14 +103,14 @@ pub(super) async fn invite(
         .await?
         .ok_or_else(|| Rejection::new(Reason::NotFound, "no such organization"))?;
     let (known_contract, known_delivery) = accounts::known_ids(tx, &c.organization_id).await?;
-    if let Scope::DeliveryAccount(da) = &c.scope {
-        if !known_delivery.contains(da.as_str()) {
-            return Err(crate::domain::FieldError::new(
-                "delivery_account_id",
-                format!("unknown delivery account {da} in this organization"),
-            )
-            .into());
-        }
+    if let Scope::DeliveryAccount(da) = &c.scope
+        && !known_delivery.contains(da.as_str())
+    {
+        return Err(crate::domain::FieldError::new(
+            "delivery_account_id",
+            format!("unknown delivery account {da} in this organization"),
+        )
+        .into());
     }
     c.grant
         .contract_accounts

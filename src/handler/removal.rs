@@ -15,10 +15,10 @@ use crate::store::{Tx, accounts, tokens, users};
 /// counts managers (remove, demote) is serialized per organization and two
 /// managers removing each other cannot both succeed.
 pub(super) async fn lock_actor_organization(tx: &mut Tx<'_>, ctx: &Ctx) -> Result<(), super::Fail> {
-    if let Some(actor) = ctx.actor {
-        if let Some(org) = users::organization_of(tx, actor).await? {
-            accounts::lock_organization(tx, &org).await?;
-        }
+    if let Some(actor) = ctx.actor
+        && let Some(org) = users::organization_of(tx, actor).await?
+    {
+        accounts::lock_organization(tx, &org).await?;
     }
     Ok(())
 }

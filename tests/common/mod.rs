@@ -415,25 +415,21 @@ impl Drop for TestWorker {
                 }
                 if let Ok(conn) =
                     Connection::connect(AMQP_URL, ConnectionProperties::default()).await
+                    && let Ok(ch) = conn.create_channel().await
                 {
-                    if let Ok(ch) = conn.create_channel().await {
-                        for q in [
-                            format!("{prefix}.commands"),
-                            format!("{prefix}.commands.dead"),
-                        ] {
-                            let _ = ch
-                                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                                .await;
-                        }
-                        for x in ["commands", "dead", "events"] {
-                            let name = format!("{prefix}.{x}");
-                            let _ = ch
-                                .exchange_delete(
-                                    name.as_str().into(),
-                                    ExchangeDeleteOptions::default(),
-                                )
-                                .await;
-                        }
+                    for q in [
+                        format!("{prefix}.commands"),
+                        format!("{prefix}.commands.dead"),
+                    ] {
+                        let _ = ch
+                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                    for x in ["commands", "dead", "events"] {
+                        let name = format!("{prefix}.{x}");
+                        let _ = ch
+                            .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+                            .await;
                     }
                 }
             });

@@ -1,0 +1,565 @@
+//! Exactly-once delivery and poison messages: a redelivered command is
+//! answered from the record, a message that can never succeed is
+//! dead-lettered with the reason and never blocks the queue.
+
+mod common;
+
+use common::{AMQP_URL, TestWorker, WAIT, invite_data};
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use serde_json::{Value, json};
+use std::time::Duration;
+use user_lifecycle::broker::client::CommandClient;
+
+/// Polls `/metrics` until `series` is at least `want`; returns its value.
+async fn metric_reaches(w: &TestWorker, series: &str, want: f64) -> f64 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = w.metric(series).await;
+        if let Some(v) = got.filter(|v| *v >= want) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} did not reach {want} within {WAIT:?}; last value {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Messages waiting in `P.commands.dead`.
+async fn dead_letters_waiting(w: &TestWorker) -> u32 {
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let queue = format!("{}.commands.dead", w.prefix);
+    let declared = channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    declared.message_count()
+}
+
+/// `reply` with `"duplicate": true`: what a redelivery must get.
+fn as_duplicate(reply: &Value) -> Value {
+    let mut dup = reply.clone();
+    dup["duplicate"] = json!(true);
+    dup
+}
+
+/// True when `text` has `word` as a whole word (not inside another one).
+fn names(text: &str, word: &str) -> bool {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|w| w == word)
+}
+
+/// A well-formed envelope as a JSON value, to break in one place.
+fn envelope_value(kind: &str) -> Value {
+    CommandClient::envelope(kind, json!({"email": "ann@example.com"}), None)
+}
+
+fn without(mut v: Value, key: &str) -> Value {
+    v.as_object_mut().unwrap().remove(key);
+    v
+}
+
+fn bytes(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap()
+}
+
+#[tokio::test]
+async fn the_same_command_delivered_twice_is_applied_once_and_answered_with_the_original_reply() {
+    let mut w = TestWorker::start().await;
+    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+    let envelope = CommandClient::envelope(
+        "invite_user",
+        invite_data("acme", "ivo@acme.example"),
+        Some(&manager),
+    );
+
+    let first = w.send_envelope(&envelope).await;
+    assert_eq!(first["status"], "applied", "{first}");
+    assert_eq!(first["duplicate"], false);
+    assert_eq!(first["command_id"], envelope["id"]);
+    let user_id = first["data"]["user_id"].as_str().unwrap().to_owned();
+    w.smtp.mail_to("ivo@acme.example").await;
+    w.event("user.invited", Some(&user_id)).await;
+
+    let second = w.send_envelope(&envelope).await;
+    assert_eq!(second["duplicate"], true, "{second}");
+    assert_eq!(
+        second,
+        as_duplicate(&first),
+        "the stored reply, same user_id and data"
+    );
+
+    // A later command's email and event: once they are out, a second
+    // activation email or `user.invited` would have been out too.
+    let marker = w.invite(&manager, "acme", "marker@acme.example").await;
+    assert_eq!(marker["status"], "applied", "{marker}");
+    let marker_id = marker["data"]["user_id"].as_str().unwrap().to_owned();
+    w.smtp.mail_to("marker@acme.example").await;
+    w.event("user.invited", Some(&marker_id)).await;
+    assert_eq!(
+        w.smtp.count_to("ivo@acme.example"),
+        1,
+        "one activation email"
+    );
+    let again: Vec<Value> = w
+        .events_of("user.invited")
+        .await
+        .into_iter()
+        .filter(|e| e["subject"] == user_id.as_str())
+        .collect();
+    assert!(
+        again.is_empty(),
+        "one user.invited only; another came: {again:?}"
+    );
+
+    let dup = metric_reaches(
+        &w,
+        r#"user_lifecycle_commands_total{type="invite_user",outcome="duplicate"}"#,
+        1.0,
+    )
+    .await;
+    assert_eq!(dup, 1.0);
+    let applied = w
+        .metric(r#"user_lifecycle_commands_total{type="invite_user",outcome="applied"}"#)
+        .await;
+    assert_eq!(
+        applied,
+        Some(2.0),
+        "the original and the marker; the duplicate is not counted as applied"
+    );
+}
+
+#[tokio::test]
+async fn two_simultaneous_deliveries_of_one_command_apply_it_once() {
+    let mut w = TestWorker::start().await;
+    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+    let envelope = CommandClient::envelope(
+        "invite_user",
+        invite_data("acme", "ivo@acme.example"),
+        Some(&manager),
+    );
+    let body = bytes(&envelope);
+
+    // Both copies are in the queue before either is answered.
+    w.client
+        .publish_raw("invite_user", &body, "copy-a")
+        .await
+        .unwrap();
+    w.client
+        .publish_raw("invite_user", &body, "copy-b")
+        .await
+        .unwrap();
+    let mut replies = std::collections::HashMap::new();
+    while replies.len() < 2 {
+        let (correlation, reply) = w
+            .client
+            .next_reply(WAIT)
+            .await
+            .expect("a reply to each copy");
+        replies.insert(correlation, reply);
+    }
+    let (a, b) = (&replies["copy-a"], &replies["copy-b"]);
+    let (original, duplicate) = if a["duplicate"] == false {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert_eq!(original["status"], "applied", "{original}");
+    assert_eq!(original["duplicate"], false);
+    assert_eq!(
+        *duplicate,
+        as_duplicate(original),
+        "one is applied, the other answered from the record"
+    );
+
+    let user_id = original["data"]["user_id"].as_str().unwrap().to_owned();
+    w.event("user.invited", Some(&user_id)).await;
+    w.smtp.mail_to("ivo@acme.example").await;
+    let marker = w.invite(&manager, "acme", "marker@acme.example").await;
+    let marker_id = marker["data"]["user_id"].as_str().unwrap().to_owned();
+    w.smtp.mail_to("marker@acme.example").await;
+    w.event("user.invited", Some(&marker_id)).await;
+    assert_eq!(
+        w.smtp.count_to("ivo@acme.example"),
+        1,
+        "one activation email"
+    );
+    assert!(
+        w.events_of("user.invited")
+            .await
+            .iter()
+            .all(|e| e["subject"] != user_id.as_str()),
+        "one user.invited only"
+    );
+}
+
+#[tokio::test]
+async fn a_redelivered_rejection_gets_the_original_rejection_even_when_a_retry_would_now_succeed() {
+    let mut w = TestWorker::start_with(&[("RESEND_COOLDOWN", "1s")]).await;
+    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+    let invited = w.invite(&manager, "acme", "ivo@acme.example").await;
+    let user = invited["data"]["user_id"].as_str().unwrap().to_owned();
+    w.smtp.mail_to("ivo@acme.example").await;
+
+    let resend = CommandClient::envelope(
+        "resend_activation",
+        json!({"user_id": user}),
+        Some(&manager),
+    );
+    let first = w.send_envelope(&resend).await;
+    assert_eq!(first["status"], "rejected", "{first}");
+    assert_eq!(first["code"], "too_soon");
+    assert_eq!(first["duplicate"], false);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the cooldown: running it again would succeed
+    let again = w.send_envelope(&resend).await;
+    assert_eq!(
+        again,
+        as_duplicate(&first),
+        "the original rejection, not a new outcome"
+    );
+
+    // Had the redelivery been applied, this new command would be too soon.
+    let fresh = w
+        .send(
+            "resend_activation",
+            json!({"user_id": user}),
+            Some(&manager),
+        )
+        .await;
+    assert_eq!(
+        fresh["status"], "applied",
+        "the duplicate changed nothing: {fresh}"
+    );
+    w.event("user.activation_resent", Some(&user)).await;
+    let mails = w.smtp.wait_for("ivo@acme.example", 2, WAIT).await;
+    assert_eq!(mails.len(), 2, "the invite and the one applied resend");
+    assert!(
+        w.events_of("user.activation_resent").await.is_empty(),
+        "a single user.activation_resent"
+    );
+
+    let dup = metric_reaches(
+        &w,
+        r#"user_lifecycle_commands_total{type="resend_activation",outcome="duplicate"}"#,
+        1.0,
+    )
+    .await;
+    assert_eq!(dup, 1.0);
+}
+
+#[tokio::test]
+async fn messages_that_are_not_commands_are_dead_lettered_with_the_reason_and_answered_invalid() {
+    let mut w = TestWorker::start().await;
+    let mut wrong_version = envelope_value("check_email");
+    wrong_version["specversion"] = json!("0.3");
+    let mut unknown = envelope_value("check_email");
+    unknown["type"] = json!("drop_tables");
+    let mut huge = envelope_value("check_email");
+    huge["data"]["padding"] = json!("x".repeat(70_000));
+
+    // (what, body, reason, words the error must contain, the command id a reply can carry)
+    let cases: Vec<(&str, Vec<u8>, &str, Vec<&str>, Option<Value>)> = vec![
+        (
+            "plain text",
+            b"hello, I am not JSON".to_vec(),
+            "not_json",
+            vec!["not JSON"],
+            None,
+        ),
+        (
+            "binary",
+            b"\xff\xfe{\x00".to_vec(),
+            "not_json",
+            vec!["not JSON"],
+            None,
+        ),
+        (
+            "truncated JSON",
+            br#"{"specversion": "1.0", "id": "#.to_vec(),
+            "not_json",
+            vec!["not JSON"],
+            None,
+        ),
+        (
+            "a JSON array",
+            b"[1, 2, 3]".to_vec(),
+            "not_envelope",
+            vec!["CloudEvents"],
+            None,
+        ),
+        (
+            "a JSON string",
+            br#""invite_user""#.to_vec(),
+            "not_envelope",
+            vec!["CloudEvents"],
+            None,
+        ),
+        (
+            "no specversion",
+            bytes(&without(envelope_value("check_email"), "specversion")),
+            "not_envelope",
+            vec!["CloudEvents", "specversion"],
+            None,
+        ),
+        (
+            "no id",
+            bytes(&without(envelope_value("check_email"), "id")),
+            "not_envelope",
+            vec!["CloudEvents", "id"],
+            None,
+        ),
+        (
+            "no type",
+            bytes(&without(envelope_value("check_email"), "type")),
+            "not_envelope",
+            vec!["CloudEvents", "type"],
+            None,
+        ),
+        (
+            "specversion 0.3",
+            bytes(&wrong_version),
+            "not_envelope",
+            vec!["specversion", "1.0"],
+            Some(wrong_version["id"].clone()),
+        ),
+        (
+            "an unknown type",
+            bytes(&unknown),
+            "unknown_type",
+            vec!["unknown command type", "drop_tables"],
+            Some(unknown["id"].clone()),
+        ),
+        (
+            "over 64 KiB",
+            bytes(&huge),
+            "too_large",
+            vec!["65536"],
+            None,
+        ),
+    ];
+
+    for (what, body, reason, words, command_id) in &cases {
+        let reply = w.send_raw(body).await;
+        assert_eq!(reply["status"], "invalid", "{what}: {reply}");
+        assert_eq!(reply["code"], "invalid", "{what}: {reply}");
+        assert_eq!(reply["duplicate"], false, "{what}: {reply}");
+        let message = reply["message"].as_str().unwrap_or_default();
+        if let Some(id) = command_id {
+            assert_eq!(
+                &reply["command_id"], id,
+                "{what}: the reply names the command it answers"
+            );
+        }
+
+        let dead = w.dead_letter().await;
+        assert_eq!(
+            dead.reason, *reason,
+            "{what}: x-error-reason; x-error {:?}",
+            dead.error
+        );
+        for word in words {
+            let found = if word.contains(' ') || word.contains('.') {
+                dead.error.contains(word)
+            } else {
+                names(&dead.error, word)
+            };
+            assert!(
+                found,
+                "{what}: x-error should name {word:?}: {:?}",
+                dead.error
+            );
+            let said = if word.contains(' ') || word.contains('.') {
+                message.contains(word)
+            } else {
+                names(message, word)
+            };
+            assert!(
+                said,
+                "{what}: the reply's message should name {word:?}: {reply}"
+            );
+        }
+        assert!(
+            dead.body == *body,
+            "{what}: the original body is preserved ({} bytes dead-lettered, {} sent)",
+            dead.body.len(),
+            body.len()
+        );
+    }
+    assert_eq!(
+        dead_letters_waiting(&w).await,
+        0,
+        "each message dead-lettered once"
+    );
+
+    for (reason, count) in [
+        ("not_json", 3.0),
+        ("not_envelope", 6.0),
+        ("unknown_type", 1.0),
+        ("too_large", 1.0),
+    ] {
+        let series = format!("user_lifecycle_dead_lettered_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric_reaches(&w, &series, count).await, count, "{series}");
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_poison_does_not_block_the_valid_command_behind_it() {
+    let mut w = TestWorker::start().await;
+    let mut unknown = envelope_value("check_email");
+    unknown["type"] = json!("nonsense");
+    let mut huge = envelope_value("check_email");
+    huge["data"]["padding"] = json!("x".repeat(66_000));
+    let poison: Vec<Vec<u8>> = vec![
+        b"garbage".to_vec(),
+        b"[]".to_vec(),
+        bytes(&unknown),
+        bytes(&huge),
+    ];
+
+    // More bad messages than the worker takes at once (its prefetch is 32).
+    let burst = 48;
+    for i in 0..burst {
+        w.client
+            .publish_raw("poison", &poison[i % poison.len()], &format!("poison-{i}"))
+            .await
+            .unwrap();
+    }
+    let reply = w
+        .send(
+            "onboard_organization",
+            json!({
+                "organization": {"id": "acme", "name": "Acme B.V."},
+                "contract_accounts": [{"id": "CA-1", "name": "Main"}],
+                "delivery_accounts": [],
+                "manager": common::person("boss@acme.example", "Mara", "Manager"),
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(
+        reply["status"], "applied",
+        "the command behind the poison is applied: {reply}"
+    );
+    assert!(reply["data"]["manager_id"].is_string(), "{reply}");
+    w.event("organization.onboarded", None).await;
+    w.smtp.mail_to("boss@acme.example").await;
+
+    for (reason, count) in [
+        ("not_json", 12.0),
+        ("not_envelope", 12.0),
+        ("unknown_type", 12.0),
+        ("too_large", 12.0),
+    ] {
+        let series = format!("user_lifecycle_dead_lettered_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric_reaches(&w, &series, count).await, count, "{series}");
+    }
+    for _ in 0..burst {
+        let dead = w.dead_letter().await;
+        assert!(
+            !dead.error.is_empty() && !dead.reason.is_empty(),
+            "{dead:?}"
+        );
+    }
+    assert_eq!(
+        dead_letters_waiting(&w).await,
+        0,
+        "each poison message dead-lettered once"
+    );
+}
+
+#[tokio::test]
+async fn a_command_with_invalid_data_is_answered_naming_the_field_and_dead_lettered_once() {
+    let mut w = TestWorker::start().await;
+    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+    let mut data = invite_data("acme", "ivo@acme.example");
+    data["user"]["email"] = json!("ivo at acme");
+    let envelope = CommandClient::envelope("invite_user", data, Some(&manager));
+
+    let reply = w.send_envelope(&envelope).await;
+    assert_eq!(reply["status"], "invalid", "{reply}");
+    assert_eq!(reply["code"], "invalid");
+    assert_eq!(reply["command_id"], envelope["id"]);
+    assert!(
+        reply["message"].as_str().unwrap().contains("user.email"),
+        "names the field: {reply}"
+    );
+
+    let dead = w.dead_letter().await;
+    assert_eq!(dead.reason, "invalid_data", "{dead:?}");
+    assert!(
+        dead.error.contains("user.email"),
+        "x-error names the field: {:?}",
+        dead.error
+    );
+    assert!(
+        dead.body == bytes(&envelope),
+        "the original body is preserved: {}",
+        String::from_utf8_lossy(&dead.body)
+    );
+    assert_eq!(
+        metric_reaches(
+            &w,
+            r#"user_lifecycle_dead_lettered_total{reason="invalid_data"}"#,
+            1.0
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric_reaches(
+            &w,
+            r#"user_lifecycle_commands_total{type="invite_user",outcome="invalid"}"#,
+            1.0
+        )
+        .await,
+        1.0
+    );
+
+    // A redelivery gets the same answer and is not dead-lettered again: the
+    // next dead letter is a marker sent after it.
+    let again = w.send_envelope(&envelope).await;
+    assert_eq!(again, as_duplicate(&reply));
+    let marker = w.send_raw(b"marker, not JSON").await;
+    assert_eq!(marker["status"], "invalid");
+    let next = w.dead_letter().await;
+    assert_eq!(
+        next.body,
+        b"marker, not JSON".to_vec(),
+        "no second copy of the invalid command: {next:?}"
+    );
+    assert_eq!(dead_letters_waiting(&w).await, 0);
+    assert_eq!(
+        w.metric(r#"user_lifecycle_dead_lettered_total{reason="invalid_data"}"#)
+            .await,
+        Some(1.0)
+    );
+
+    // Nobody was invited.
+    let ok = w.invite(&manager, "acme", "marker@acme.example").await;
+    let marker_id = ok["data"]["user_id"].as_str().unwrap().to_owned();
+    w.event("user.invited", Some(&marker_id)).await;
+    let others: Vec<Value> = w
+        .events_of("user.invited")
+        .await
+        .into_iter()
+        .filter(|e| e["subject"] != manager.as_str())
+        .collect();
+    assert!(
+        others.is_empty(),
+        "the invalid invite emitted nothing: {others:?}"
+    );
+}
