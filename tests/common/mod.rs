@@ -94,6 +94,7 @@ impl TestWorker {
             ("OUTBOX_RETRY_BASE", "200ms".to_owned()),
             ("RUST_LOG", "info,user_lifecycle=debug".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
+            ("DATABASE_MAX_CONNECTIONS", "4".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
