@@ -112,7 +112,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             concurrency: settings.mail_pool_size as usize,
         },
     );
-    let relay_task = tokio::spawn(relay.run(stop_rx.clone()));
+    let (relay_stop_tx, relay_stop_rx) = watch::channel(false);
+    let relay_task = tokio::spawn(relay.run(relay_stop_rx, Duration::from_secs(5)));
 
     let mut jobs = scheduler::start(
         pool.clone(),
@@ -137,13 +138,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     stop_tx.send_replace(true);
 
     let grace = settings.shutdown_grace + Duration::from_secs(2);
-    if tokio::time::timeout(grace, broker_task).await.is_err() {
-        tracing::warn!("the consumer did not stop within the grace period");
-    }
+    let session = match tokio::time::timeout(grace, broker_task).await {
+        Ok(Ok(session)) => session,
+        _ => {
+            tracing::warn!("the consumer did not stop within the grace period");
+            None
+        }
+    };
     if let Err(e) = jobs.shutdown().await {
         tracing::warn!(error = ?e, "scheduler shutdown");
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), relay_task).await;
+    // Deliver what the last commands committed while the broker session is still open.
+    relay_stop_tx.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(7), relay_task).await;
+    if let Some(session) = session {
+        session.close().await;
+    }
     stats_task.abort();
     http_task.abort();
     pool.close().await;

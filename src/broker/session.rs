@@ -70,7 +70,8 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 /// Keeps a session up until `shutdown`; runs `work` on each session until it
-/// returns (connection lost or shutdown).
+/// returns (connection lost or shutdown). Returns the session that was live
+/// at shutdown, still open, so the outbox can flush through it before it closes.
 pub async fn supervise<F, Fut>(
     url: String,
     topology: Topology,
@@ -79,7 +80,8 @@ pub async fn supervise<F, Fut>(
     sessions: watch::Sender<Option<Session>>,
     mut shutdown: watch::Receiver<bool>,
     work: F,
-) where
+) -> Option<Session>
+where
     F: Fn(Session) -> Fut,
     Fut: Future<Output = ()>,
 {
@@ -97,6 +99,9 @@ pub async fn supervise<F, Fut>(
                 health.set_broker(true);
                 sessions.send_replace(Some(session.clone()));
                 work(session.clone()).await;
+                if *shutdown.borrow() {
+                    return Some(session);
+                }
                 sessions.send_replace(None);
                 health.set_broker(false);
                 session.close().await;
@@ -113,6 +118,7 @@ pub async fn supervise<F, Fut>(
             }
         }
     }
+    None
 }
 
 #[cfg(test)]

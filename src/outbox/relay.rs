@@ -74,10 +74,18 @@ impl Relay {
         }
     }
 
-    /// Delivers until `shutdown`, waking on notifications and once a second.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Delivers until `shutdown`, waking on notifications and once a second;
+    /// then delivers what is due for up to `flush` more before returning.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>, flush: Duration) {
         loop {
             if *shutdown.borrow() {
+                let deadline = tokio::time::Instant::now() + flush;
+                while tokio::time::Instant::now() < deadline {
+                    match tokio::time::timeout_at(deadline, self.pass()).await {
+                        Ok(Ok(n)) if n > 0 => continue,
+                        _ => break,
+                    }
+                }
                 break;
             }
             match self.pass().await {
