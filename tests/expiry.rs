@@ -29,8 +29,8 @@ async fn status_of(w: &mut TestWorker, actor: &str, email: &str) -> Value {
 
 #[tokio::test]
 async fn an_invitation_not_activated_in_time_expires_and_the_inviting_manager_is_told() {
-    let mut w = TestWorker::start_with(&[("ACTIVATION_TTL", "2s"), SWEEP_EVERY_SECOND]).await;
-    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+    let (mut w, manager) =
+        TestWorker::with_active_manager(&[("ACTIVATION_TTL", "2s"), SWEEP_EVERY_SECOND]).await;
 
     // Invited first, so due first: any sweep that expires the late one has seen this one.
     let punctual = user_id(&w.invite(&manager, "acme", "punctual@acme.example").await);
@@ -110,8 +110,8 @@ async fn an_invitation_not_activated_in_time_expires_and_the_inviting_manager_is
 
 #[tokio::test]
 async fn a_token_past_its_ttl_is_refused_even_before_the_sweep_runs() {
-    let mut w = TestWorker::start_with(&[("ACTIVATION_TTL", "2s"), SWEEP_NEVER_SOON]).await;
-    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+    let (mut w, manager) =
+        TestWorker::with_active_manager(&[("ACTIVATION_TTL", "2s"), SWEEP_NEVER_SOON]).await;
     let user = user_id(&w.invite(&manager, "acme", "ivo@acme.example").await);
     let token = w.smtp.mail_to("ivo@acme.example").await.token("/activate");
 
@@ -141,13 +141,12 @@ async fn a_token_past_its_ttl_is_refused_even_before_the_sweep_runs() {
 
 #[tokio::test]
 async fn after_expiry_a_resend_issues_a_new_token_that_activates_and_the_old_one_stays_dead() {
-    let mut w = TestWorker::start_with(&[
+    let (mut w, manager) = TestWorker::with_active_manager(&[
         ("ACTIVATION_TTL", "2s"),
         ("RESEND_COOLDOWN", "1s"),
         SWEEP_EVERY_SECOND,
     ])
     .await;
-    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
     let user = user_id(&w.invite(&manager, "acme", "ivo@acme.example").await);
     let old = w.smtp.mail_to("ivo@acme.example").await.token("/activate");
     w.event("user.invite_expired", Some(&user)).await;

@@ -173,6 +173,29 @@ impl TestWorker {
         self.child = Some(child);
     }
 
+    /// Stops the worker (SIGTERM) and starts it again with `settings` changed,
+    /// on the same database and prefix.
+    pub async fn restart_with(&mut self, settings: &[(&str, &str)]) {
+        let status = self.terminate();
+        assert!(status.success(), "worker exited with {status}");
+        for (k, v) in settings {
+            self.env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// A worker whose organization `acme` has an active manager
+    /// (`boss@acme.example`), set up with the default settings and then
+    /// restarted with `settings`: a short TTL under test cannot expire the
+    /// manager's own invitation during set-up. Returns the manager's id.
+    pub async fn with_active_manager(settings: &[(&str, &str)]) -> (TestWorker, String) {
+        let mut w = TestWorker::start().await;
+        let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+        w.restart_with(settings).await;
+        (w, manager)
+    }
+
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
