@@ -30,6 +30,19 @@ pub enum Command {
         )]
         database_url: String,
     },
+    /// Print a user's audit trail (who changed what, when), one JSON object per line.
+    History {
+        /// The user's id.
+        user_id: String,
+        /// PostgreSQL URL.
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/user_lifecycle",
+            hide_env_values = true
+        )]
+        database_url: String,
+    },
     /// Publish one command and print its reply (try the worker by hand).
     Send {
         /// The command type, e.g. `onboard_organization`.

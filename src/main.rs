@@ -41,6 +41,24 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             println!("database migrated");
             Ok(())
         }
+        Command::History {
+            user_id,
+            database_url,
+        } => {
+            let user_id =
+                uuid::Uuid::parse_str(&user_id).context("USER_ID must be a user id (a UUID)")?;
+            let pool = store::connect(&database_url, 1)
+                .await
+                .context("connecting to PostgreSQL (DATABASE_URL)")?;
+            let records = store::audit::history(&pool, user_id).await?;
+            if records.is_empty() {
+                anyhow::bail!("no audit records for user {user_id}");
+            }
+            for record in records {
+                println!("{record}");
+            }
+            Ok(())
+        }
         Command::Send {
             kind,
             data,

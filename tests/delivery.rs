@@ -261,6 +261,41 @@ async fn a_redelivered_rejection_gets_the_original_rejection_even_when_a_retry_w
     assert_eq!(dup, 1.0);
 }
 
+/// A message that is not a command, and what the worker must say about it.
+struct Poison {
+    what: &'static str,
+    body: Vec<u8>,
+    reason: &'static str,
+    /// Words (or phrases) the `x-error` header and the reply must contain.
+    words: &'static [&'static str],
+    /// The command id the reply can name, when the message has a usable one.
+    command_id: Option<Value>,
+}
+
+fn poison(
+    what: &'static str,
+    body: Vec<u8>,
+    reason: &'static str,
+    words: &'static [&'static str],
+) -> Poison {
+    Poison {
+        what,
+        body,
+        reason,
+        words,
+        command_id: None,
+    }
+}
+
+/// Whether `text` mentions `word`: phrases as substrings, single words whole.
+fn mentions(text: &str, word: &str) -> bool {
+    if word.contains(' ') || word.contains('.') {
+        text.contains(word)
+    } else {
+        names(text, word)
+    }
+}
+
 #[tokio::test]
 async fn messages_that_are_not_commands_are_dead_lettered_with_the_reason_and_answered_invalid() {
     let mut w = TestWorker::start().await;
@@ -271,132 +306,112 @@ async fn messages_that_are_not_commands_are_dead_lettered_with_the_reason_and_an
     let mut huge = envelope_value("check_email");
     huge["data"]["padding"] = json!("x".repeat(70_000));
 
-    // (what, body, reason, words the error must contain, the command id a reply can carry)
-    let cases: Vec<(&str, Vec<u8>, &str, Vec<&str>, Option<Value>)> = vec![
-        (
+    let cases = vec![
+        poison(
             "plain text",
             b"hello, I am not JSON".to_vec(),
             "not_json",
-            vec!["not JSON"],
-            None,
+            &["not JSON"],
         ),
-        (
+        poison(
             "binary",
             b"\xff\xfe{\x00".to_vec(),
             "not_json",
-            vec!["not JSON"],
-            None,
+            &["not JSON"],
         ),
-        (
+        poison(
             "truncated JSON",
             br#"{"specversion": "1.0", "id": "#.to_vec(),
             "not_json",
-            vec!["not JSON"],
-            None,
+            &["not JSON"],
         ),
-        (
+        poison(
             "a JSON array",
             b"[1, 2, 3]".to_vec(),
             "not_envelope",
-            vec!["CloudEvents"],
-            None,
+            &["CloudEvents"],
         ),
-        (
+        poison(
             "a JSON string",
             br#""invite_user""#.to_vec(),
             "not_envelope",
-            vec!["CloudEvents"],
-            None,
+            &["CloudEvents"],
         ),
-        (
+        poison(
             "no specversion",
             bytes(&without(envelope_value("check_email"), "specversion")),
             "not_envelope",
-            vec!["CloudEvents", "specversion"],
-            None,
+            &["CloudEvents", "specversion"],
         ),
-        (
+        poison(
             "no id",
             bytes(&without(envelope_value("check_email"), "id")),
             "not_envelope",
-            vec!["CloudEvents", "id"],
-            None,
+            &["CloudEvents", "id"],
         ),
-        (
+        poison(
             "no type",
             bytes(&without(envelope_value("check_email"), "type")),
             "not_envelope",
-            vec!["CloudEvents", "type"],
-            None,
+            &["CloudEvents", "type"],
         ),
-        (
-            "specversion 0.3",
-            bytes(&wrong_version),
-            "not_envelope",
-            vec!["specversion", "1.0"],
-            Some(wrong_version["id"].clone()),
-        ),
-        (
-            "an unknown type",
-            bytes(&unknown),
-            "unknown_type",
-            vec!["unknown command type", "drop_tables"],
-            Some(unknown["id"].clone()),
-        ),
-        (
-            "over 64 KiB",
-            bytes(&huge),
-            "too_large",
-            vec!["65536"],
-            None,
-        ),
+        Poison {
+            command_id: Some(wrong_version["id"].clone()),
+            ..poison(
+                "specversion 0.3",
+                bytes(&wrong_version),
+                "not_envelope",
+                &["specversion", "1.0"],
+            )
+        },
+        Poison {
+            command_id: Some(unknown["id"].clone()),
+            ..poison(
+                "an unknown type",
+                bytes(&unknown),
+                "unknown_type",
+                &["unknown command type", "drop_tables"],
+            )
+        },
+        poison("over 64 KiB", bytes(&huge), "too_large", &["65536"]),
     ];
 
-    for (what, body, reason, words, command_id) in &cases {
-        let reply = w.send_raw(body).await;
+    for case in &cases {
+        let what = case.what;
+        let reply = w.send_raw(&case.body).await;
         assert_eq!(reply["status"], "invalid", "{what}: {reply}");
         assert_eq!(reply["code"], "invalid", "{what}: {reply}");
         assert_eq!(reply["duplicate"], false, "{what}: {reply}");
-        let message = reply["message"].as_str().unwrap_or_default();
-        if let Some(id) = command_id {
+        if let Some(id) = &case.command_id {
             assert_eq!(
                 &reply["command_id"], id,
                 "{what}: the reply names the command it answers"
             );
         }
+        let message = reply["message"].as_str().unwrap_or_default();
 
         let dead = w.dead_letter().await;
         assert_eq!(
-            dead.reason, *reason,
+            dead.reason, case.reason,
             "{what}: x-error-reason; x-error {:?}",
             dead.error
         );
-        for word in words {
-            let found = if word.contains(' ') || word.contains('.') {
-                dead.error.contains(word)
-            } else {
-                names(&dead.error, word)
-            };
+        for word in case.words {
             assert!(
-                found,
+                mentions(&dead.error, word),
                 "{what}: x-error should name {word:?}: {:?}",
                 dead.error
             );
-            let said = if word.contains(' ') || word.contains('.') {
-                message.contains(word)
-            } else {
-                names(message, word)
-            };
             assert!(
-                said,
+                mentions(message, word),
                 "{what}: the reply's message should name {word:?}: {reply}"
             );
         }
         assert!(
-            dead.body == *body,
+            dead.body == case.body,
             "{what}: the original body is preserved ({} bytes dead-lettered, {} sent)",
             dead.body.len(),
-            body.len()
+            case.body.len()
         );
     }
     assert_eq!(

@@ -123,16 +123,23 @@ async fn database_exists(name: &str) -> bool {
 async fn http_status(addr: SocketAddr, path: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let get = async {
-        let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else { return 0 };
+        let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+            return 0;
+        };
         let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
         if stream.write_all(request.as_bytes()).await.is_err() {
             return 0;
         }
         let mut raw = String::new();
         let _ = stream.read_to_string(&mut raw).await;
-        raw.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+        raw.split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
     };
-    tokio::time::timeout(Duration::from_secs(1), get).await.unwrap_or(408)
+    tokio::time::timeout(Duration::from_secs(1), get)
+        .await
+        .unwrap_or(408)
 }
 
 fn onboarding(org: &str, email: &str) -> Value {
@@ -147,7 +154,7 @@ fn onboarding(org: &str, email: &str) -> Value {
 #[tokio::test]
 async fn metrics_expose_every_metric_of_the_contract_after_traffic() {
     let mut w =
-        TestWorker::start_with(&[("EXPIRY_SCHEDULE", "* * * * * *"), ("ACTIVATION_TTL", "3s")])
+        TestWorker::start_with(&[("EXPIRY_SCHEDULE", "* * * * * *"), ("ACTIVATION_TTL", "5s")])
             .await;
     let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
     let invited = w.invite(&manager, "acme", "late@acme.example").await;
@@ -377,7 +384,8 @@ async fn sigterm_lets_the_command_in_flight_finish_and_answer_before_the_exit() 
     let metrics = w.metrics;
     let releaser = tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + WAIT;
-        while !matches!(http_status(metrics, "/readyz").await, 0 | 503) && tokio::time::Instant::now() < deadline
+        while !matches!(http_status(metrics, "/readyz").await, 0 | 503)
+            && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -6,6 +6,7 @@
 
 use super::access::AccountAccess;
 use super::command::AccessChanges;
+use super::field_error::FieldError;
 use super::ids::{AccountId, OrganizationId};
 use super::permission::PermissionSet;
 use super::reply::{Reason, Rejection};
@@ -32,6 +33,25 @@ impl Grant {
             permissions: PermissionSet::all(),
             contract_accounts: AccountAccess::All,
             delivery_accounts: AccountAccess::All,
+        }
+    }
+
+    /// The grant as it applies to a user living in `scope`: a user of a
+    /// delivery account sees that delivery account only (an empty list means
+    /// exactly that one); anything wider is refused, naming the field.
+    pub fn fitted_to(mut self, scope: &Scope) -> Result<Grant, FieldError> {
+        let Scope::DeliveryAccount(own) = scope else {
+            return Ok(self);
+        };
+        match &self.delivery_accounts {
+            AccountAccess::Only(ids) if ids.iter().all(|id| id == own) => {
+                self.delivery_accounts = AccountAccess::Only([own.clone()].into());
+                Ok(self)
+            }
+            _ => Err(FieldError::new(
+                "delivery_accounts",
+                format!("a user of delivery account {own} can only have access to {own}"),
+            )),
         }
     }
 }
@@ -567,6 +587,32 @@ mod tests {
                 2
             )),
             Some(Reason::NotAuthorized)
+        );
+    }
+
+    #[test]
+    fn a_delivery_account_user_sees_only_its_delivery_account() {
+        let scope = Scope::DeliveryAccount(da("DA-1"));
+        let fitted = small_grant().fitted_to(&scope).unwrap();
+        assert_eq!(
+            fitted.delivery_accounts,
+            only(&["DA-1"]),
+            "empty means its own"
+        );
+        let mut own = small_grant();
+        own.delivery_accounts = only(&["DA-1"]);
+        assert_eq!(
+            own.fitted_to(&scope).unwrap().delivery_accounts,
+            only(&["DA-1"])
+        );
+        for wider in [AccountAccess::All, only(&["DA-1", "DA-2"]), only(&["DA-2"])] {
+            let mut g = small_grant();
+            g.delivery_accounts = wider;
+            assert_eq!(g.fitted_to(&scope).unwrap_err().field, "delivery_accounts");
+        }
+        assert_eq!(
+            small_grant().fitted_to(&Scope::MyOrganization).unwrap(),
+            small_grant()
         );
     }
 

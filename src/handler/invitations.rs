@@ -98,6 +98,10 @@ pub(super) async fn invite(
     fx: &mut Effects,
 ) -> Outcome {
     let actor = load_actor(tx, ctx).await?;
+    let c = InviteUser {
+        grant: c.grant.fitted_to(&c.scope)?,
+        ..c
+    };
     authz::check_invite(&actor.snapshot, &c.organization_id, &c.scope, &c.grant)?;
     let organization_name = accounts::organization_name(tx, &c.organization_id)
         .await?

@@ -119,7 +119,8 @@ pub(super) async fn update_access(
             .delivery_accounts
             .clone()
             .unwrap_or_else(|| current.delivery_accounts.clone()),
-    };
+    }
+    .fitted_to(&current.scope)?;
     let managers = users::count_active_managers(tx, &current.organization_id).await?;
     authz::check_update_access(
         &actor.snapshot,

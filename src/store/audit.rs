@@ -41,3 +41,17 @@ pub async fn record(tx: &mut Tx<'_>, entry: AuditEntry<'_>) -> Result<(), StoreE
     .await?;
     Ok(())
 }
+
+/// A user's audit trail, oldest first, as JSON records.
+pub async fn history(pool: &sqlx::PgPool, user_id: Uuid) -> Result<Vec<Value>, StoreError> {
+    let rows: Vec<Value> = sqlx::query_scalar(
+        "SELECT jsonb_build_object(
+                    'at', at, 'action', action, 'command_id', command_id, 'actor_id', actor_id,
+                    'organization_id', organization_id, 'before', before, 'after', after)
+         FROM audit_log WHERE user_id = $1 ORDER BY at, id",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}

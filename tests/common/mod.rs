@@ -337,6 +337,25 @@ impl TestWorker {
         }
     }
 
+    /// The user's audit trail, through the `history` ops command.
+    pub fn history(&self, user_id: &str) -> Vec<Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_user-lifecycle"))
+            .args(["history", user_id])
+            .env("DATABASE_URL", &self.env["DATABASE_URL"])
+            .output()
+            .expect("run history");
+        assert!(
+            out.status.success(),
+            "history failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON record per line"))
+            .collect()
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
