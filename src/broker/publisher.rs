@@ -18,6 +18,9 @@ pub enum PublishError {
     /// The broker refused the message.
     #[error("the broker nacked the message")]
     Nacked,
+    /// The broker did not confirm in time.
+    #[error("no publisher confirm within {0:?}")]
+    NoConfirm(std::time::Duration),
     /// A mandatory message had no route.
     #[error("unroutable: {0}")]
     Returned(String),

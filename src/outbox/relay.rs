@@ -140,9 +140,12 @@ impl Relay {
             pending.push((row, started));
         }
         let mut sent = Vec::new();
+        let limit = self.settings.lease / 2;
         for (row, started) in pending {
             let result = match started {
-                Ok(p) => p.confirmed().await,
+                Ok(p) => tokio::time::timeout(limit, p.confirmed())
+                    .await
+                    .unwrap_or(Err(PublishError::NoConfirm(limit))),
                 Err(e) => Err(e),
             };
             match result {
@@ -211,10 +214,14 @@ impl Relay {
             Ok(m) => m,
             Err(e) => return Delivery::Failed(format!("message cannot be built: {e}")),
         };
-        match self.mailer.send(built).await {
-            Ok(()) => Delivery::Sent,
-            Err(e) if e.permanent => Delivery::Failed(e.detail),
-            Err(e) => Delivery::Retry(e.detail),
+        // A send never outlives half the lease, so no other relay can claim
+        // the row while this one may still be sending it.
+        let limit = self.settings.lease / 2;
+        match tokio::time::timeout(limit, self.mailer.send(built)).await {
+            Ok(Ok(())) => Delivery::Sent,
+            Ok(Err(e)) if e.permanent => Delivery::Failed(e.detail),
+            Ok(Err(e)) => Delivery::Retry(e.detail),
+            Err(_) => Delivery::Retry(format!("sending took longer than {limit:?}")),
         }
     }
 }
