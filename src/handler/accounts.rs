@@ -3,7 +3,8 @@
 use serde_json::json;
 use std::collections::BTreeSet;
 
-use super::invitations::{ActivationEmail, issue_token};
+use super::invitations::ActivationEmail;
+use super::tokens::issue_token;
 use super::{Ctx, Effects, HandlerSettings, Outcome};
 use crate::domain::FieldError;
 use crate::domain::authz::{self, Grant};

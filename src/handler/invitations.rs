@@ -3,48 +3,20 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::{Ctx, Effects, Fail, HandleError, HandlerSettings, Outcome, email_time};
+use super::participants::{load_actor, load_target};
+use super::tokens::{issue_token, redeem};
+use super::{Ctx, Effects, HandlerSettings, Outcome, email_time};
 use crate::domain::authz;
 use crate::domain::command::InviteUser;
 use crate::domain::event::EventType;
 use crate::domain::ids::UserId;
 use crate::domain::notification::{EmailJob, Template};
 use crate::domain::reply::{Reason, Rejection};
-use crate::domain::token::{self, SecretToken, TokenPurpose};
+use crate::domain::token::{SecretToken, TokenPurpose};
 use crate::domain::user::{self, Scope, UserStatus};
 use crate::store::audit::{self, AuditEntry};
-use crate::store::users::{NewUserRow, UserRecord};
+use crate::store::users::NewUserRow;
 use crate::store::{Tx, accounts, tokens, users};
-
-/// Loads the acting user and checks it may act at all.
-pub(super) async fn load_actor(tx: &mut Tx<'_>, ctx: &Ctx) -> Result<UserRecord, Fail> {
-    let record = match ctx.actor {
-        Some(id) => users::load_actor(tx, id).await?,
-        None => None,
-    };
-    authz::require_actor(record.as_ref().map(|r| &r.snapshot))?;
-    record.ok_or_else(|| Fail::Reject(Rejection::new(Reason::NotAuthorized, "unknown actor")))
-}
-
-/// Loads a target user by id, locked; `not_found` when it does not exist.
-pub(super) async fn load_target(tx: &mut Tx<'_>, id: UserId) -> Result<UserRecord, Fail> {
-    users::lock_by_id(tx, id)
-        .await?
-        .ok_or_else(|| Fail::Reject(Rejection::new(Reason::NotFound, "no such user")))
-}
-
-/// Issues a fresh token of `purpose` for `user`, revoking earlier ones.
-pub(super) async fn issue_token(
-    tx: &mut Tx<'_>,
-    user: UserId,
-    purpose: TokenPurpose,
-    expires_at: DateTime<Utc>,
-) -> Result<SecretToken, Fail> {
-    let secret = SecretToken::generate().map_err(|e| HandleError::Random(e.to_string()))?;
-    tokens::revoke_all(tx, user, Some(purpose)).await?;
-    tokens::insert(tx, &secret.hash(), user, purpose, expires_at).await?;
-    Ok(secret)
-}
 
 /// The activation email for a user.
 pub(super) struct ActivationEmail<'a> {
@@ -272,19 +244,7 @@ pub(super) async fn activate(
     token: Option<SecretToken>,
     fx: &mut Effects,
 ) -> Outcome {
-    let invalid = || Rejection::new(Reason::TokenInvalid, "this activation link is not valid");
-    let token = token.ok_or_else(invalid)?;
-    let hash = token.hash();
-    let found = tokens::lock_by_hash(tx, &hash).await?;
-    token::check_redeemable(
-        found.as_ref().map(|(_, r)| r),
-        TokenPurpose::Activation,
-        ctx.now,
-    )
-    .map_err(|reason| Rejection::new(reason, token_message(reason, "activation")))?;
-    let Some((user_id, _)) = found else {
-        return Err(invalid().into());
-    };
+    let (user_id, hash) = redeem(tx, ctx, token, TokenPurpose::Activation).await?;
     let target = load_target(tx, user_id).await?;
     user::check_activatable(target.snapshot.status)?;
     tokens::mark_used(tx, &hash, ctx.now).await?;
@@ -313,13 +273,4 @@ pub(super) async fn activate(
         }),
     );
     Ok(json!({"user_id": user_id, "email": target.snapshot.email}))
-}
-
-/// A person-readable message for a refused token.
-pub(super) fn token_message(reason: Reason, what: &str) -> String {
-    match reason {
-        Reason::TokenExpired => format!("this {what} link has expired"),
-        Reason::TokenUsed => format!("this {what} link was used already"),
-        _ => format!("this {what} link is not valid"),
-    }
 }

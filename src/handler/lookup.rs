@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::invitations::load_actor;
+use super::participants::load_actor;
 use super::{Ctx, Outcome};
 use crate::domain::email::EmailAddress;
 use crate::store::{Tx, users};

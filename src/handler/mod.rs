@@ -10,9 +10,11 @@ mod accounts;
 mod effects;
 mod invitations;
 mod lookup;
+mod participants;
 mod passwords;
 mod profiles;
 mod removal;
+mod tokens;
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};

@@ -2,13 +2,14 @@
 
 use serde_json::json;
 
-use super::invitations::{issue_token, token_message};
+use super::participants::load_target;
+use super::tokens::{issue_token, redeem as redeem_token};
 use super::{Ctx, Effects, HandlerSettings, Outcome, email_time};
 use crate::domain::email::EmailAddress;
 use crate::domain::event::EventType;
 use crate::domain::notification::{EmailJob, Template};
 use crate::domain::reply::{Reason, Rejection};
-use crate::domain::token::{self, SecretToken, TokenPurpose};
+use crate::domain::token::{SecretToken, TokenPurpose};
 use crate::domain::user;
 use crate::store::audit::{self, AuditEntry};
 use crate::store::{Tx, tokens, users};
@@ -85,25 +86,8 @@ pub(super) async fn request(
 
 /// `redeem_password_reset`: consumes the token; the portal then sets the password.
 pub(super) async fn redeem(tx: &mut Tx<'_>, ctx: &Ctx, token: Option<SecretToken>) -> Outcome {
-    let invalid = || {
-        Rejection::new(
-            Reason::TokenInvalid,
-            "this password reset link is not valid",
-        )
-    };
-    let token = token.ok_or_else(invalid)?;
-    let hash = token.hash();
-    let found = tokens::lock_by_hash(tx, &hash).await?;
-    token::check_redeemable(
-        found.as_ref().map(|(_, r)| r),
-        TokenPurpose::PasswordReset,
-        ctx.now,
-    )
-    .map_err(|reason| Rejection::new(reason, token_message(reason, "password reset")))?;
-    let Some((user_id, _)) = found else {
-        return Err(invalid().into());
-    };
-    let target = super::invitations::load_target(tx, user_id).await?;
+    let (user_id, hash) = redeem_token(tx, ctx, token, TokenPurpose::PasswordReset).await?;
+    let target = load_target(tx, user_id).await?;
     user::check_reset_redeemable(target.snapshot.status)?;
     tokens::mark_used(tx, &hash, ctx.now).await?;
     audit::record(

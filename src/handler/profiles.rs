@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::invitations::{load_actor, load_target};
+use super::participants::{load_actor, load_target};
 use super::removal::lock_actor_organization;
 use super::{Ctx, Effects, Outcome};
 use crate::domain::authz::{self, Grant};

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::invitations::{load_actor, load_target};
+use super::participants::{load_actor, load_target};
 use super::{Ctx, Effects, Outcome};
 use crate::domain::authz;
 use crate::domain::event::EventType;
