@@ -665,4 +665,58 @@ mod tests {
         assert!(Command::parse(CommandType::CheckEmail, &json!([1])).is_err());
         assert!(Command::parse(CommandType::CheckEmail, &Value::Null).is_err());
     }
+
+    fn arbitrary_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            "[a-z@.+ 0-9_-]{0,12}".prop_map(Value::String),
+            Just(json!("all")),
+            Just(json!("ann@example.com")),
+            Just(json!("+31201234567")),
+            Just(json!("NL")),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let keys = prop_oneof![
+                Just("user".to_owned()),
+                Just("email".to_owned()),
+                Just("type".to_owned()),
+                Just("phone".to_owned()),
+                Just("country".to_owned()),
+                Just("first_name".to_owned()),
+                Just("organization_id".to_owned()),
+                Just("permissions".to_owned()),
+                Just("role".to_owned()),
+                Just("contract_accounts".to_owned()),
+                Just("delivery_accounts".to_owned()),
+                Just("user_id".to_owned()),
+                Just("token".to_owned()),
+                Just("organization".to_owned()),
+                Just("manager".to_owned()),
+                Just("id".to_owned()),
+                Just("name".to_owned()),
+                "[a-z]{1,6}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(keys, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_data_for_any_type_parses_or_is_refused_naming_a_field(
+            data in arbitrary_json(),
+            index in 0..CommandType::ALL.len(),
+        ) {
+            let kind = CommandType::ALL[index];
+            if let Err(e) = Command::parse(kind, &data) {
+                proptest::prop_assert!(!e.message.is_empty());
+            }
+        }
+    }
 }

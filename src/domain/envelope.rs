@@ -202,4 +202,27 @@ mod tests {
         assert_eq!(salvage_id(&body(v)), Some("c-1".into()));
         assert_eq!(salvage_id(b"nope"), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_parse_or_are_refused_with_a_reason(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            match parse(&body) {
+                Ok(env) => proptest::prop_assert!(!env.id.as_str().is_empty()),
+                Err(e) => proptest::prop_assert!(!e.reason().is_empty() && !e.to_string().is_empty()),
+            }
+        }
+
+        #[test]
+        fn envelope_shaped_json_parses_or_is_refused(
+            id in proptest::option::of("[ -~]{0,40}"),
+            kind in proptest::option::of("[a-z_]{0,24}"),
+            actor in proptest::option::of("[0-9a-f-]{0,40}"),
+        ) {
+            let mut v = json!({"specversion": "1.0", "source": "s", "data": {}});
+            if let Some(id) = id { v["id"] = json!(id); }
+            if let Some(kind) = kind { v["type"] = json!(kind); }
+            if let Some(actor) = actor { v["actor"] = json!(actor); }
+            let _ = parse(&body(v));
+        }
+    }
 }
