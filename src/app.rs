@@ -48,9 +48,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     store::create_database_if_missing(&settings.database_url)
         .await
         .context("creating the database (DATABASE_URL)")?;
-    let pool = store::connect(&settings.database_url, settings.database_max_connections)
-        .await
-        .context("connecting to PostgreSQL (DATABASE_URL)")?;
+    let pool = store::connect_with_timeouts(
+        &settings.database_url,
+        settings.database_max_connections,
+        settings.database_lock_timeout,
+        Duration::from_secs(30),
+    )
+    .await
+    .context("connecting to PostgreSQL (DATABASE_URL)")?;
     store::MIGRATOR
         .run(&pool)
         .await
@@ -83,6 +88,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     let deps = Arc::new(consumer::Deps {
         handler,
+        pool: pool.clone(),
+        health: health.clone(),
+        max_deliveries: settings.command_max_deliveries.max(1),
         relay: relay_notify.clone(),
         concurrency: usize::from(settings.consumer_prefetch),
         grace: settings.shutdown_grace,

@@ -252,6 +252,13 @@ pub struct Settings {
     /// PostgreSQL connections in the pool.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
+    /// How long a database session waits for a row lock before the command is retried.
+    #[arg(long, env = "DATABASE_LOCK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub database_lock_timeout: Duration,
+    /// Deliveries of a command that keeps failing for a transient reason
+    /// before it is dead-lettered (reason `transient`).
+    #[arg(long, env = "COMMAND_MAX_DELIVERIES", default_value_t = 5)]
+    pub command_max_deliveries: u32,
     /// Invitations expired per sweep transaction.
     #[arg(long, env = "EXPIRY_BATCH_SIZE", default_value_t = 500)]
     pub expiry_batch_size: i64,

@@ -3,44 +3,107 @@
 //! A message that is not a command envelope is copied to the dead-letter
 //! exchange (confirmed) and acked, so poison never blocks the queue. A
 //! command whose handling fails for a transient reason is retried a few
-//! times with growing delays, then handed back to the broker (nack/requeue);
-//! nothing is acked before its transaction committed.
+//! times in-process with growing delays, then handed back to the broker;
+//! after `max_deliveries` it is dead-lettered with the reason. When the
+//! database itself is away, consumption pauses until it is back: nothing is
+//! acked before its transaction committed.
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
+use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::publisher::Publisher;
-use super::session::Session;
+use super::session::{Session, backoff};
 use crate::domain::envelope;
 use crate::domain::reply::{Reason, Rejection, Reply, ReplyStatus};
 use crate::handler::{Handled, Handler, ReplyAddress};
+use crate::telemetry::health::Health;
 use crate::telemetry::metrics;
 
 /// Transient failures retried in-process before the delivery goes back to the broker.
-const IN_PROCESS_ATTEMPTS: u32 = 4;
+const IN_PROCESS_ATTEMPTS: u32 = 3;
 
 /// What the consumer needs besides the session.
 pub struct Deps {
     /// Applies commands.
     pub handler: Handler,
+    /// Checked before consuming and while paused.
+    pub pool: PgPool,
+    /// Readiness: the database flag is kept current here.
+    pub health: Health,
     /// Woken after each commit so the relay delivers at once.
-    pub relay: Arc<Notify>,
+    pub relay: Arc<tokio::sync::Notify>,
     /// Commands handled at once.
     pub concurrency: usize,
     /// How long in-flight commands may take after shutdown.
     pub grace: Duration,
+    /// Deliveries of a transiently failing command before it is dead-lettered.
+    pub max_deliveries: u32,
+}
+
+/// Why a consuming stint ended.
+enum Ended {
+    Shutdown,
+    ConnectionLost,
+    DatabaseDown,
 }
 
 /// Consumes `session`'s command queue until the connection is lost or
-/// `shutdown` turns true; in-flight commands finish (within the grace period).
+/// `shutdown` turns true, pausing while the database is unreachable.
 pub async fn run(session: Session, deps: Arc<Deps>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if !wait_for_database(&deps, &mut shutdown).await {
+            return;
+        }
+        match consume(&session, &deps, &mut shutdown).await {
+            Ended::Shutdown | Ended::ConnectionLost => return,
+            Ended::DatabaseDown => {
+                tracing::warn!("PostgreSQL is unreachable: consumption paused until it is back");
+            }
+        }
+    }
+}
+
+/// Waits until the database answers; false if shutdown came first.
+async fn wait_for_database(deps: &Deps, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let mut attempt = 0;
+    loop {
+        if *shutdown.borrow() {
+            return false;
+        }
+        let ping = tokio::time::timeout(
+            Duration::from_secs(2),
+            sqlx::query("SELECT 1").execute(&deps.pool),
+        )
+        .await;
+        if matches!(ping, Ok(Ok(_))) {
+            if attempt > 0 {
+                tracing::info!("PostgreSQL is back: consuming again");
+            }
+            deps.health.set_database(true);
+            return true;
+        }
+        deps.health.set_database(false);
+        attempt += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff(attempt.min(6))) => {}
+            _ = crate::shutdown::requested(shutdown) => return false,
+        }
+    }
+}
+
+async fn consume(
+    session: &Session,
+    deps: &Arc<Deps>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Ended {
     let queue = session.topology.commands.clone();
     let mut consumer = match session
         .consume
@@ -55,42 +118,56 @@ pub async fn run(session: Session, deps: Arc<Deps>, mut shutdown: watch::Receive
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "cannot start consuming");
-            return;
+            return Ended::ConnectionLost;
         }
     };
     let tag = consumer.tag();
+    let (db_down_tx, mut db_down) = watch::channel(false);
+    let db_down_tx = Arc::new(db_down_tx);
     let permits = Arc::new(Semaphore::new(deps.concurrency.max(1)));
     let mut tasks = JoinSet::new();
     tracing::info!(queue = %queue, "consuming commands");
-    loop {
+    let ended = loop {
         tokio::select! {
             biased;
-            _ = crate::shutdown::requested(&mut shutdown) => {
-                if let Err(e) = session.consume.basic_cancel(tag.clone(), BasicCancelOptions::default()).await {
-                    tracing::debug!(error = %e, "cancelling the consumer");
-                }
-                break;
-            }
+            _ = crate::shutdown::requested(shutdown) => break Ended::Shutdown,
+            _ = crate::shutdown::requested(&mut db_down) => break Ended::DatabaseDown,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                    let Ok(permit) = permits.clone().acquire_owned().await else { break Ended::Shutdown };
                     let deps = deps.clone();
                     let publisher = session.publisher.clone();
+                    let db_down = db_down_tx.clone();
                     tasks.spawn(async move {
-                        process(delivery, &deps, &publisher).await;
+                        process(delivery, &deps, &publisher, &db_down).await;
                         drop(permit);
                     });
                 }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "the command consumer lost its channel");
-                    break;
+                    break Ended::ConnectionLost;
                 }
                 None => {
                     tracing::warn!("the command consumer was cancelled by the broker");
-                    break;
+                    break Ended::ConnectionLost;
                 }
             },
+        }
+    };
+    if !matches!(ended, Ended::ConnectionLost) {
+        if let Err(e) = session
+            .consume
+            .basic_cancel(tag, BasicCancelOptions::default())
+            .await
+        {
+            tracing::debug!(error = %e, "cancelling the consumer");
+        }
+        // Deliveries already prefetched go back to the broker now.
+        while let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(Duration::from_millis(200), consumer.next()).await
+        {
+            requeue(&delivery).await;
         }
     }
     let in_flight = tasks.len();
@@ -108,6 +185,7 @@ pub async fn run(session: Session, deps: Arc<Deps>, mut shutdown: watch::Receive
         );
         tasks.abort_all();
     }
+    ended
 }
 
 fn property(value: &Option<lapin::types::ShortString>) -> Option<String> {
@@ -115,6 +193,27 @@ fn property(value: &Option<lapin::types::ShortString>) -> Option<String> {
         .as_ref()
         .map(|s| s.as_str().to_owned())
         .filter(|s| !s.is_empty())
+}
+
+/// How often the broker has delivered this message before (quorum queues
+/// count failed deliveries in `x-delivery-count`).
+fn previous_deliveries(delivery: &Delivery) -> u32 {
+    let Some(headers) = delivery.properties.headers() else {
+        return 0;
+    };
+    headers
+        .inner()
+        .iter()
+        .find(|(k, _)| k.as_str() == "x-delivery-count")
+        .and_then(|(_, v)| match v {
+            AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
+            AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
+            AMQPValue::LongUInt(n) => Some(*n),
+            AMQPValue::ShortInt(n) => u32::try_from(*n).ok(),
+            AMQPValue::ShortShortInt(n) => u32::try_from(*n).ok(),
+            _ => None,
+        })
+        .unwrap_or(0)
 }
 
 async fn ack(delivery: &Delivery) {
@@ -163,7 +262,41 @@ async fn publish_reply(publisher: &Publisher, address: &ReplyAddress, reply: &Re
     }
 }
 
-async fn process(delivery: Delivery, deps: &Deps, publisher: &Publisher) {
+/// Copies `delivery` to the dead-letter exchange (confirmed), answers
+/// `invalid` if asked to, and acks. If the copy fails the message goes back
+/// to the broker instead: it is never dropped.
+async fn dead_letter(
+    delivery: &Delivery,
+    publisher: &Publisher,
+    reason: &'static str,
+    message: &str,
+    reply: Option<(ReplyAddress, Reply)>,
+) {
+    let copied = match publisher
+        .dead_letter(&delivery.data, Some(&delivery.properties), reason, message)
+        .await
+    {
+        Ok(pending) => pending.confirmed().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = copied {
+        tracing::error!(error = %e, "dead-letter copy failed; handing the message back to the broker");
+        requeue(delivery).await;
+        return;
+    }
+    metrics::dead_lettered(reason);
+    if let Some((address, reply)) = reply {
+        publish_reply(publisher, &address, &reply).await;
+    }
+    ack(delivery).await;
+}
+
+async fn process(
+    delivery: Delivery,
+    deps: &Deps,
+    publisher: &Publisher,
+    db_down: &watch::Sender<bool>,
+) {
     let started = Instant::now();
     let reply_to = property(delivery.properties.reply_to());
     let correlation_id = property(delivery.properties.correlation_id());
@@ -173,35 +306,22 @@ async fn process(delivery: Delivery, deps: &Deps, publisher: &Publisher) {
             let reason = err.reason();
             let message = err.to_string();
             tracing::warn!(reason, error = %message, "dead-lettering a message that is not a command");
-            let copied = match publisher
-                .dead_letter(&delivery.data, Some(&delivery.properties), reason, &message)
-                .await
-            {
-                Ok(pending) => pending.confirmed().await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = copied {
-                tracing::error!(error = %e, "dead-letter copy failed; handing the message back to the broker");
-                requeue(&delivery).await;
-                return;
-            }
-            metrics::dead_lettered(reason);
-            if let Some(reply_to) = reply_to {
+            let reply = reply_to.map(|reply_to| {
                 let id = envelope::salvage_id(&delivery.data);
-                let reply =
-                    Reply::refused(id.as_deref(), &Rejection::new(Reason::Invalid, message));
+                let reply = Reply::refused(
+                    id.as_deref(),
+                    &Rejection::new(Reason::Invalid, message.clone()),
+                );
                 let correlation_id = correlation_id.or(id).unwrap_or_default();
-                publish_reply(
-                    publisher,
-                    &ReplyAddress {
+                (
+                    ReplyAddress {
                         reply_to,
                         correlation_id,
                     },
-                    &reply,
+                    reply,
                 )
-                .await;
-            }
-            ack(&delivery).await;
+            });
+            dead_letter(&delivery, publisher, reason, &message, reply).await;
             metrics::command("unknown", ReplyStatus::Invalid.as_str(), started.elapsed());
             return;
         }
@@ -240,18 +360,34 @@ async fn process(delivery: Delivery, deps: &Deps, publisher: &Publisher) {
                     metrics::command(kind, "duplicate", started.elapsed());
                     return;
                 }
+                Err(e) if e.is_unavailable() => {
+                    tracing::warn!(error = %e, "database unavailable; the command goes back to the broker");
+                    db_down.send_replace(true);
+                    requeue(&delivery).await;
+                    return;
+                }
                 Err(e) => {
                     attempt += 1;
-                    if attempt >= IN_PROCESS_ATTEMPTS {
-                        tracing::error!(error = %e, attempts = attempt, "command failed; handing it back to the broker");
-                        metrics::command(kind, "error", started.elapsed());
+                    if attempt < IN_PROCESS_ATTEMPTS {
+                        let delay = Duration::from_millis(100 * 4u64.pow(attempt));
+                        tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "command failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    metrics::command(kind, "error", started.elapsed());
+                    let deliveries = previous_deliveries(&delivery) + 1;
+                    if deliveries >= deps.max_deliveries {
+                        let message = format!("failed {deliveries} deliveries in a row, last: {e}");
+                        tracing::error!(error = %e, deliveries, "command keeps failing; dead-lettering it");
+                        // No reply: the command was not refused, and an operator
+                        // who replays it from the dead-letter queue gets it applied.
+                        dead_letter(&delivery, publisher, "transient", &message, None).await;
+                    } else {
+                        tracing::error!(error = %e, deliveries, "command failed; handing it back to the broker");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         requeue(&delivery).await;
-                        return;
                     }
-                    let delay = Duration::from_millis(50 * 4u64.pow(attempt));
-                    tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "command failed; retrying");
-                    tokio::time::sleep(delay).await;
+                    return;
                 }
             }
         }

@@ -70,6 +70,13 @@ pub enum HandleError {
     Random(String),
 }
 
+impl HandleError {
+    /// True when the database is away: the consumer pauses instead of retrying.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, HandleError::Store(e) if e.is_unavailable())
+    }
+}
+
 impl From<sqlx::Error> for HandleError {
     fn from(e: sqlx::Error) -> Self {
         HandleError::Store(StoreError::Database(e))

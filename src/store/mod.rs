@@ -42,6 +42,25 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when the database is unreachable, restarting or refusing
+    /// connections: not the command's fault, so it is waited out, not counted.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     pub(crate) fn corrupt(table: &'static str, detail: impl Into<String>) -> StoreError {
         StoreError::Corrupt {
             table,
@@ -80,7 +99,31 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), StoreError> {
 
 /// Connects a pool of `max_connections` to `url`.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
-    let options = PgConnectOptions::from_str(url)?;
+    connect_with_timeouts(
+        url,
+        max_connections,
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+    )
+    .await
+}
+
+/// Connects a pool whose sessions give up waiting for a lock after
+/// `lock_timeout` and abort statements after `statement_timeout`, so a stuck
+/// row or query turns into a retryable error instead of a stuck consumer.
+pub async fn connect_with_timeouts(
+    url: &str,
+    max_connections: u32,
+    lock_timeout: Duration,
+    statement_timeout: Duration,
+) -> Result<PgPool, StoreError> {
+    let options = PgConnectOptions::from_str(url)?.options([
+        ("lock_timeout", format!("{}ms", lock_timeout.as_millis())),
+        (
+            "statement_timeout",
+            format!("{}ms", statement_timeout.as_millis()),
+        ),
+    ]);
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
