@@ -63,7 +63,7 @@ pub fn salvage_id(body: &[u8]) -> Option<String> {
     if body.len() > MAX_MESSAGE_BYTES {
         return None;
     }
-    let v: Value = serde_json::from_slice(body).ok()?;
+    let v: Value = super::strict_json::from_slice(body).ok()?;
     let id = v.get("id")?.as_str()?;
     CommandId::parse(id).ok().map(|c| c.as_str().to_owned())
 }
@@ -74,7 +74,7 @@ pub fn parse(body: &[u8]) -> Result<Envelope, EnvelopeError> {
         return Err(EnvelopeError::TooLarge(body.len()));
     }
     let value: Value =
-        serde_json::from_slice(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+        super::strict_json::from_slice(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
     let Value::Object(map) = value else {
         return Err(EnvelopeError::NotEnvelope(FieldError::new(
             "",

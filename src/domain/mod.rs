@@ -19,6 +19,7 @@ pub mod notification;
 pub mod permission;
 pub mod phone;
 pub mod reply;
+pub mod strict_json;
 pub mod token;
 pub mod user;
 
