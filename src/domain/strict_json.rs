@@ -98,15 +98,26 @@ mod tests {
     #[test]
     fn parses_like_serde_json() {
         let text = br#"{"a": [1, -2, 3.5, true, null, "x"], "b": {"c": {}}}"#;
-        assert_eq!(from_slice(text).unwrap(), serde_json::from_slice::<Value>(text).unwrap());
+        assert_eq!(
+            from_slice(text).unwrap(),
+            serde_json::from_slice::<Value>(text).unwrap()
+        );
         assert_eq!(from_slice(b"7").unwrap(), json!(7));
     }
 
     #[test]
     fn duplicate_keys_are_refused_at_any_depth() {
-        assert!(from_slice(br#"{"id": "a", "id": "b"}"#).unwrap_err().to_string().contains("duplicate key \"id\""));
+        assert!(
+            from_slice(br#"{"id": "a", "id": "b"}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("duplicate key \"id\"")
+        );
         assert!(from_slice(br#"{"data": {"user": {"email": 1, "email": 2}}}"#).is_err());
-        assert!(from_slice(br#"[{"k": 1}, {"k": 2}]"#).is_ok(), "same key in sibling objects is fine");
+        assert!(
+            from_slice(br#"[{"k": 1}, {"k": 2}]"#).is_ok(),
+            "same key in sibling objects is fine"
+        );
     }
 
     #[test]

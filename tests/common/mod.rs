@@ -48,9 +48,87 @@ pub struct TestWorker {
     pub client: CommandClient,
     env: HashMap<String, String>,
     child: Option<Child>,
+    replicas: Vec<(Child, SocketAddr)>,
     events: Consumer,
     seen: Vec<Value>,
     amqp: Connection,
+}
+
+/// The test's own AMQP side: a connection, a command client and a tap on
+/// every event of `prefix`.
+async fn connect_amqp(prefix: &str) -> (Connection, CommandClient, Consumer) {
+    let amqp = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ is up");
+    let client = CommandClient::connect(AMQP_URL, prefix)
+        .await
+        .expect("command client");
+    let channel = amqp.create_channel().await.unwrap();
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let tap = channel
+        .queue_declare("".into(), exclusive, FieldTable::default())
+        .await
+        .unwrap();
+    let events_exchange = format!("{prefix}.events");
+    channel
+        .queue_bind(
+            tap.name().clone(),
+            events_exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let events = channel
+        .basic_consume(tap.name().clone(), "".into(), no_ack, FieldTable::default())
+        .await
+        .unwrap();
+    (amqp, client, events)
+}
+
+/// `invite_user` envelopes for `n` distinct users of `org`, acting as `actor`.
+pub fn invite_envelopes(actor: &str, org: &str, tag: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            CommandClient::envelope(
+                "invite_user",
+                invite_data(org, &format!("{tag}{i}@load.example")),
+                Some(actor),
+            )
+        })
+        .collect()
+}
+
+/// GET `path` on `addr`: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await?;
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 fn free_port() -> u16 {
@@ -102,47 +180,7 @@ impl TestWorker {
         for (k, v) in settings {
             env.insert((*k).to_owned(), (*v).to_owned());
         }
-        let amqp = Connection::connect(AMQP_URL, ConnectionProperties::default())
-            .await
-            .expect("RabbitMQ is up");
-        let client = CommandClient::connect(AMQP_URL, &prefix)
-            .await
-            .expect("command client");
-        let channel = amqp.create_channel().await.unwrap();
-        let tap = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        channel
-            .queue_bind(
-                tap.name().clone(),
-                format!("{prefix}.events").as_str().into(),
-                "#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let events = channel
-            .basic_consume(
-                tap.name().clone(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let (amqp, client, events) = connect_amqp(&prefix).await;
         let mut worker = TestWorker {
             prefix,
             database,
@@ -151,6 +189,7 @@ impl TestWorker {
             client,
             env,
             child: None,
+            replicas: Vec::new(),
             events,
             seen: vec![],
             amqp,
@@ -214,25 +253,7 @@ impl TestWorker {
 
     /// GET `path` on the metrics listener: (status, body).
     pub async fn http_get(&self, path: &str) -> std::io::Result<(u16, String)> {
-        let mut stream = tokio::net::TcpStream::connect(self.metrics).await?;
-        stream
-            .write_all(
-                format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            )
-            .await?;
-        let mut raw = String::new();
-        stream.read_to_string(&mut raw).await?;
-        let status = raw
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = raw
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Ok((status, body))
+        http_get(self.metrics, path).await
     }
 
     /// The value of a metric line that starts with `series` (name and labels).
@@ -356,6 +377,118 @@ impl TestWorker {
             .collect()
     }
 
+    /// Reconnects the test's own AMQP side (after a broker restart).
+    pub async fn reconnect_amqp(&mut self) {
+        let (amqp, client, events) = connect_amqp(&self.prefix).await;
+        self.amqp = amqp;
+        self.client = client;
+        self.events = events;
+    }
+
+    /// Kills the worker with SIGKILL: no chance to finish anything.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+    }
+
+    /// Starts one more worker process on the same database, queue and SMTP
+    /// server; returns its metrics address.
+    pub async fn spawn_replica(&mut self) -> SocketAddr {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let n = self.replicas.len() + 1;
+        let log = std::fs::File::create(log_dir().join(format!("{}-replica{n}.log", self.prefix)))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_user-lifecycle"))
+            .arg("run")
+            .envs(&self.env)
+            .env("METRICS_ADDR", addr.to_string())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn a replica");
+        self.replicas.push((child, addr));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while http_get(addr, "/readyz").await.map(|(s, _)| s).unwrap_or(0) != 200 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "replica {n} not ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        addr
+    }
+
+    /// Metrics text of every running process (main first, then replicas).
+    pub async fn all_metrics(&self) -> Vec<String> {
+        let mut out = vec![
+            self.http_get("/metrics")
+                .await
+                .map(|(_, b)| b)
+                .unwrap_or_default(),
+        ];
+        for (_, addr) in &self.replicas {
+            out.push(
+                http_get(*addr, "/metrics")
+                    .await
+                    .map(|(_, b)| b)
+                    .unwrap_or_default(),
+            );
+        }
+        out
+    }
+
+    /// A connection to the worker's database, for checks the wire cannot make.
+    pub async fn db(&self) -> sqlx::PgConnection {
+        use sqlx::Connection as _;
+        sqlx::PgConnection::connect(&self.env["DATABASE_URL"])
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// One number from the worker's database.
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        let mut conn = self.db().await;
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut conn)
+            .await
+            .expect("count query")
+    }
+
+    /// Publishes `envelopes` (confirmed, with `reply_to`), returns their ids.
+    pub async fn publish_all(&self, envelopes: &[Value]) -> Vec<String> {
+        let mut ids = Vec::with_capacity(envelopes.len());
+        for env in envelopes {
+            let id = env["id"].as_str().unwrap().to_owned();
+            let body = serde_json::to_vec(env).unwrap();
+            self.client
+                .publish_raw(env["type"].as_str().unwrap(), &body, &id)
+                .await
+                .expect("published");
+            ids.push(id);
+        }
+        ids
+    }
+
+    /// Collects replies until every id in `ids` has at least one (or `timeout`);
+    /// returns all replies by id.
+    pub async fn replies_for(
+        &mut self,
+        ids: &[String],
+        timeout: Duration,
+    ) -> HashMap<String, Vec<Value>> {
+        let mut replies: HashMap<String, Vec<Value>> = HashMap::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while ids.iter().any(|id| !replies.contains_key(id)) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.client.next_reply(left).await {
+                Ok((correlation, reply)) => replies.entry(correlation).or_default().push(reply),
+                Err(_) => break,
+            }
+        }
+        replies
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
@@ -433,6 +566,10 @@ pub fn invite_data(org: &str, email: &str) -> Value {
 impl Drop for TestWorker {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for (mut child, _) in self.replicas.drain(..) {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -84,6 +84,10 @@ pub enum Answer {
     Transient,
     /// 550: never.
     Permanent,
+    /// The server is down: connections are closed at once.
+    Down,
+    /// The server greets only after this long (slower than `MAIL_TIMEOUT`).
+    Slow(Duration),
 }
 
 #[derive(Default)]
@@ -122,7 +126,7 @@ impl Handler for Session {
     fn data_end(&mut self) -> Response {
         let mut state = self.state.lock().unwrap();
         match state.answer.unwrap_or(Answer::Accept) {
-            Answer::Accept => {
+            Answer::Accept | Answer::Slow(_) => {
                 state.mails.push(Mail {
                     to: std::mem::take(&mut self.to),
                     raw: std::mem::take(&mut self.data),
@@ -133,6 +137,7 @@ impl Handler for Session {
             }
             Answer::Transient => Response::custom(451, "try again later".into()),
             Answer::Permanent => Response::custom(550, "mailbox unavailable".into()),
+            Answer::Down => Response::custom(421, "shutting down".into()),
         }
     }
 }
@@ -158,6 +163,12 @@ impl SmtpServer {
     }
 
     async fn serve(&self, stream: tokio::net::TcpStream, ip: IpAddr) {
+        let answer = self.state.lock().unwrap().answer;
+        match answer {
+            Some(Answer::Down) => return,
+            Some(Answer::Slow(delay)) => tokio::time::sleep(delay).await,
+            _ => {}
+        }
         let (read, mut write) = stream.into_split();
         let mut reader = BufReader::new(read);
         let handler = Session {
@@ -207,6 +218,11 @@ impl SmtpServer {
     /// Makes the server answer the end of every message with `answer`.
     pub fn answer_with(&self, answer: Answer) {
         self.state.lock().unwrap().answer = Some(answer);
+    }
+
+    /// Messages received in total.
+    pub fn count(&self) -> usize {
+        self.state.lock().unwrap().mails.len()
     }
 
     /// Everything received so far.
