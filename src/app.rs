@@ -106,7 +106,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         move |s| consumer::run(s, deps.clone(), consume_stop.clone()),
     ));
 
-    let relay = Relay::new(
+    let relay = Arc::new(Relay::new(
         pool.clone(),
         Arc::new(renderer),
         Arc::new(mailer),
@@ -119,9 +119,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             retry_base: settings.outbox_retry_base,
             concurrency: settings.mail_pool_size as usize,
         },
-    );
+    ));
     let (relay_stop_tx, relay_stop_rx) = watch::channel(false);
-    let relay_task = tokio::spawn(relay.run(relay_stop_rx, Duration::from_secs(5)));
+    let relay_task = tokio::spawn(relay.clone().run(relay_stop_rx, Duration::from_secs(5)));
 
     let mut jobs = scheduler::start(
         pool.clone(),
@@ -158,7 +158,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     // Deliver what the last commands committed while the broker session is still open.
     relay_stop_tx.send_replace(true);
-    let _ = tokio::time::timeout(Duration::from_secs(7), relay_task).await;
+    if tokio::time::timeout(Duration::from_secs(10), relay_task)
+        .await
+        .is_err()
+    {
+        relay.release().await;
+    }
     if let Some(session) = session {
         session.close().await;
     }

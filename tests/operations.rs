@@ -321,7 +321,7 @@ async fn sigterm_stops_the_worker_with_status_zero() {
         .await;
     assert_eq!(reply["status"], "applied", "{reply}");
     let started = Instant::now();
-    let status = w.terminate();
+    let status = w.terminate().await;
     assert!(status.success(), "exit status {status:?}");
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -391,7 +391,7 @@ async fn sigterm_lets_the_command_in_flight_finish_and_answer_before_the_exit() 
         }
         sqlx::raw_sql("ROLLBACK").execute(&mut lock).await.unwrap();
     });
-    let status = w.terminate();
+    let status = w.terminate().await;
     releaser.await.unwrap();
     assert!(status.success(), "exit status {status:?}");
 

@@ -34,6 +34,7 @@ pub struct RelaySettings {
 
 /// The relay.
 pub struct Relay {
+    owner: uuid::Uuid,
     pool: PgPool,
     renderer: Arc<Renderer>,
     mailer: Arc<Mailer>,
@@ -65,6 +66,7 @@ impl Relay {
         settings: RelaySettings,
     ) -> Relay {
         Relay {
+            owner: uuid::Uuid::new_v4(),
             pool,
             renderer,
             mailer,
@@ -75,17 +77,19 @@ impl Relay {
     }
 
     /// Delivers until `shutdown`, waking on notifications and once a second;
-    /// then delivers what is due for up to `flush` more before returning.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>, flush: Duration) {
+    /// then keeps delivering what is due for up to `flush` (a pass that has
+    /// started finishes) and hands back whatever it still holds.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>, flush: Duration) {
         loop {
             if *shutdown.borrow() {
                 let deadline = tokio::time::Instant::now() + flush;
                 while tokio::time::Instant::now() < deadline {
-                    match tokio::time::timeout_at(deadline, self.pass()).await {
-                        Ok(Ok(n)) if n > 0 => continue,
+                    match self.pass().await {
+                        Ok(n) if n > 0 => continue,
                         _ => break,
                     }
                 }
+                self.release().await;
                 break;
             }
             match self.pass().await {
@@ -101,9 +105,26 @@ impl Relay {
         }
     }
 
+    /// Hands back the rows this relay claimed but did not deliver.
+    pub async fn release(&self) {
+        match outbox::release(&self.pool, self.owner).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "handed back undelivered outbox rows"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not hand back outbox rows; their lease will expire")
+            }
+        }
+    }
+
     /// One pass: claim a batch and deliver it. Returns the rows claimed.
     pub async fn pass(&self) -> Result<usize, StoreError> {
-        let rows = outbox::claim(&self.pool, self.settings.batch, self.settings.lease).await?;
+        let rows = outbox::claim(
+            &self.pool,
+            self.settings.batch,
+            self.settings.lease,
+            self.owner,
+        )
+        .await?;
         let claimed = rows.len();
         if claimed == 0 {
             return Ok(0);

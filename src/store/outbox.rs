@@ -88,14 +88,16 @@ pub async fn insert(tx: &mut Tx<'_>, rows: &[NewOutboxRow]) -> Result<(), StoreE
     Ok(())
 }
 
-/// Claims up to `limit` due rows for `lease`.
+/// Claims up to `limit` due rows for `lease` on behalf of relay `owner`.
 pub async fn claim(
     pool: &PgPool,
     limit: i64,
     lease: Duration,
+    owner: Uuid,
 ) -> Result<Vec<ClaimedRow>, StoreError> {
     let rows = sqlx::query(
-        "UPDATE outbox SET claimed_until = now() + $2 * interval '1 millisecond', attempts = attempts + 1
+        "UPDATE outbox SET claimed_until = now() + $2 * interval '1 millisecond', attempts = attempts + 1,
+            claimed_by = $3
          WHERE id IN (
              SELECT id FROM outbox
              WHERE sent_at IS NULL AND failed_at IS NULL AND available_at <= now()
@@ -107,6 +109,7 @@ pub async fn claim(
     )
     .bind(limit)
     .bind(lease.as_millis() as f64)
+    .bind(owner)
     .fetch_all(pool)
     .await?;
     let mut claimed = rows
@@ -176,6 +179,19 @@ pub async fn mark_failed(pool: &PgPool, id: i64, error: &str) -> Result<(), Stor
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Hands back the undelivered rows `owner` still holds (graceful stop);
+/// the attempt they were claimed for is not counted. Returns how many.
+pub async fn release(pool: &PgPool, owner: Uuid) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE outbox SET claimed_until = NULL, claimed_by = NULL, attempts = greatest(attempts - 1, 0)
+         WHERE claimed_by = $1 AND sent_at IS NULL AND failed_at IS NULL AND claimed_until > now()",
+    )
+    .bind(owner)
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 /// Deletes delivered rows older than `older_than`; returns how many.

@@ -201,7 +201,11 @@ impl TestWorker {
 
     /// Starts the worker process (again).
     pub fn spawn(&mut self) {
-        let log = std::fs::File::create(log_dir().join(format!("{}.log", self.prefix))).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_dir().join(format!("{}.log", self.prefix)))
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_user-lifecycle"))
             .arg("run")
             .envs(&self.env)
@@ -215,7 +219,7 @@ impl TestWorker {
     /// Stops the worker (SIGTERM) and starts it again with `settings` changed,
     /// on the same database and prefix.
     pub async fn restart_with(&mut self, settings: &[(&str, &str)]) {
-        let status = self.terminate();
+        let status = self.terminate().await;
         assert!(status.success(), "worker exited with {status}");
         for (k, v) in settings {
             self.env.insert((*k).to_owned(), (*v).to_owned());
@@ -489,15 +493,22 @@ impl TestWorker {
         replies
     }
 
-    /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    /// Sends SIGTERM and waits for the exit status. Waits without blocking
+    /// the test's runtime: the in-test SMTP server must keep answering while
+    /// the worker drains.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         let pid = child.id().to_string();
         Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("kill -TERM");
-        child.wait().expect("worker exit")
+        loop {
+            if let Some(status) = child.try_wait().expect("worker status") {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Onboards an organization with contract accounts CA-1, CA-2 and

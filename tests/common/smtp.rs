@@ -169,6 +169,7 @@ impl SmtpServer {
             Some(Answer::Slow(delay)) => tokio::time::sleep(delay).await,
             _ => {}
         }
+        let _ = stream.set_nodelay(true);
         let (read, mut write) = stream.into_split();
         let mut reader = BufReader::new(read);
         let handler = Session {
@@ -191,6 +192,9 @@ impl SmtpServer {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
+            // Acknowledge at once: lettre writes the message and its final
+            // "." separately, and Nagle plus a delayed ACK would add 40 ms per email.
+            let _ = socket2::SockRef::from(reader.get_ref().as_ref()).set_tcp_quickack(true);
             let response = session.process(&line);
             match response.action {
                 Action::NoReply => continue,

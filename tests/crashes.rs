@@ -1,0 +1,178 @@
+//! The worker killed or stopped under load: every command applied exactly
+//! once, every invitee emailed, duplicates bounded and reported.
+
+mod common;
+
+use common::{TestWorker, invite_envelopes};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const LOAD: &str = "@load.example";
+
+/// Waits until `n` replies of any command have arrived; returns them by correlation id.
+async fn some_replies(w: &mut TestWorker, n: usize) -> HashMap<String, Vec<Value>> {
+    let mut replies: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut count = 0;
+    while count < n {
+        let (id, reply) = w
+            .client
+            .next_reply(Duration::from_secs(60))
+            .await
+            .expect("progress");
+        replies.entry(id).or_default().push(reply);
+        count += 1;
+    }
+    replies
+}
+
+fn merge(into: &mut HashMap<String, Vec<Value>>, more: HashMap<String, Vec<Value>>) {
+    for (id, replies) in more {
+        into.entry(id).or_default().extend(replies);
+    }
+}
+
+/// Emails per load recipient, once at least `expected` have arrived.
+async fn load_emails(w: &TestWorker, expected: usize, timeout: Duration) -> HashMap<String, usize> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut per_recipient: HashMap<String, usize> = HashMap::new();
+        for mail in w.smtp.mails() {
+            for to in mail.to.iter().filter(|t| t.ends_with(LOAD)) {
+                *per_recipient.entry(to.clone()).or_default() += 1;
+            }
+        }
+        if per_recipient.len() >= expected || Instant::now() > deadline {
+            return per_recipient;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every id got an `applied` original reply; returns how many duplicate replies came too.
+fn check_replies(ids: &[String], replies: &HashMap<String, Vec<Value>>) -> usize {
+    let mut duplicates = 0;
+    for id in ids {
+        let got = replies
+            .get(id)
+            .unwrap_or_else(|| panic!("no reply for {id}"));
+        assert!(
+            got.iter()
+                .any(|r| r["status"] == "applied" && r["duplicate"] == false),
+            "command {id} has no original applied reply: {got:?}"
+        );
+        duplicates += got.iter().filter(|r| r["duplicate"] == true).count();
+    }
+    duplicates
+}
+
+#[tokio::test]
+async fn a_worker_killed_under_load_applies_every_command_exactly_once_after_restart() {
+    const N: usize = 2000;
+    let pool_size = 4;
+    let (mut w, manager) =
+        TestWorker::with_active_manager(&[("OUTBOX_LEASE", "2s"), ("MAIL_POOL_SIZE", "4")]).await;
+    let envelopes = invite_envelopes(&manager, "acme", "k", N);
+    let ids = w.publish_all(&envelopes).await;
+
+    let mut replies = some_replies(&mut w, N / 4).await;
+    let before_kill = replies.len();
+    let emails_before_kill = w.smtp.count();
+    w.kill();
+    w.spawn();
+    w.wait_ready().await;
+    let missing: Vec<String> = ids
+        .iter()
+        .filter(|id| !replies.contains_key(*id))
+        .cloned()
+        .collect();
+    merge(
+        &mut replies,
+        w.replies_for(&missing, Duration::from_secs(180)).await,
+    );
+
+    let duplicate_replies = check_replies(&ids, &replies);
+    let emails = load_emails(&w, N, Duration::from_secs(180)).await;
+    assert_eq!(emails.len(), N, "every invitee got an activation email");
+    let duplicate_emails: usize = emails.values().map(|n| n - 1).sum();
+    let users = w
+        .count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
+        .await;
+    let processed = w
+        .count("SELECT count(*) FROM processed_commands WHERE command_type = 'invite_user'")
+        .await;
+    let audit = w
+        .count("SELECT count(*) FROM audit_log WHERE action = 'user.invited'")
+        .await;
+    println!(
+        "SIGKILL under load: commands sent {N}, replies before the kill {before_kill}, emails before the kill \
+         {emails_before_kill}, applied {users}, duplicates suppressed (duplicate replies) {duplicate_replies}, \
+         emails delivered {}, duplicate emails {duplicate_emails}",
+        emails.values().sum::<usize>()
+    );
+    assert_eq!(users, N as i64, "each invite applied exactly once");
+    assert_eq!(processed, N as i64);
+    assert_eq!(audit, N as i64, "no effect twice");
+    assert!(
+        duplicate_emails <= pool_size,
+        "duplicate emails ({duplicate_emails}) are bounded by the sends in flight at the kill ({pool_size})"
+    );
+    let undelivered = w
+        .count("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        .await;
+    assert_eq!(
+        undelivered, 0,
+        "rows claimed by the killed worker were picked up after their lease"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_under_load_finishes_in_flight_work_and_exits_zero() {
+    const N: usize = 1000;
+    let (mut w, manager) = TestWorker::with_active_manager(&[("SHUTDOWN_GRACE", "10s")]).await;
+    let envelopes = invite_envelopes(&manager, "acme", "t", N);
+    let ids = w.publish_all(&envelopes).await;
+    let mut replies = some_replies(&mut w, 20).await;
+
+    let stopping = Instant::now();
+    let status = w.terminate().await;
+    let took = stopping.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        took < Duration::from_secs(12),
+        "stopped within the grace period, took {took:?}"
+    );
+    let before_restart = w
+        .count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
+        .await;
+
+    w.spawn();
+    w.wait_ready().await;
+    let missing: Vec<String> = ids
+        .iter()
+        .filter(|id| !replies.contains_key(*id))
+        .cloned()
+        .collect();
+    merge(
+        &mut replies,
+        w.replies_for(&missing, Duration::from_secs(120)).await,
+    );
+    let duplicate_replies = check_replies(&ids, &replies);
+    let emails = load_emails(&w, N, Duration::from_secs(120)).await;
+    let users = w
+        .count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
+        .await;
+    let duplicate_emails: usize = emails.values().map(|n| n - 1).sum();
+    println!(
+        "SIGTERM under load: commands sent {N}, applied before the stop {before_restart}, stop took {took:?}, \
+         applied {users}, duplicate replies {duplicate_replies}, emails delivered {}, duplicate emails {duplicate_emails}",
+        emails.values().sum::<usize>()
+    );
+    assert_eq!(users, N as i64);
+    assert_eq!(emails.len(), N);
+    assert_eq!(duplicate_emails, 0, "a graceful stop sends nothing twice");
+    assert_eq!(
+        duplicate_replies, 0,
+        "nothing applied before the stop was redelivered"
+    );
+}

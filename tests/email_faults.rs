@@ -1,0 +1,512 @@
+//! Nothing lost, nothing twice, when the SMTP server misbehaves: a 4xx answer,
+//! a server that is down or too slow is retried with backoff until it accepts,
+//! then every email goes out exactly once; a 5xx answer or running out of
+//! attempts marks the email failed, counted and logged, without holding up
+//! the rest; a delivered (or given-up) email leaves no token in the outbox.
+//!
+//! The harness sets `OUTBOX_RETRY_BASE=200ms`. Every test prints its figures
+//! (`cargo test --test email_faults -- --nocapture`).
+
+mod common;
+
+use common::{Answer, TestWorker, WAIT, invite_envelopes};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// `emails_total` of the activation template for `outcome`; 0 while absent.
+async fn activation_emails(w: &TestWorker, outcome: &str) -> f64 {
+    let series =
+        format!("user_lifecycle_emails_total{{template=\"activation\",outcome=\"{outcome}\"}}");
+    w.metric(&series).await.unwrap_or(0.0)
+}
+
+/// Polls until the activation `outcome` count is at least `want`; returns it.
+async fn activation_emails_reach(w: &TestWorker, outcome: &str, want: f64) -> f64 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = activation_emails(w, outcome).await;
+        if got >= want {
+            return got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "emails_total{{template=\"activation\",outcome=\"{outcome}\"}} did not reach {want} \
+             within {WAIT:?}; last value {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The outbox row of the (single) email to `to`.
+#[derive(Debug, Clone)]
+struct EmailRow {
+    id: i64,
+    attempts: i32,
+    sent: bool,
+    failed: bool,
+    last_error: Option<String>,
+    has_token: bool,
+}
+
+async fn email_rows(w: &TestWorker, to: &str) -> Vec<EmailRow> {
+    let mut conn = w.db().await;
+    let rows: Vec<(i64, i32, bool, bool, Option<String>, bool)> = sqlx::query_as(
+        "SELECT id, attempts, sent_at IS NOT NULL, failed_at IS NOT NULL, last_error,
+                payload ? 'token'
+         FROM outbox WHERE kind = 'email' AND payload->>'to' = $1 ORDER BY id",
+    )
+    .bind(to)
+    .fetch_all(&mut conn)
+    .await
+    .expect("outbox query");
+    rows.into_iter()
+        .map(
+            |(id, attempts, sent, failed, last_error, has_token)| EmailRow {
+                id,
+                attempts,
+                sent,
+                failed,
+                last_error,
+                has_token,
+            },
+        )
+        .collect()
+}
+
+/// Polls until the one email row to `to` satisfies `done`; returns it.
+async fn email_row_until(w: &TestWorker, to: &str, done: impl Fn(&EmailRow) -> bool) -> EmailRow {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let rows = email_rows(w, to).await;
+        assert!(rows.len() <= 1, "one email row to {to}: {rows:?}");
+        if let Some(row) = rows.first().filter(|r| done(r)) {
+            return row.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the email row to {to} did not reach the expected state within {WAIT:?}: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Email rows neither sent nor given up.
+async fn emails_pending(w: &TestWorker) -> i64 {
+    w.count(
+        "SELECT count(*) FROM outbox WHERE kind = 'email' AND sent_at IS NULL AND failed_at IS NULL",
+    )
+    .await
+}
+
+/// Waits until no email row is pending: from then on nothing more can be
+/// sent, so the SMTP server's counts are final.
+async fn outbox_settles(w: &TestWorker) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let pending = emails_pending(w).await;
+        if pending == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{pending} email(s) still pending after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Invites `n` users (`{tag}{i}@load.example`) at once; returns their addresses.
+async fn invite_all(w: &mut TestWorker, manager: &str, tag: &str, n: usize) -> Vec<String> {
+    let envelopes = invite_envelopes(manager, "acme", tag, n);
+    let ids = w.publish_all(&envelopes).await;
+    let replies = w.replies_for(&ids, WAIT).await;
+    for id in &ids {
+        let reply = replies
+            .get(id)
+            .and_then(|r| r.first())
+            .unwrap_or_else(|| panic!("no reply to invite {id}"));
+        assert_eq!(reply["status"], "applied", "{reply}");
+    }
+    (0..n).map(|i| format!("{tag}{i}@load.example")).collect()
+}
+
+/// Invites one user; returns its address.
+async fn invite_one(w: &mut TestWorker, manager: &str, email: &str) -> String {
+    let reply = w.invite(manager, "acme", email).await;
+    assert_eq!(reply["status"], "applied", "{reply}");
+    email.to_owned()
+}
+
+/// What a test saw, printed so `--nocapture` shows it.
+#[derive(Debug)]
+struct Figures {
+    sent: f64,
+    retried: f64,
+    failed: f64,
+    delivered: usize,
+    duplicates: usize,
+}
+
+async fn figures(w: &TestWorker, test: &str, recipients: &[String]) -> Figures {
+    let sent = activation_emails(w, "sent").await;
+    let retried = activation_emails(w, "retry").await;
+    let failed = activation_emails(w, "failed").await;
+    let counts: Vec<usize> = recipients.iter().map(|r| w.smtp.count_to(r)).collect();
+    let f = Figures {
+        sent,
+        retried,
+        failed,
+        delivered: counts.iter().sum(),
+        duplicates: counts.iter().map(|c| c.saturating_sub(1)).sum(),
+    };
+    println!(
+        "[{test}] activation emails attempted {}, sent {}, retried {}, failed {}; \
+         {} recipient(s), {} email(s) received, {} duplicate(s)",
+        f.sent + f.retried + f.failed,
+        f.sent,
+        f.retried,
+        f.failed,
+        recipients.len(),
+        f.delivered,
+        f.duplicates
+    );
+    f
+}
+
+/// Asserts every recipient got exactly one email and no row holds a token.
+async fn each_got_exactly_one(w: &TestWorker, recipients: &[String]) {
+    for to in recipients {
+        assert_eq!(w.smtp.count_to(to), 1, "exactly one email to {to}");
+        let rows = email_rows(w, to).await;
+        assert!(
+            rows.len() == 1 && rows[0].sent && !rows[0].failed,
+            "{to}: {rows:?}"
+        );
+        assert!(!rows[0].has_token, "{to}: a delivered row keeps no token");
+    }
+}
+
+/// Whether the worker's log has an ERROR line with `message` about outbox row `id`.
+fn logged_as_error(w: &TestWorker, message: &str, id: i64) -> bool {
+    let path = format!(
+        "{}/target/test-logs/{}.log",
+        env!("CARGO_MANIFEST_DIR"),
+        w.prefix
+    );
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|l| {
+            l["level"] == "ERROR"
+                && l["message"].as_str().is_some_and(|m| m.contains(message))
+                && l["outbox_id"] == id
+        })
+}
+
+#[tokio::test]
+async fn a_4xx_answer_is_retried_with_backoff_and_the_backlog_drains_once_exactly_when_accepted() {
+    let (mut w, manager) = TestWorker::with_active_manager(&[]).await;
+    w.smtp.answer_with(Answer::Transient);
+    let n = 5;
+    let invitees = invite_all(&mut w, &manager, "busy", n).await;
+
+    // Watch one row: after attempt k its next try waits about base * 2^(k-1)
+    // (200, 400, 800, 1600 ms). Record the longest wait left seen per attempt.
+    let watched = &invitees[0];
+    let mut mail_db = w.db().await;
+    let mut wait_left: BTreeMap<i32, f64> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while wait_left.range(4..).next().is_none() {
+        let row: Option<(i32, f64)> = sqlx::query_as(
+            "SELECT attempts, EXTRACT(EPOCH FROM available_at - now())::float8
+             FROM outbox WHERE kind = 'email' AND payload->>'to' = $1
+               AND claimed_until IS NULL AND sent_at IS NULL AND failed_at IS NULL
+               AND attempts > 0",
+        )
+        .bind(watched)
+        .fetch_optional(&mut mail_db)
+        .await
+        .unwrap();
+        if let Some((attempts, left)) = row {
+            let e = wait_left.entry(attempts).or_insert(f64::MIN);
+            *e = e.max(left);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the row to {watched} was not retried 4 times within {WAIT:?}: {wait_left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("[4xx] wait left before the next try, by attempts made (s): {wait_left:?}");
+    let early = wait_left
+        .range(..=2)
+        .map(|(_, v)| *v)
+        .fold(f64::MIN, f64::max);
+    let late = wait_left
+        .range(4..)
+        .map(|(_, v)| *v)
+        .fold(f64::MIN, f64::max);
+    assert!(
+        early <= 0.45,
+        "after 1-2 attempts the next try is at most 400 ms away: {wait_left:?}"
+    );
+    assert!(
+        late >= 0.8,
+        "after 4 attempts the delay has grown (1.6 s): {wait_left:?}"
+    );
+
+    activation_emails_reach(&w, "retry", (3 * n) as f64).await;
+    assert_eq!(activation_emails(&w, "failed").await, 0.0, "nothing failed");
+    assert_eq!(activation_emails(&w, "sent").await, 0.0, "nothing accepted");
+    for to in &invitees {
+        assert_eq!(w.smtp.count_to(to), 0, "451 means not delivered: {to}");
+        let rows = email_rows(&w, to).await;
+        assert!(
+            rows.len() == 1 && !rows[0].failed && !rows[0].sent,
+            "{to} is pending, not failed: {rows:?}"
+        );
+        let error = rows[0].last_error.clone().unwrap_or_default();
+        assert!(
+            error.contains("451"),
+            "{to}: last_error names the answer: {error:?}"
+        );
+    }
+    let before = figures(&w, "4xx, while refusing", &invitees).await;
+    assert_eq!(before.delivered, 0);
+
+    w.smtp.answer_with(Answer::Accept);
+    for to in &invitees {
+        w.smtp.wait_for(to, 1, WAIT).await;
+    }
+    outbox_settles(&w).await;
+    each_got_exactly_one(&w, &invitees).await;
+    let after = figures(&w, "4xx, after accepting", &invitees).await;
+    assert_eq!(after.sent, n as f64, "each email counted sent once");
+    assert_eq!(after.failed, 0.0);
+    assert_eq!(after.duplicates, 0);
+    assert_eq!(
+        w.count("SELECT count(*) FROM outbox WHERE kind = 'email' AND failed_at IS NOT NULL")
+            .await,
+        0,
+        "no row marked failed"
+    );
+}
+
+#[tokio::test]
+async fn a_5xx_answer_fails_the_email_at_once_and_later_emails_still_flow() {
+    let (mut w, manager) = TestWorker::with_active_manager(&[]).await;
+    w.smtp.answer_with(Answer::Permanent);
+    let refused = invite_one(&mut w, &manager, "gone@acme.example").await;
+
+    let row = email_row_until(&w, &refused, |r| r.failed).await;
+    println!("[5xx] failed row: {row:?}");
+    assert_eq!(row.attempts, 1, "a permanent answer is not retried");
+    assert!(!row.sent);
+    let error = row.last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("550"),
+        "last_error names the answer: {error:?}"
+    );
+    assert!(!row.has_token, "a given-up row keeps no token");
+    assert_eq!(activation_emails_reach(&w, "failed", 1.0).await, 1.0);
+    assert_eq!(activation_emails(&w, "retry").await, 0.0, "not retried");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !logged_as_error(&w, "email failed", row.id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ERROR log line about outbox row {} in target/test-logs/{}.log",
+            row.id,
+            w.prefix
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    w.smtp.answer_with(Answer::Accept);
+    let later = invite_one(&mut w, &manager, "later@acme.example").await;
+    w.smtp.wait_for(&later, 1, WAIT).await;
+    outbox_settles(&w).await;
+    let recipients = vec![refused.clone(), later.clone()];
+    let f = figures(&w, "5xx", &recipients).await;
+    each_got_exactly_one(&w, std::slice::from_ref(&later)).await;
+    assert_eq!(
+        w.smtp.count_to(&refused),
+        0,
+        "the refused email stays failed"
+    );
+    let still = email_rows(&w, &refused).await;
+    assert!(
+        still.len() == 1 && still[0].failed && still[0].attempts == 1,
+        "the failed row is not tried again: {still:?}"
+    );
+    assert_eq!(f.sent, 1.0);
+    assert_eq!(f.failed, 1.0);
+    assert_eq!(f.duplicates, 0);
+}
+
+#[tokio::test]
+async fn emails_are_retried_while_the_smtp_server_is_down_and_each_goes_out_once_when_it_is_back() {
+    let (mut w, manager) = TestWorker::with_active_manager(&[]).await;
+    w.smtp.answer_with(Answer::Down);
+    let n = 4;
+    let invitees = invite_all(&mut w, &manager, "down", n).await;
+
+    activation_emails_reach(&w, "retry", (2 * n) as f64).await;
+    assert_eq!(activation_emails(&w, "failed").await, 0.0, "nothing failed");
+    for to in &invitees {
+        let rows = email_rows(&w, to).await;
+        assert!(
+            rows.len() == 1 && !rows[0].failed && !rows[0].sent && rows[0].last_error.is_some(),
+            "{to} is pending with the reason: {rows:?}"
+        );
+    }
+    println!(
+        "[down] last_error while down: {:?}",
+        email_rows(&w, &invitees[0]).await[0].last_error
+    );
+    let before = figures(&w, "down, while down", &invitees).await;
+    assert_eq!(before.delivered, 0);
+
+    w.smtp.answer_with(Answer::Accept);
+    for to in &invitees {
+        w.smtp.wait_for(to, 1, WAIT).await;
+    }
+    outbox_settles(&w).await;
+    each_got_exactly_one(&w, &invitees).await;
+    let after = figures(&w, "down, back up", &invitees).await;
+    assert_eq!(after.sent, n as f64);
+    assert_eq!(after.failed, 0.0);
+    assert_eq!(after.duplicates, 0);
+}
+
+#[tokio::test]
+async fn an_smtp_server_slower_than_mail_timeout_counts_as_a_retry_and_the_email_goes_out_once_when_fast()
+ {
+    let (mut w, manager) = TestWorker::with_active_manager(&[("MAIL_TIMEOUT", "1s")]).await;
+    w.smtp.answer_with(Answer::Slow(Duration::from_secs(3)));
+    let to = invite_one(&mut w, &manager, "slow@acme.example").await;
+
+    activation_emails_reach(&w, "retry", 1.0).await;
+    assert_eq!(activation_emails(&w, "failed").await, 0.0, "nothing failed");
+    assert_eq!(activation_emails(&w, "sent").await, 0.0, "nothing sent yet");
+    let row = email_row_until(&w, &to, |r| r.last_error.is_some()).await;
+    println!("[slow] row after the time-out: {row:?}");
+    assert!(!row.failed && !row.sent, "{row:?}");
+    assert_eq!(w.smtp.count_to(&to), 0);
+    let recipients = vec![to.clone()];
+    figures(&w, "slow, while slow", &recipients).await;
+
+    w.smtp.answer_with(Answer::Accept);
+    w.smtp.wait_for(&to, 1, WAIT).await;
+    outbox_settles(&w).await;
+    each_got_exactly_one(&w, &recipients).await;
+    let f = figures(&w, "slow, fast again", &recipients).await;
+    assert_eq!(f.sent, 1.0);
+    assert_eq!(f.failed, 0.0);
+    assert!(f.retried >= 1.0);
+    assert_eq!(f.duplicates, 0);
+}
+
+#[tokio::test]
+async fn an_email_refused_4xx_until_mail_max_attempts_is_marked_failed_with_the_reason() {
+    let (mut w, manager) = TestWorker::with_active_manager(&[("MAIL_MAX_ATTEMPTS", "3")]).await;
+    w.smtp.answer_with(Answer::Transient);
+    let to = invite_one(&mut w, &manager, "never@acme.example").await;
+
+    let row = email_row_until(&w, &to, |r| r.failed).await;
+    println!("[max attempts] failed row: {row:?}");
+    assert_eq!(row.attempts, 3, "given up after MAIL_MAX_ATTEMPTS attempts");
+    assert!(!row.sent);
+    let error = row.last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("451"),
+        "last_error gives the reason: {error:?}"
+    );
+    assert!(!row.has_token, "a given-up row keeps no token");
+    assert_eq!(activation_emails_reach(&w, "failed", 1.0).await, 1.0);
+    assert_eq!(activation_emails(&w, "retry").await, 2.0, "two retries");
+    assert_eq!(activation_emails(&w, "sent").await, 0.0);
+    assert_eq!(w.smtp.count_to(&to), 0);
+
+    // Given up is final: once the server accepts, later emails flow and the
+    // failed one is not sent after all.
+    w.smtp.answer_with(Answer::Accept);
+    let marker = invite_one(&mut w, &manager, "marker@acme.example").await;
+    w.smtp.wait_for(&marker, 1, WAIT).await;
+    outbox_settles(&w).await;
+    let recipients = vec![to.clone(), marker.clone()];
+    let f = figures(&w, "max attempts", &recipients).await;
+    assert_eq!(w.smtp.count_to(&to), 0, "the failed email stays unsent");
+    assert_eq!(f.failed, 1.0);
+    assert_eq!(f.sent, 1.0);
+    assert_eq!(f.duplicates, 0);
+}
+
+#[tokio::test]
+async fn after_delivery_the_outbox_keeps_no_usable_token() {
+    let (mut w, manager) = TestWorker::with_active_manager(&[]).await;
+    // Refuse first: a pending row must still hold its token to be sent later.
+    w.smtp.answer_with(Answer::Transient);
+    let n = 3;
+    let invitees = invite_all(&mut w, &manager, "tok", n).await;
+    activation_emails_reach(&w, "retry", n as f64).await;
+    let mut conn = w.db().await;
+    let pending_with_token: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE kind = 'email' AND payload->>'template' = 'activation'
+           AND sent_at IS NULL AND failed_at IS NULL AND payload ? 'token'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        pending_with_token, n as i64,
+        "until delivered, each row holds the token it must send"
+    );
+
+    w.smtp.answer_with(Answer::Accept);
+    for to in &invitees {
+        w.smtp.wait_for(to, 1, WAIT).await;
+    }
+    outbox_settles(&w).await;
+    each_got_exactly_one(&w, &invitees).await;
+
+    let delivered: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE kind = 'email' AND payload->>'template' = 'activation'
+           AND sent_at IS NOT NULL",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let with_token: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE kind = 'email' AND payload->>'template' = 'activation'
+           AND sent_at IS NOT NULL AND payload ? 'token'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    println!(
+        "[token] delivered activation rows {delivered}, of which holding a token {with_token}"
+    );
+    assert_eq!(delivered, n as i64 + 1, "the invitees' and the manager's");
+    assert_eq!(with_token, 0, "no delivered row keeps a token");
+
+    for to in &invitees {
+        let token = w.smtp.mail_to(to).await.token("/activate");
+        let anywhere: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE strpos(payload::text, $1) > 0")
+                .bind(&token)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(anywhere, 0, "{to}: the token is nowhere in the outbox");
+        let activated = w
+            .send("activate_user", serde_json::json!({"token": token}), None)
+            .await;
+        assert_eq!(
+            activated["status"], "applied",
+            "{to}: the emailed token works: {activated}"
+        );
+    }
+    let f = figures(&w, "token", &invitees).await;
+    assert_eq!(f.sent, n as f64);
+    assert_eq!(f.duplicates, 0);
+}

@@ -1,0 +1,374 @@
+//! A command that fails for a transient reason (here: a row another
+//! transaction keeps locked past `DATABASE_LOCK_TIMEOUT`) is retried a
+//! bounded number of times with delays, then dead-lettered with the reason,
+//! and nothing of it is applied; it never blocks the commands behind it; once
+//! the cause is gone, replaying it from the dead-letter queue applies it.
+
+mod common;
+
+use common::{AMQP_URL, TestWorker, WAIT, invite_data};
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use serde_json::{Value, json};
+use sqlx::Connection as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use user_lifecycle::broker::client::CommandClient;
+
+const SETTINGS: &[(&str, &str)] = &[
+    ("DATABASE_LOCK_TIMEOUT", "200ms"),
+    ("COMMAND_MAX_DELIVERIES", "2"),
+    ("RESEND_COOLDOWN", "0s"),
+];
+
+/// Polls `/metrics` until `series` is at least `want`; returns its value.
+async fn metric_reaches(w: &TestWorker, series: &str, want: f64) -> f64 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = w.metric(series).await;
+        if let Some(v) = got.filter(|v| *v >= want) {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} did not reach {want} within {WAIT:?}; last value {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Messages waiting in `P.commands.dead`.
+async fn dead_letters_waiting(w: &TestWorker) -> u32 {
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let queue = format!("{}.commands.dead", w.prefix);
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count()
+}
+
+/// Whether the command `id` has an idempotency record (was applied).
+async fn processed(w: &TestWorker, id: &str) -> bool {
+    let mut conn = w.db().await;
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM processed_commands WHERE command_id = $1)")
+        .bind(id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Counts the worker's waits for a row lock in its database: each rising
+/// edge of "some session waits on a lock" is one attempt that got stuck.
+struct LockWaits {
+    seen: Arc<AtomicUsize>,
+    waiting: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LockWaits {
+    async fn watch(w: &TestWorker) -> LockWaits {
+        let mut conn = w.db().await;
+        let seen = Arc::new(AtomicUsize::new(0));
+        let waiting = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, wt, st) = (seen.clone(), waiting.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            while !st.load(Ordering::SeqCst) {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+                let now = n > 0;
+                if now && !wt.load(Ordering::SeqCst) {
+                    s.fetch_add(1, Ordering::SeqCst);
+                }
+                wt.store(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        LockWaits {
+            seen,
+            waiting,
+            stop,
+            task,
+        }
+    }
+
+    fn seen(&self) -> usize {
+        self.seen.load(Ordering::SeqCst)
+    }
+
+    fn waiting(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Polls until `done(self)` holds.
+    async fn until(&self, what: &str, done: impl Fn(&LockWaits) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !done(self) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} within {WAIT:?} (lock waits seen: {})",
+                self.seen()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn stop(self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        let seen = self.seen();
+        self.task.await.unwrap();
+        seen.max(self.seen.load(Ordering::SeqCst))
+    }
+}
+
+/// Publishes `envelope` (with `reply_to`, correlation = its id); returns its id and body.
+async fn publish(w: &TestWorker, envelope: &Value) -> (String, Vec<u8>) {
+    let id = envelope["id"].as_str().unwrap().to_owned();
+    let body = serde_json::to_vec(envelope).unwrap();
+    w.client
+        .publish_raw(envelope["type"].as_str().unwrap(), &body, &id)
+        .await
+        .expect("published");
+    (id, body)
+}
+
+#[tokio::test]
+async fn a_command_stuck_on_a_lock_is_retried_then_dead_lettered_without_blocking_the_queue_and_a_replay_applies_it()
+ {
+    let mut w = TestWorker::start_with(SETTINGS).await;
+    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+    let x = "xavier@acme.example";
+    let invited = w.invite(&manager, "acme", x).await;
+    assert_eq!(invited["status"], "applied", "{invited}");
+    let x_id = invited["data"]["user_id"].as_str().unwrap().to_owned();
+    w.smtp.mail_to(x).await;
+
+    // Another transaction holds X's row.
+    let mut holder = w.db().await;
+    let mut tx = holder.begin().await.unwrap();
+    let locked: Option<i32> = sqlx::query_scalar("SELECT 1 FROM users WHERE email = $1 FOR UPDATE")
+        .bind(x)
+        .fetch_optional(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(locked, Some(1), "X's row is locked by the test");
+    let waits = LockWaits::watch(&w).await;
+
+    let resend = CommandClient::envelope(
+        "resend_activation",
+        json!({"user_id": x_id}),
+        Some(&manager),
+    );
+    let started = Instant::now();
+    let (resend_id, resend_body) = publish(&w, &resend).await;
+    waits
+        .until("the resend should wait for X's lock", |l| l.seen() >= 1)
+        .await;
+
+    // A command behind the stuck one is applied meanwhile.
+    let y = "yara@acme.example";
+    let invite_y = CommandClient::envelope("invite_user", invite_data("acme", y), Some(&manager));
+    let (y_id, _) = publish(&w, &invite_y).await;
+    let replies = w.replies_for(std::slice::from_ref(&y_id), WAIT).await;
+    let y_after = started.elapsed();
+    let y_reply = replies
+        .get(&y_id)
+        .and_then(|r| r.first())
+        .expect("Y's invite is answered while X is locked");
+    assert_eq!(y_reply["status"], "applied", "{y_reply}");
+    assert_eq!(
+        w.metric(r#"user_lifecycle_dead_lettered_total{reason="transient"}"#)
+            .await,
+        None,
+        "Y was answered before the stuck command was dead-lettered"
+    );
+    assert_eq!(dead_letters_waiting(&w).await, 0);
+    assert!(
+        !replies.contains_key(&resend_id),
+        "no answer for the stuck command yet: {replies:?}"
+    );
+    w.smtp.mail_to(y).await;
+
+    // The stuck command ends in the dead-letter queue, with the reason.
+    let dead = w.dead_letter().await;
+    let dead_after = started.elapsed();
+    assert_eq!(dead.reason, "transient", "x-error: {:?}", dead.error);
+    assert!(
+        dead.error.to_lowercase().contains("lock"),
+        "x-error names the failure (lock timeout): {:?}",
+        dead.error
+    );
+    assert!(
+        dead.body == resend_body,
+        "the original body is preserved: {}",
+        String::from_utf8_lossy(&dead.body)
+    );
+    assert_eq!(
+        metric_reaches(
+            &w,
+            r#"user_lifecycle_dead_lettered_total{reason="transient"}"#,
+            1.0
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(dead_letters_waiting(&w).await, 0, "dead-lettered once");
+    let lock_waits = waits.seen();
+    assert!(
+        lock_waits >= 2,
+        "retried: at least one lock wait per delivery, saw {lock_waits}"
+    );
+    // Without any delay, 2 deliveries would fail in a few lock timeouts;
+    // the retries are spaced out (and still bounded).
+    assert!(
+        dead_after >= Duration::from_millis(2400),
+        "retries are delayed, not immediate: dead-lettered after {dead_after:?}"
+    );
+    assert!(
+        dead_after <= Duration::from_secs(15),
+        "retries are bounded: dead-lettered after {dead_after:?}"
+    );
+    assert!(y_after < dead_after);
+
+    // Nothing of it was applied.
+    assert!(
+        !processed(&w, &resend_id).await,
+        "no idempotency record for the dead-lettered command"
+    );
+    assert_eq!(w.smtp.count_to(x), 1, "no resend email");
+    assert!(
+        w.events_of("user.activation_resent").await.is_empty(),
+        "no user.activation_resent"
+    );
+    let errors = w
+        .metric(r#"user_lifecycle_commands_total{type="resend_activation",outcome="error"}"#)
+        .await
+        .unwrap_or(0.0);
+    let waits_total = waits.stop().await;
+    println!(
+        "[lock] Y answered after {y_after:?}; stuck command dead-lettered after {dead_after:?} \
+         with x-error {:?}; lock waits {waits_total}; resend errors counted {errors}",
+        dead.error
+    );
+
+    // Once the lock is gone, the replayed message is applied.
+    tx.rollback().await.unwrap();
+    w.client
+        .publish_raw("resend_activation", &dead.body, "replay")
+        .await
+        .expect("replayed");
+    let replies = w.replies_for(&["replay".to_owned()], WAIT).await;
+    let replay = replies
+        .get("replay")
+        .and_then(|r| r.first())
+        .expect("the replay is answered");
+    assert_eq!(replay["status"], "applied", "{replay}");
+    assert_eq!(
+        replay["duplicate"], false,
+        "applied now, not before: {replay}"
+    );
+    assert_eq!(replay["command_id"], resend_id.as_str());
+    assert!(processed(&w, &resend_id).await);
+    w.event("user.activation_resent", Some(&x_id)).await;
+    let mails = w.smtp.wait_for(x, 2, WAIT).await;
+    let token = mails[1].token("/activate");
+    let activated = w.send("activate_user", json!({"token": token}), None).await;
+    assert_eq!(
+        activated["status"], "applied",
+        "the new email's token works: {activated}"
+    );
+    println!(
+        "[lock] replay applied; emails to X: {}, dead letters left: {}",
+        w.smtp.count_to(x),
+        dead_letters_waiting(&w).await
+    );
+}
+
+#[tokio::test]
+async fn a_lock_released_between_in_process_retries_lets_the_command_apply_with_no_dead_letter() {
+    let mut w = TestWorker::start_with(SETTINGS).await;
+    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+    let x = "xavier@acme.example";
+    let invited = w.invite(&manager, "acme", x).await;
+    let x_id = invited["data"]["user_id"].as_str().unwrap().to_owned();
+    w.smtp.mail_to(x).await;
+
+    let mut holder = w.db().await;
+    let mut tx = holder.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM users WHERE email = $1 FOR UPDATE")
+        .bind(x)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let waits = LockWaits::watch(&w).await;
+
+    let resend = CommandClient::envelope(
+        "resend_activation",
+        json!({"user_id": x_id}),
+        Some(&manager),
+    );
+    let started = Instant::now();
+    let (resend_id, _) = publish(&w, &resend).await;
+    // The first attempt waits for the lock and gives up; release it then.
+    waits
+        .until("the resend should wait for X's lock", |l| l.seen() >= 1)
+        .await;
+    waits
+        .until("the first attempt should give up on the lock", |l| {
+            !l.waiting()
+        })
+        .await;
+    tx.commit().await.unwrap();
+
+    let replies = w.replies_for(std::slice::from_ref(&resend_id), WAIT).await;
+    let answered = started.elapsed();
+    let reply = replies
+        .get(&resend_id)
+        .and_then(|r| r.first())
+        .expect("the resend is answered");
+    assert_eq!(reply["status"], "applied", "{reply}");
+    assert_eq!(reply["duplicate"], false);
+    w.event("user.activation_resent", Some(&x_id)).await;
+    w.smtp.wait_for(x, 2, WAIT).await;
+    let lock_waits = waits.stop().await;
+    println!("[lock released] applied after {answered:?}; lock waits {lock_waits}");
+
+    assert!(lock_waits >= 1);
+    assert_eq!(
+        w.metric(r#"user_lifecycle_dead_lettered_total{reason="transient"}"#)
+            .await,
+        None,
+        "not dead-lettered"
+    );
+    assert_eq!(dead_letters_waiting(&w).await, 0);
+    assert!(processed(&w, &resend_id).await);
+    assert_eq!(
+        w.metric(r#"user_lifecycle_commands_total{type="resend_activation",outcome="applied"}"#)
+            .await,
+        Some(1.0)
+    );
+    assert!(
+        w.events_of("user.activation_resent").await.is_empty(),
+        "applied once: a single user.activation_resent"
+    );
+    assert_eq!(w.smtp.count_to(x), 2, "the invite and one resend email");
+}
