@@ -28,11 +28,17 @@ async fn three_workers_apply_every_command_once_and_expire_every_invite_once() {
     w.spawn_replica().await;
     w.spawn_replica().await;
 
-    let ids = w.publish_all(&invite_envelopes(&manager, "acme", "r", N)).await;
+    let ids = w
+        .publish_all(&invite_envelopes(&manager, "acme", "r", N))
+        .await;
     let replies = w.replies_for(&ids, Duration::from_secs(120)).await;
     let applied = ids
         .iter()
-        .filter(|id| replies.get(*id).is_some_and(|r| r.iter().any(|r| r["status"] == "applied")))
+        .filter(|id| {
+            replies
+                .get(*id)
+                .is_some_and(|r| r.iter().any(|r| r["status"] == "applied"))
+        })
         .count();
     assert_eq!(applied, N, "every command answered applied");
 
@@ -52,18 +58,35 @@ async fn three_workers_apply_every_command_once_and_expire_every_invite_once() {
             *per_invitee.entry(to.clone()).or_default() += 1;
         }
     }
-    let users = w.count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'").await;
-    let expired = w.count("SELECT count(*) FROM users WHERE status = 'expired'").await;
+    let users = w
+        .count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
+        .await;
+    let expired = w
+        .count("SELECT count(*) FROM users WHERE status = 'expired'")
+        .await;
     let expiry_events = w
         .count("SELECT count(*) FROM outbox WHERE kind = 'event' AND payload->>'routing_key' = 'user.invite_expired'")
         .await;
-    let expiry_audit = w.count("SELECT count(*) FROM audit_log WHERE action = 'user.invite_expired'").await;
+    let expiry_audit = w
+        .count("SELECT count(*) FROM audit_log WHERE action = 'user.invite_expired'")
+        .await;
     let metrics = w.all_metrics().await;
-    let runs_ok = metric_sum(&metrics, "user_lifecycle_scheduler_runs_total{job=\"expiry\",outcome=\"ok\"}");
-    let runs_skipped = metric_sum(&metrics, "user_lifecycle_scheduler_runs_total{job=\"expiry\",outcome=\"skipped\"}");
+    let runs_ok = metric_sum(
+        &metrics,
+        "user_lifecycle_scheduler_runs_total{job=\"expiry\",outcome=\"ok\"}",
+    );
+    let runs_skipped = metric_sum(
+        &metrics,
+        "user_lifecycle_scheduler_runs_total{job=\"expiry\",outcome=\"skipped\"}",
+    );
     let handled: Vec<f64> = metrics
         .iter()
-        .map(|m| metric_sum(std::slice::from_ref(m), "user_lifecycle_commands_total{type=\"invite_user\",outcome=\"applied\"}"))
+        .map(|m| {
+            metric_sum(
+                std::slice::from_ref(m),
+                "user_lifecycle_commands_total{type=\"invite_user\",outcome=\"applied\"}",
+            )
+        })
         .collect();
     println!(
         "three replicas: commands sent {N}, applied {users}, handled per replica {handled:?}, activation emails {}, \
@@ -74,10 +97,19 @@ async fn three_workers_apply_every_command_once_and_expire_every_invite_once() {
     );
     assert_eq!(users, N as i64);
     assert_eq!(per_invitee.len(), N, "every invitee emailed");
-    assert!(per_invitee.values().all(|n| *n == 1), "no activation email twice");
+    assert!(
+        per_invitee.values().all(|n| *n == 1),
+        "no activation email twice"
+    );
     assert_eq!(expired, N as i64);
     assert_eq!(expiry_events, N as i64, "one expiry event per invitation");
     assert_eq!(expiry_audit, N as i64);
-    assert_eq!(expired_mails, N, "one notice per expired invitation, none twice");
-    assert!(handled.iter().filter(|n| **n > 0.0).count() >= 2, "the replicas shared the work: {handled:?}");
+    assert_eq!(
+        expired_mails, N,
+        "one notice per expired invitation, none twice"
+    );
+    assert!(
+        handled.iter().filter(|n| **n > 0.0).count() >= 2,
+        "the replicas shared the work: {handled:?}"
+    );
 }

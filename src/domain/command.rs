@@ -300,6 +300,9 @@ impl Command {
     /// Parses `data` for a command of `kind`. Field paths in errors are
     /// relative to `data` (e.g. `user.phone`).
     pub fn parse(kind: CommandType, data: &Value) -> Result<Command, FieldError> {
+        if !data.is_object() {
+            return Err(FieldError::new("data", "must be a JSON object"));
+        }
         let mut f = Fields::new(data, "")?;
         let command = match kind {
             CommandType::OnboardOrganization => {
@@ -397,7 +400,7 @@ impl Command {
                 };
                 if changes == ProfileChanges::default() {
                     return Err(FieldError::new(
-                        "",
+                        "data",
                         "names no field to change (first_name, last_name, phone, country, locale)",
                     ));
                 }
@@ -419,7 +422,7 @@ impl Command {
                 };
                 if changes == AccessChanges::default() {
                     return Err(FieldError::new(
-                        "",
+                        "data",
                         "names no field to change (role, permissions, contract_accounts, delivery_accounts)",
                     ));
                 }
