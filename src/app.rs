@@ -7,14 +7,14 @@
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::broker::{Topology, consumer, session};
 use crate::config::Settings;
 use crate::domain::user::UserStatus;
 use crate::handler::{Handler, HandlerSettings};
 use crate::mail::{Mailer, Renderer};
-use crate::outbox::{Relay, RelaySettings};
+use crate::outbox::{Relay, RelaySettings, Wakeup};
 use crate::telemetry::health::Health;
 use crate::telemetry::http::{self, Endpoints};
 use crate::telemetry::metrics;
@@ -68,7 +68,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(addr = %settings.metrics_addr, "serving /metrics, /healthz, /readyz");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let relay_notify = Arc::new(Notify::new());
+    let relay_notify = Arc::new(Wakeup::default());
     let (sessions_tx, sessions_rx) = watch::channel(None);
 
     let endpoints = Endpoints {

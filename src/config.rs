@@ -231,7 +231,7 @@ pub struct Settings {
     /// `pretty` or `json`; the level comes from `RUST_LOG`.
     #[arg(long, env = "LOG_FORMAT", default_value = "pretty", value_enum)]
     pub log_format: LogFormat,
-    /// Timeout of one SMTP operation.
+    /// Longest one email send may take (connect and SMTP dialogue).
     #[arg(long, env = "MAIL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub mail_timeout: Duration,
     /// Pooled SMTP connections (and emails sent at once).

@@ -39,7 +39,7 @@ pub struct Deps {
     /// Readiness: the database flag is kept current here.
     pub health: Health,
     /// Woken after each commit so the relay delivers at once.
-    pub relay: Arc<tokio::sync::Notify>,
+    pub relay: Arc<crate::outbox::Wakeup>,
     /// Commands handled at once.
     pub concurrency: usize,
     /// How long in-flight commands may take after shutdown.
@@ -343,7 +343,7 @@ async fn process(
             match deps.handler.handle(&env, address.as_ref(), &delivery.data).await {
                 Ok(Handled::Processed(reply)) => {
                     ack(&delivery).await;
-                    deps.relay.notify_one();
+                    deps.relay.wake();
                     if reply.status == ReplyStatus::Invalid {
                         metrics::dead_lettered("invalid_data");
                     }

@@ -5,6 +5,7 @@
 //! stable `Message-ID` per outbox row and `Auto-Submitted: auto-generated`.
 
 pub mod message;
+pub mod smtp_pool;
 pub mod templates;
 pub mod transport;
 

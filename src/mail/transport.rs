@@ -1,16 +1,16 @@
-//! Sends messages through pooled SMTP or writes them as `.eml` files.
+//! Sends messages through pooled SMTP (`smtp_pool`) or writes them as `.eml` files.
 //!
 //! Errors are classified for the outbox: a permanent SMTP answer (5xx) or an
 //! email that cannot be built is not retried; everything else is.
 
 use lettre::message::Mailbox;
-use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::client::TlsParameters;
+use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 use std::time::Duration;
 use thiserror::Error;
 
+use super::smtp_pool::{SmtpPool, SmtpServer};
 use crate::config::{MailUrl, SmtpTls};
 
 /// A failed send.
@@ -34,7 +34,7 @@ impl MailError {
 }
 
 enum Transport {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(SmtpPool),
     File(AsyncFileTransport<Tokio1Executor>),
 }
 
@@ -53,7 +53,8 @@ impl std::fmt::Debug for Mailer {
 }
 
 impl Mailer {
-    /// A mailer for `url`, sending as `from`. A file directory is created.
+    /// A mailer for `url`, sending as `from`; each send may take `timeout`;
+    /// at most `pool_size` SMTP connections. A file directory is created.
     pub fn new(
         url: &MailUrl,
         from: Mailbox,
@@ -76,27 +77,22 @@ impl Mailer {
                 tls,
                 credentials,
             } => {
-                let params = || {
-                    TlsParameters::new(host.clone()).map_err(|e| {
+                let tls_parameters = match tls {
+                    SmtpTls::None => None,
+                    _ => Some(TlsParameters::new(host.clone()).map_err(|e| {
                         MailError::permanent(format!("TLS setup for {host} failed: {e}"))
-                    })
+                    })?),
                 };
-                let tls = match tls {
-                    SmtpTls::None => Tls::None,
-                    SmtpTls::StartTls => Tls::Required(params()?),
-                    SmtpTls::Opportunistic => Tls::Opportunistic(params()?),
-                    SmtpTls::Wrapper => Tls::Wrapper(params()?),
+                let server = SmtpServer {
+                    host: host.clone(),
+                    port: *port,
+                    tls: *tls,
+                    tls_parameters,
+                    credentials: credentials
+                        .as_ref()
+                        .map(|(u, p)| Credentials::new(u.clone(), p.clone())),
                 };
-                let mut builder =
-                    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
-                        .port(*port)
-                        .tls(tls)
-                        .timeout(Some(timeout))
-                        .pool_config(PoolConfig::new().max_size(pool_size.max(1)));
-                if let Some((user, password)) = credentials {
-                    builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
-                }
-                Transport::Smtp(builder.build())
+                Transport::Smtp(SmtpPool::new(server, pool_size as usize, timeout))
             }
         };
         Ok(Mailer { transport, from })
@@ -110,10 +106,7 @@ impl Mailer {
     /// Sends one message.
     pub async fn send(&self, message: Message) -> Result<(), MailError> {
         match &self.transport {
-            Transport::Smtp(t) => t.send(message).await.map(|_| ()).map_err(|e| MailError {
-                permanent: e.is_permanent(),
-                detail: format!("SMTP: {e}"),
-            }),
+            Transport::Smtp(pool) => pool.send(message.envelope(), &message.formatted()).await,
             Transport::File(t) => t.send(message).await.map(|_| ()).map_err(|e| MailError {
                 permanent: false,
                 detail: format!("file transport: {e}"),

@@ -1,9 +1,27 @@
 //! The outbox relay: delivers what commands and the scheduler committed.
 //!
 //! Emails go through the mail transport; events, replies and dead letters
-//! through the broker with publisher confirms. Safe with several workers:
+//! through the broker with publisher confirms. The two run as separate lanes,
+//! so a slow SMTP server never delays a reply. Safe with several workers:
 //! rows are claimed with `FOR UPDATE SKIP LOCKED` and a lease.
 
 pub mod relay;
 
 pub use relay::{Relay, RelaySettings};
+
+use tokio::sync::Notify;
+
+/// Wakes the relay's lanes after a commit that wrote outbox rows.
+#[derive(Debug, Default)]
+pub struct Wakeup {
+    pub(crate) publications: Notify,
+    pub(crate) emails: Notify,
+}
+
+impl Wakeup {
+    /// Something was committed: deliver it now rather than at the next poll.
+    pub fn wake(&self) {
+        self.publications.notify_one();
+        self.emails.notify_one();
+    }
+}

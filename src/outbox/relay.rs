@@ -7,12 +7,13 @@ use serde_json::Value;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::broker::publisher::{Pending, PublishError};
 use crate::broker::{Publisher, SessionWatch};
 use crate::domain::notification::EmailJob;
 use crate::mail::{Mailer, Renderer, message};
+use crate::outbox::Wakeup;
 use crate::store::StoreError;
 use crate::store::outbox::{self, ClaimedRow, OutboxKind};
 use crate::telemetry::metrics;
@@ -39,7 +40,7 @@ pub struct Relay {
     renderer: Arc<Renderer>,
     mailer: Arc<Mailer>,
     sessions: SessionWatch,
-    notify: Arc<Notify>,
+    wakeup: Arc<Wakeup>,
     settings: RelaySettings,
 }
 
@@ -47,6 +48,31 @@ pub struct Relay {
 pub fn retry_delay(base: Duration, attempts: i32) -> Duration {
     let factor = 1u32 << attempts.clamp(1, 20).saturating_sub(1);
     base.saturating_mul(factor).min(Duration::from_secs(3600))
+}
+
+/// The two independent streams of outbox rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Events, replies and dead letters, through the broker.
+    Publications,
+    /// Emails, through the mail transport.
+    Emails,
+}
+
+impl Lane {
+    fn kinds(self) -> &'static [OutboxKind] {
+        match self {
+            Lane::Publications => &[OutboxKind::Event, OutboxKind::Reply, OutboxKind::DeadLetter],
+            Lane::Emails => &[OutboxKind::Email],
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Lane::Publications => "publications",
+            Lane::Emails => "emails",
+        }
+    }
 }
 
 enum Delivery {
@@ -62,7 +88,7 @@ impl Relay {
         renderer: Arc<Renderer>,
         mailer: Arc<Mailer>,
         sessions: SessionWatch,
-        notify: Arc<Notify>,
+        wakeup: Arc<Wakeup>,
         settings: RelaySettings,
     ) -> Relay {
         Relay {
@@ -71,34 +97,50 @@ impl Relay {
             renderer,
             mailer,
             sessions,
-            notify,
+            wakeup,
             settings,
         }
     }
 
-    /// Delivers until `shutdown`, waking on notifications and once a second;
-    /// then keeps delivering what is due for up to `flush` (a pass that has
-    /// started finishes) and hands back whatever it still holds.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>, flush: Duration) {
+    /// Delivers until `shutdown` in two lanes (publications, emails), each
+    /// waking on notifications and once a second; then keeps delivering what
+    /// is due for up to `flush` (a pass that has started finishes) and hands
+    /// back whatever it still holds.
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>, flush: Duration) {
+        let emails = tokio::spawn(self.clone().lane(Lane::Emails, shutdown.clone(), flush));
+        self.clone().lane(Lane::Publications, shutdown, flush).await;
+        let _ = emails.await;
+        self.release().await;
+    }
+
+    async fn lane(
+        self: Arc<Self>,
+        lane: Lane,
+        mut shutdown: watch::Receiver<bool>,
+        flush: Duration,
+    ) {
+        let wakeup = match lane {
+            Lane::Publications => &self.wakeup.publications,
+            Lane::Emails => &self.wakeup.emails,
+        };
         loop {
             if *shutdown.borrow() {
                 let deadline = tokio::time::Instant::now() + flush;
                 while tokio::time::Instant::now() < deadline {
-                    match self.pass().await {
+                    match self.pass(lane).await {
                         Ok(n) if n > 0 => continue,
                         _ => break,
                     }
                 }
-                self.release().await;
-                break;
+                return;
             }
-            match self.pass().await {
+            match self.pass(lane).await {
                 Ok(n) if n as i64 >= self.settings.batch => continue,
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "outbox pass failed"),
+                Err(e) => tracing::warn!(error = %e, lane = lane.name(), "outbox pass failed"),
             }
             tokio::select! {
-                _ = self.notify.notified() => {}
+                _ = wakeup.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = crate::shutdown::requested(&mut shutdown) => {}
             }
@@ -116,28 +158,28 @@ impl Relay {
         }
     }
 
-    /// One pass: claim a batch and deliver it. Returns the rows claimed.
-    pub async fn pass(&self) -> Result<usize, StoreError> {
+    /// One pass of `lane`: claim a batch and deliver it. Returns the rows claimed.
+    pub async fn pass(&self, lane: Lane) -> Result<usize, StoreError> {
         let rows = outbox::claim(
             &self.pool,
             self.settings.batch,
             self.settings.lease,
             self.owner,
+            lane.kinds(),
         )
         .await?;
         let claimed = rows.len();
-        if claimed == 0 {
-            return Ok(0);
+        match lane {
+            Lane::Publications => self.publish_all(rows).await?,
+            Lane::Emails => {
+                let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(rows)
+                    .map(|row| self.deliver_email(row))
+                    .buffer_unordered(self.settings.concurrency.max(1))
+                    .collect()
+                    .await;
+                results.into_iter().collect::<Result<(), _>>()?;
+            }
         }
-        let (emails, publishes): (Vec<_>, Vec<_>) =
-            rows.into_iter().partition(|r| r.kind == OutboxKind::Email);
-        self.publish_all(publishes).await?;
-        let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(emails)
-            .map(|row| self.deliver_email(row))
-            .buffer_unordered(self.settings.concurrency.max(1))
-            .collect()
-            .await;
-        results.into_iter().collect::<Result<(), _>>()?;
         Ok(claimed)
     }
 

@@ -9,12 +9,12 @@ use chrono::Utc;
 use serde_json::json;
 use sqlx::PgPool;
 use std::sync::Arc;
-use tokio::sync::Notify;
 
 use super::lock::{keys, with_lock};
 use crate::domain::event::{Event, EventType};
 use crate::domain::notification::{EmailJob, Template};
 use crate::domain::user::{self, UserStatus};
+use crate::outbox::Wakeup;
 use crate::store::StoreError;
 use crate::store::expiry::{ExpiredInvite, expire_batch};
 use crate::store::outbox::{NewOutboxRow, OutboxKind, insert};
@@ -78,7 +78,7 @@ fn rows_for(invite: &ExpiredInvite, now: chrono::DateTime<Utc>) -> Vec<NewOutbox
 }
 
 /// Expires every due invitation, `batch` at a time (no lock taken here).
-pub async fn sweep(pool: &PgPool, batch: i64, relay: &Notify) -> Result<SweepReport, StoreError> {
+pub async fn sweep(pool: &PgPool, batch: i64, relay: &Wakeup) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
     loop {
         let now = Utc::now();
@@ -91,7 +91,7 @@ pub async fn sweep(pool: &PgPool, batch: i64, relay: &Notify) -> Result<SweepRep
         report.expired += expired.len() as u64;
         metrics::invites_expired(expired.len() as u64);
         if !expired.is_empty() {
-            relay.notify_one();
+            relay.wake();
         }
         if (expired.len() as i64) < batch {
             return Ok(report);
@@ -100,7 +100,7 @@ pub async fn sweep(pool: &PgPool, batch: i64, relay: &Notify) -> Result<SweepRep
 }
 
 /// One scheduled run: the sweep under the advisory lock, with metrics.
-pub async fn run(pool: &PgPool, batch: i64, relay: &Arc<Notify>) -> Option<SweepReport> {
+pub async fn run(pool: &PgPool, batch: i64, relay: &Arc<Wakeup>) -> Option<SweepReport> {
     match with_lock(pool, keys::EXPIRY, || sweep(pool, batch, relay)).await {
         Ok(Some(report)) => {
             if report.expired > 0 {

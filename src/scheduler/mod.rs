@@ -10,7 +10,6 @@ pub mod lock;
 use sqlx::PgPool;
 use std::sync::Arc;
 use thiserror::Error;
-use tokio::sync::Notify;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 /// The scheduler could not start.
@@ -52,7 +51,7 @@ pub async fn start(
     pool: PgPool,
     expiry_schedule: &str,
     batch: i64,
-    relay: Arc<Notify>,
+    relay: Arc<crate::outbox::Wakeup>,
 ) -> Result<JobScheduler, SchedulerError> {
     validate("EXPIRY_SCHEDULE", expiry_schedule)?;
     let scheduler = JobScheduler::new().await?;

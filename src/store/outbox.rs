@@ -88,13 +88,15 @@ pub async fn insert(tx: &mut Tx<'_>, rows: &[NewOutboxRow]) -> Result<(), StoreE
     Ok(())
 }
 
-/// Claims up to `limit` due rows for `lease` on behalf of relay `owner`.
+/// Claims up to `limit` due rows of `kinds` for `lease` on behalf of relay `owner`.
 pub async fn claim(
     pool: &PgPool,
     limit: i64,
     lease: Duration,
     owner: Uuid,
+    kinds: &[OutboxKind],
 ) -> Result<Vec<ClaimedRow>, StoreError> {
+    let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
     let rows = sqlx::query(
         "UPDATE outbox SET claimed_until = now() + $2 * interval '1 millisecond', attempts = attempts + 1,
             claimed_by = $3
@@ -102,6 +104,7 @@ pub async fn claim(
              SELECT id FROM outbox
              WHERE sent_at IS NULL AND failed_at IS NULL AND available_at <= now()
                AND (claimed_until IS NULL OR claimed_until < now())
+               AND kind = ANY($4)
              ORDER BY available_at, id
              LIMIT $1
              FOR UPDATE SKIP LOCKED)
@@ -110,6 +113,7 @@ pub async fn claim(
     .bind(limit)
     .bind(lease.as_millis() as f64)
     .bind(owner)
+    .bind(kinds)
     .fetch_all(pool)
     .await?;
     let mut claimed = rows

@@ -192,15 +192,17 @@ impl SmtpServer {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
-            // Acknowledge at once: lettre writes the message and its final
-            // "." separately, and Nagle plus a delayed ACK would add 40 ms per email.
-            let _ = socket2::SockRef::from(reader.get_ref().as_ref()).set_tcp_quickack(true);
             let response = session.process(&line);
             match response.action {
                 Action::NoReply => continue,
                 Action::Reply | Action::UpgradeTls => {
                     let Ok(buf) = response.buffer() else { return };
                     if write.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                    // mailin stays in its DATA state after refusing a message:
+                    // hang up, as a server that refuses would on the client's QUIT.
+                    if matches!(response.code, 451 | 550) {
                         return;
                     }
                 }
