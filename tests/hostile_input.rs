@@ -35,7 +35,7 @@ fn corpus() -> Vec<Hostile> {
         "{\"specversion\":\"1.0\",\"id\":\"n\",\"source\":\"s\",\"type\":\"check_email\",\"data\":",
     );
     nested_data.push_str(&"{\"a\":".repeat(500));
-    nested_data.push_str("1");
+    nested_data.push('1');
     nested_data.push_str(&"}".repeat(501));
     let mut invalid_utf8 =
         br#"{"specversion":"1.0","id":"u","source":"s","type":"check_email","data":{"email":""#
