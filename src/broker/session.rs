@@ -92,6 +92,7 @@ where
             Ok(session) => {
                 if reconnects > 0 {
                     tracing::info!(reconnects, "reconnected to RabbitMQ");
+                    crate::telemetry::metrics::broker_reconnected();
                 } else {
                     tracing::info!("connected to RabbitMQ");
                 }

@@ -18,6 +18,7 @@ const SCHEDULER_LAST_SUCCESS: &str = "user_lifecycle_scheduler_last_success_time
 const DEAD_LETTERED: &str = "user_lifecycle_dead_lettered_total";
 const BROKER_CONNECTED: &str = "user_lifecycle_broker_connected";
 const USERS: &str = "user_lifecycle_users";
+const BROKER_RECONNECTS: &str = "user_lifecycle_broker_reconnects_total";
 
 /// Installs the Prometheus recorder and describes every metric.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -73,6 +74,10 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         "1 while the RabbitMQ connection is up, else 0."
     );
     describe_gauge!(USERS, "Users by status.");
+    describe_counter!(
+        BROKER_RECONNECTS,
+        "Successful reconnections to RabbitMQ after a lost connection."
+    );
     broker_connected(false);
     Ok(handle)
 }
@@ -119,6 +124,11 @@ pub fn dead_lettered(reason: &'static str) {
 /// The broker connection went up or down.
 pub fn broker_connected(up: bool) {
     gauge!(BROKER_CONNECTED).set(if up { 1.0 } else { 0.0 });
+}
+
+/// The worker reconnected to RabbitMQ.
+pub fn broker_reconnected() {
+    counter!(BROKER_RECONNECTS).increment(1);
 }
 
 /// Users with `status`.

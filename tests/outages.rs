@@ -1,0 +1,257 @@
+//! RabbitMQ and PostgreSQL restarted under load: the worker notices, waits
+//! the outage out, recovers, and nothing is lost or applied twice.
+//!
+//! These tests stop shared services, so they run one at a time and only in
+//! this test binary (cargo runs test binaries one after another).
+
+mod common;
+
+use common::{TestWorker, invite_envelopes};
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+static EXCLUSIVE: Mutex<()> = Mutex::const_new(());
+
+async fn run(program: &str, args: &[&str]) {
+    let (program, args) = (
+        program.to_owned(),
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+    );
+    let status = tokio::task::spawn_blocking(move || Command::new(&program).args(&args).status())
+        .await
+        .unwrap()
+        .expect("run a service command");
+    assert!(status.success(), "service command failed: {status}");
+}
+
+fn pg_version() -> String {
+    std::fs::read_dir("/etc/postgresql")
+        .expect("PostgreSQL cluster config")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .next()
+        .expect("a cluster")
+}
+
+/// Polls `check` every 100 ms until it holds or `timeout` passes.
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn emails_per_invitee(w: &TestWorker) -> HashMap<String, usize> {
+    let mut per: HashMap<String, usize> = HashMap::new();
+    for mail in w.smtp.mails() {
+        for to in mail.to.iter().filter(|t| t.ends_with("@load.example")) {
+            *per.entry(to.clone()).or_default() += 1;
+        }
+    }
+    per
+}
+
+#[tokio::test]
+async fn a_rabbitmq_restart_under_load_loses_nothing_and_applies_nothing_twice() {
+    let _only_me = EXCLUSIVE.lock().await;
+    const N: usize = 800;
+    let (mut w, manager) = TestWorker::with_active_manager(&[]).await;
+    let ids = w
+        .publish_all(&invite_envelopes(&manager, "acme", "b", N))
+        .await;
+    for _ in 0..50 {
+        w.client
+            .next_reply(Duration::from_secs(30))
+            .await
+            .expect("progress before the outage");
+    }
+
+    let down_at = Instant::now();
+    run("rabbitmqctl", &["-q", "stop_app"]).await;
+    eventually("broker_connected 0", Duration::from_secs(30), || async {
+        w.metric("user_lifecycle_broker_connected").await == Some(0.0)
+    })
+    .await;
+    let (ready, _) = w.http_get("/readyz").await.expect("readyz answers");
+    assert_eq!(ready, 503, "not ready without the broker");
+    let applied_during_outage = w
+        .count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
+        .await;
+    run("rabbitmqctl", &["-q", "start_app"]).await;
+    run("rabbitmqctl", &["-q", "await_startup"]).await;
+    eventually("reconnect", Duration::from_secs(60), || async {
+        w.metric("user_lifecycle_broker_connected").await == Some(1.0)
+    })
+    .await;
+    let outage = down_at.elapsed();
+    w.wait_ready().await;
+    w.reconnect_amqp().await;
+
+    eventually("every invite applied", Duration::from_secs(120), || async {
+        w.count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
+            .await
+            == N as i64
+    })
+    .await;
+    eventually(
+        "every invitee emailed",
+        Duration::from_secs(120),
+        || async { emails_per_invitee(&w).len() == N },
+    )
+    .await;
+    eventually("the outbox drained", Duration::from_secs(60), || async {
+        w.count("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            .await
+            == 0
+    })
+    .await;
+    let per = emails_per_invitee(&w);
+    let duplicate_emails: usize = per.values().map(|n| n - 1).sum();
+    let processed = w
+        .count("SELECT count(*) FROM processed_commands WHERE command_type = 'invite_user'")
+        .await;
+    let audit = w
+        .count("SELECT count(*) FROM audit_log WHERE action = 'user.invited'")
+        .await;
+    let reconnects = w
+        .metric("user_lifecycle_broker_reconnects_total")
+        .await
+        .unwrap_or(0.0);
+    let duplicates = w
+        .metric("user_lifecycle_commands_total{type=\"invite_user\",outcome=\"duplicate\"}")
+        .await
+        .unwrap_or(0.0);
+    let dead = w
+        .count("SELECT count(*) FROM outbox WHERE kind = 'dead_letter'")
+        .await;
+    println!(
+        "RabbitMQ restart under load: commands sent {N}, applied during the outage {applied_during_outage}, outage {outage:?}, \
+         reconnects {reconnects}, applied {processed}, duplicates suppressed {duplicates}, emails delivered {}, \
+         duplicate emails {duplicate_emails}, dead-lettered {dead}",
+        per.values().sum::<usize>()
+    );
+    assert_eq!(ids.len(), N);
+    assert_eq!(processed, N as i64, "each command applied exactly once");
+    assert_eq!(audit, N as i64);
+    assert_eq!(
+        duplicate_emails, 0,
+        "the email lane does not depend on the broker"
+    );
+    assert!(reconnects >= 1.0);
+    assert_eq!(dead, 0);
+}
+
+#[tokio::test]
+async fn a_postgresql_restart_under_load_pauses_consumption_and_loses_nothing() {
+    let _only_me = EXCLUSIVE.lock().await;
+    const N: usize = 800;
+    let (mut w, manager) = TestWorker::with_active_manager(&[]).await;
+    let ids = w
+        .publish_all(&invite_envelopes(&manager, "acme", "p", N))
+        .await;
+    let mut replies: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
+    for _ in 0..50 {
+        let (id, reply) = w
+            .client
+            .next_reply(Duration::from_secs(30))
+            .await
+            .expect("progress before the outage");
+        replies.entry(id).or_default().push(reply);
+    }
+
+    let version = pg_version();
+    let down_at = Instant::now();
+    run(
+        "pg_ctlcluster",
+        &[
+            "--skip-systemctl-redirect",
+            &version,
+            "main",
+            "stop",
+            "-m",
+            "fast",
+        ],
+    )
+    .await;
+    eventually(
+        "not ready without the database",
+        Duration::from_secs(30),
+        || async { w.http_get("/readyz").await.map(|(s, _)| s).unwrap_or(0) == 503 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // the outage lasts a while: that is the subject
+    let (live, _) = w.http_get("/healthz").await.expect("the process stays up");
+    assert_eq!(live, 200);
+    run(
+        "pg_ctlcluster",
+        &["--skip-systemctl-redirect", &version, "main", "start"],
+    )
+    .await;
+    w.wait_ready().await;
+    let outage = down_at.elapsed();
+
+    let missing: Vec<String> = ids
+        .iter()
+        .filter(|id| !replies.contains_key(*id))
+        .cloned()
+        .collect();
+    for (id, more) in w.replies_for(&missing, Duration::from_secs(180)).await {
+        replies.entry(id).or_default().extend(more);
+    }
+    for id in &ids {
+        let got = replies
+            .get(id)
+            .unwrap_or_else(|| panic!("no reply for {id}"));
+        assert!(
+            got.iter().any(|r| r["status"] == "applied"),
+            "{id}: {got:?}"
+        );
+    }
+    let duplicate_replies: usize = replies
+        .values()
+        .flatten()
+        .filter(|r| r["duplicate"] == true)
+        .count();
+    eventually(
+        "every invitee emailed",
+        Duration::from_secs(120),
+        || async { emails_per_invitee(&w).len() == N },
+    )
+    .await;
+    let per = emails_per_invitee(&w);
+    let duplicate_emails: usize = per.values().map(|n| n - 1).sum();
+    let users = w
+        .count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
+        .await;
+    let processed = w
+        .count("SELECT count(*) FROM processed_commands WHERE command_type = 'invite_user'")
+        .await;
+    let dead = w
+        .count("SELECT count(*) FROM outbox WHERE kind = 'dead_letter'")
+        .await;
+    println!(
+        "PostgreSQL restart under load: commands sent {N}, outage {outage:?}, applied {users}, duplicates suppressed \
+         (duplicate replies) {duplicate_replies}, emails delivered {}, duplicate emails {duplicate_emails}, dead-lettered {dead}",
+        per.values().sum::<usize>()
+    );
+    assert_eq!(users, N as i64, "nothing lost, nothing applied twice");
+    assert_eq!(processed, N as i64);
+    assert_eq!(
+        dead, 0,
+        "a database outage is waited out, not dead-lettered"
+    );
+    assert!(
+        duplicate_emails <= 4,
+        "at most the sends in flight when the database went away"
+    );
+}
