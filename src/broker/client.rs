@@ -108,11 +108,24 @@ impl CommandClient {
         body: &[u8],
         correlation_id: &str,
     ) -> Result<(), ClientError> {
+        self.publish_with_headers(routing_key, body, correlation_id, FieldTable::default())
+            .await
+    }
+
+    /// Like `publish_raw`, with AMQP `headers` (e.g. `traceparent`).
+    pub async fn publish_with_headers(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+        correlation_id: &str,
+        headers: FieldTable,
+    ) -> Result<(), ClientError> {
         let props = BasicProperties::default()
             .with_content_type("application/cloudevents+json".into())
             .with_delivery_mode(2)
             .with_reply_to(self.reply_queue.as_str().into())
-            .with_correlation_id(correlation_id.into());
+            .with_correlation_id(correlation_id.into())
+            .with_headers(headers);
         let confirmation = self
             .channel
             .basic_publish(

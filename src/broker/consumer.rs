@@ -23,7 +23,8 @@ use super::publisher::Publisher;
 use super::session::{Session, backoff};
 use crate::domain::envelope;
 use crate::domain::reply::{Reason, Rejection, Reply, ReplyStatus};
-use crate::handler::{Handled, Handler, ReplyAddress};
+use crate::domain::trace::TraceParent;
+use crate::handler::{FunnelStep, Handled, Handler, ReplyAddress};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics;
 
@@ -216,6 +217,14 @@ fn previous_deliveries(delivery: &Delivery) -> u32 {
         .unwrap_or(0)
 }
 
+fn header_str(delivery: &Delivery, key: &str) -> Option<String> {
+    delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| super::publisher::header_str(h, key))
+}
+
 async fn ack(delivery: &Delivery) {
     match delivery.acker.ack(BasicAckOptions::default()).await {
         Ok(true) => {}
@@ -242,7 +251,12 @@ async fn requeue(delivery: &Delivery) {
     }
 }
 
-async fn publish_reply(publisher: &Publisher, address: &ReplyAddress, reply: &Reply) {
+async fn publish_reply(
+    publisher: &Publisher,
+    address: &ReplyAddress,
+    reply: &Reply,
+    trace: Option<&TraceParent>,
+) {
     let body = match serde_json::to_vec(reply) {
         Ok(b) => b,
         Err(e) => {
@@ -251,7 +265,12 @@ async fn publish_reply(publisher: &Publisher, address: &ReplyAddress, reply: &Re
         }
     };
     let result = match publisher
-        .reply(&address.reply_to, &address.correlation_id, &body)
+        .reply(
+            &address.reply_to,
+            &address.correlation_id,
+            &body,
+            trace.map(TraceParent::as_str),
+        )
         .await
     {
         Ok(pending) => pending.confirmed().await,
@@ -286,7 +305,7 @@ async fn dead_letter(
     }
     metrics::dead_lettered(reason);
     if let Some((address, reply)) = reply {
-        publish_reply(publisher, &address, &reply).await;
+        publish_reply(publisher, &address, &reply, None).await;
     }
     ack(delivery).await;
 }
@@ -300,7 +319,7 @@ async fn process(
     let started = Instant::now();
     let reply_to = property(delivery.properties.reply_to());
     let correlation_id = property(delivery.properties.correlation_id());
-    let env = match envelope::parse(&delivery.data) {
+    let mut env = match envelope::parse(&delivery.data) {
         Ok(env) => env,
         Err(err) => {
             let reason = err.reason();
@@ -326,12 +345,17 @@ async fn process(
             return;
         }
     };
+    if let Some(trace) = header_str(&delivery, "traceparent").and_then(|h| TraceParent::parse(&h)) {
+        env.traceparent = Some(trace);
+    }
     let kind = env.kind.as_str();
     let span = tracing::info_span!(
         "command",
         command_id = %env.id,
         r#type = kind,
         actor = env.actor.map(|a| a.to_string()),
+        trace_id = env.traceparent.as_ref().map(|t| t.trace_id().to_owned()),
+        user_id = tracing::field::Empty,
     );
     async {
         let address = reply_to.map(|reply_to| ReplyAddress {
@@ -341,9 +365,19 @@ async fn process(
         let mut attempt = 0;
         loop {
             match deps.handler.handle(&env, address.as_ref(), &delivery.data).await {
-                Ok(Handled::Processed(reply)) => {
+                Ok(Handled::Processed(reply, funnel)) => {
                     ack(&delivery).await;
                     deps.relay.wake();
+                    for step in funnel {
+                        match step {
+                            FunnelStep::Invited => metrics::invites("invited", 1),
+                            FunnelStep::Activated(after) => {
+                                metrics::invites("activated", 1);
+                                metrics::time_to_activate(after);
+                            }
+                            FunnelStep::Removed => metrics::invites("removed", 1),
+                        }
+                    }
                     if reply.status == ReplyStatus::Invalid {
                         metrics::dead_lettered("invalid_data");
                     }
@@ -353,7 +387,13 @@ async fn process(
                 }
                 Ok(Handled::Duplicate(reply)) => {
                     if let Some(address) = &address {
-                        publish_reply(publisher, address, &reply.as_duplicate()).await;
+                        publish_reply(
+                            publisher,
+                            address,
+                            &reply.as_duplicate(),
+                            env.traceparent.as_ref(),
+                        )
+                        .await;
                     }
                     ack(&delivery).await;
                     tracing::info!("duplicate delivery answered with the stored reply");

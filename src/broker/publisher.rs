@@ -56,6 +56,21 @@ fn persistent(content_type: &str) -> BasicProperties {
         .with_content_type(content_type.into())
 }
 
+/// Adds the W3C `traceparent` header when there is one.
+fn with_trace(props: BasicProperties, trace: Option<&str>) -> BasicProperties {
+    match trace {
+        Some(trace) if !trace.is_empty() => {
+            let mut headers = FieldTable::default();
+            headers.insert(
+                "traceparent".into(),
+                AMQPValue::LongString(LongString::from(trace)),
+            );
+            props.with_headers(headers)
+        }
+        _ => props,
+    }
+}
+
 impl Publisher {
     /// Wraps `channel`, which must be in confirm mode.
     pub fn new(channel: Channel, topology: Topology) -> Publisher {
@@ -97,10 +112,14 @@ impl Publisher {
         routing_key: &str,
         message_id: &str,
         body: &[u8],
+        trace: Option<&str>,
     ) -> Result<Pending, PublishError> {
-        let props = persistent("application/cloudevents+json")
-            .with_message_id(message_id.into())
-            .with_type(routing_key.into());
+        let props = with_trace(
+            persistent("application/cloudevents+json")
+                .with_message_id(message_id.into())
+                .with_type(routing_key.into()),
+            trace,
+        );
         self.publish(&self.topology.events, routing_key, false, body, props)
             .await
     }
@@ -111,10 +130,14 @@ impl Publisher {
         reply_to: &str,
         correlation_id: &str,
         body: &[u8],
+        trace: Option<&str>,
     ) -> Result<Pending, PublishError> {
-        let props = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_correlation_id(correlation_id.into());
+        let props = with_trace(
+            BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_correlation_id(correlation_id.into()),
+            trace,
+        );
         self.publish("", reply_to, false, body, props).await
     }
 

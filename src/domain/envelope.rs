@@ -9,6 +9,7 @@ use thiserror::Error;
 use super::command::CommandType;
 use super::field_error::FieldError;
 use super::ids::{CommandId, UserId};
+use super::trace::TraceParent;
 
 /// The largest message the worker accepts (64 KiB).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -26,6 +27,9 @@ pub struct Envelope {
     pub actor: Option<UserId>,
     /// The command's data, still JSON.
     pub data: Value,
+    /// Trace context: the CloudEvents `traceparent` attribute (the AMQP
+    /// header of the same name, read by the consumer, takes precedence).
+    pub traceparent: Option<TraceParent>,
 }
 
 /// Why a message is not a command envelope. The `reason` label is used in
@@ -129,6 +133,10 @@ pub fn parse(body: &[u8]) -> Result<Envelope, EnvelopeError> {
         kind,
         actor,
         data: map.get("data").cloned().unwrap_or(Value::Null),
+        traceparent: map
+            .get("traceparent")
+            .and_then(Value::as_str)
+            .and_then(TraceParent::parse),
     })
 }
 

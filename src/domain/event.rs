@@ -7,6 +7,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::trace::TraceParent;
+
 /// The contract's event types; the routing key is the type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
@@ -75,8 +77,8 @@ impl Event {
     }
 
     /// The CloudEvents document, with a fresh id, as published.
-    pub fn to_cloudevent(&self, time: DateTime<Utc>) -> Value {
-        json!({
+    pub fn to_cloudevent(&self, time: DateTime<Utc>, trace: Option<&TraceParent>) -> Value {
+        let mut event = json!({
             "specversion": "1.0",
             "id": Uuid::new_v4().to_string(),
             "source": "user-lifecycle",
@@ -85,7 +87,14 @@ impl Event {
             "time": time.to_rfc3339_opts(SecondsFormat::Millis, true),
             "datacontenttype": "application/json",
             "data": self.data,
-        })
+        });
+        if let (Some(trace), Value::Object(map)) = (trace, &mut event) {
+            map.insert(
+                "traceparent".into(),
+                Value::String(trace.as_str().to_owned()),
+            );
+        }
+        event
     }
 }
 
@@ -96,7 +105,7 @@ mod tests {
     #[test]
     fn cloudevent_has_the_contract_attributes() {
         let e = Event::new(EventType::UserInvited, "u-1", json!({"a": 1}));
-        let v = e.to_cloudevent(Utc::now());
+        let v = e.to_cloudevent(Utc::now(), None);
         assert_eq!(v["specversion"], "1.0");
         assert_eq!(v["source"], "user-lifecycle");
         assert_eq!(v["type"], "user.invited");

@@ -21,6 +21,7 @@ pub mod phone;
 pub mod reply;
 pub mod strict_json;
 pub mod token;
+pub mod trace;
 pub mod user;
 
 pub use field_error::FieldError;

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::invitations::ActivationEmail;
 use super::tokens::issue_token;
-use super::{Ctx, Effects, HandlerSettings, Outcome};
+use super::{Ctx, Effects, FunnelStep, HandlerSettings, Outcome};
 use crate::domain::FieldError;
 use crate::domain::authz::{self, Grant};
 use crate::domain::command::{AccountSpec, OnboardOrganization, SyncAccounts};
@@ -114,6 +114,7 @@ pub(super) async fn onboard(
             "manager_id": manager_id,
         }),
     );
+    fx.funnel(FunnelStep::Invited);
     fx.event(
         EventType::UserInvited,
         manager_id,

@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 use crate::domain::command::CommandType;
 use crate::domain::event::{Event, EventType};
 use crate::domain::notification::EmailJob;
+use crate::domain::trace::TraceParent;
+use crate::handler::FunnelStep;
 use crate::store::outbox::{NewOutboxRow, OutboxKind};
 
 /// Events, emails and dead letters a command produces.
@@ -20,6 +22,7 @@ pub struct Effects {
     events: Vec<Event>,
     emails: Vec<EmailJob>,
     on_rejection: Vec<Event>,
+    funnel: Vec<FunnelStep>,
     dead_letter: Option<Value>,
 }
 
@@ -32,6 +35,16 @@ impl Effects {
     /// Publishes `kind` even though the command is rejected.
     pub fn event_on_rejection(&mut self, kind: EventType, subject: impl ToString, data: Value) {
         self.on_rejection.push(Event::new(kind, subject, data));
+    }
+
+    /// Records an invite-funnel step for the metrics.
+    pub fn funnel(&mut self, step: FunnelStep) {
+        self.funnel.push(step);
+    }
+
+    /// The funnel steps recorded (none after a rejection).
+    pub fn funnel_steps(&self) -> Vec<FunnelStep> {
+        self.funnel.clone()
     }
 
     /// Sends `job` once the command commits.
@@ -52,15 +65,16 @@ impl Effects {
     pub fn discard_for_rejection(&mut self) {
         self.events = std::mem::take(&mut self.on_rejection);
         self.emails.clear();
+        self.funnel.clear();
     }
 
     /// The outbox rows, events stamped with `now`.
-    pub fn into_rows(self, now: DateTime<Utc>) -> Vec<NewOutboxRow> {
+    pub fn into_rows(self, now: DateTime<Utc>, trace: Option<&TraceParent>) -> Vec<NewOutboxRow> {
         let mut rows = Vec::with_capacity(self.events.len() + self.emails.len() + 2);
         for e in &self.events {
             rows.push(NewOutboxRow {
                 kind: OutboxKind::Event,
-                payload: json!({"routing_key": e.kind.as_str(), "body": e.to_cloudevent(now)}),
+                payload: json!({"routing_key": e.kind.as_str(), "body": e.to_cloudevent(now, trace)}),
             });
         }
         for job in self.emails {

@@ -3,9 +3,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::participants::{load_actor, load_target};
+use super::participants::{load_actor, load_target, note_user};
 use super::tokens::{issue_token, redeem};
-use super::{Ctx, Effects, HandlerSettings, Outcome, email_time};
+use super::{Ctx, Effects, FunnelStep, HandlerSettings, Outcome, email_time};
 use crate::domain::authz;
 use crate::domain::command::InviteUser;
 use crate::domain::event::EventType;
@@ -96,6 +96,7 @@ pub(super) async fn invite(
         .check_known(&known_delivery, "delivery_accounts")?;
 
     let user_id = UserId::new();
+    note_user(user_id);
     let expires_at = ctx.now + settings.activation_ttl;
     let inserted = users::insert_invited(
         tx,
@@ -137,6 +138,7 @@ pub(super) async fn invite(
         },
     )
     .await?;
+    fx.funnel(FunnelStep::Invited);
     fx.event(
         EventType::UserInvited,
         user_id,
@@ -262,6 +264,8 @@ pub(super) async fn activate(
         },
     )
     .await?;
+    let waited = (ctx.now - target.created_at).to_std().unwrap_or_default();
+    fx.funnel(FunnelStep::Activated(waited));
     fx.event(
         EventType::UserActivated,
         user_id,

@@ -25,6 +25,7 @@ use crate::domain::command::Command;
 use crate::domain::envelope::Envelope;
 use crate::domain::ids::UserId;
 use crate::domain::reply::{Rejection, Reply};
+use crate::domain::trace::TraceParent;
 use crate::store::outbox::{NewOutboxRow, OutboxKind};
 use crate::store::{self, StoreError, Tx};
 
@@ -50,11 +51,23 @@ pub struct ReplyAddress {
     pub correlation_id: String,
 }
 
+/// A step of the invite funnel a committed command took (for metrics).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FunnelStep {
+    /// A user was invited.
+    Invited,
+    /// An invited user activated, this long after the invitation.
+    Activated(std::time::Duration),
+    /// A user was removed before activating.
+    Removed,
+}
+
 /// What happened to a command.
 #[derive(Debug)]
 pub enum Handled {
-    /// Processed now: its reply and effects are in the outbox.
-    Processed(Reply),
+    /// Processed now: its reply and effects are in the outbox; the funnel
+    /// steps are what it changed, for metrics recorded after the commit.
+    Processed(Reply, Vec<FunnelStep>),
     /// Processed before: here is the stored reply, nothing else happened.
     Duplicate(Reply),
 }
@@ -193,13 +206,14 @@ impl Handler {
             Err(rejection) => Reply::refused(Some(id), &rejection),
         };
         store::processed::finish(&mut tx, id, &reply).await?;
-        let mut rows = fx.into_rows(ctx.now);
+        let funnel = fx.funnel_steps();
+        let mut rows = fx.into_rows(ctx.now, envelope.traceparent.as_ref());
         if let Some(address) = reply_to {
-            rows.push(reply_row(address, &reply));
+            rows.push(reply_row(address, &reply, envelope.traceparent.as_ref()));
         }
         store::outbox::insert(&mut tx, &rows).await?;
         tx.commit().await?;
-        Ok(Handled::Processed(reply))
+        Ok(Handled::Processed(reply, funnel))
     }
 
     async fn apply(
@@ -235,12 +249,17 @@ impl Handler {
 }
 
 /// The outbox row that publishes `reply` to `address`.
-pub fn reply_row(address: &ReplyAddress, reply: &Reply) -> NewOutboxRow {
+pub fn reply_row(
+    address: &ReplyAddress,
+    reply: &Reply,
+    trace: Option<&TraceParent>,
+) -> NewOutboxRow {
     NewOutboxRow {
         kind: OutboxKind::Reply,
         payload: json!({
             "reply_to": address.reply_to,
             "correlation_id": address.correlation_id,
+            "traceparent": trace.map(TraceParent::as_str),
             "body": reply,
         }),
     }
@@ -249,7 +268,7 @@ pub fn reply_row(address: &ReplyAddress, reply: &Reply) -> NewOutboxRow {
 /// The reply's status as a metrics outcome label.
 pub fn outcome_label(handled: &Handled) -> &'static str {
     match handled {
-        Handled::Processed(r) => r.status.as_str(),
+        Handled::Processed(r, _) => r.status.as_str(),
         Handled::Duplicate(_) => "duplicate",
     }
 }

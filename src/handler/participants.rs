@@ -20,7 +20,13 @@ pub(super) async fn load_actor(tx: &mut Tx<'_>, ctx: &Ctx) -> Result<UserRecord,
 
 /// Loads a target user by id, locked; `not_found` when it does not exist.
 pub(super) async fn load_target(tx: &mut Tx<'_>, id: UserId) -> Result<UserRecord, Fail> {
+    note_user(id);
     users::lock_by_id(tx, id)
         .await?
         .ok_or_else(|| Fail::Reject(Rejection::new(Reason::NotFound, "no such user")))
+}
+
+/// Adds the user a command is about to the current log span (`user_id`).
+pub(super) fn note_user(id: UserId) {
+    tracing::Span::current().record("user_id", tracing::field::display(id));
 }

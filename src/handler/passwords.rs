@@ -27,6 +27,7 @@ pub(super) async fn request(
         .await?
         .ok_or_else(|| Rejection::new(Reason::NotFound, "no user with this email address"))?;
     let user_id = target.snapshot.id;
+    super::participants::note_user(user_id);
     let last = tokens::last_issued_at(tx, user_id, TokenPurpose::PasswordReset).await?;
     if let Err(rejection) = user::check_password_resettable(
         target.snapshot.status,

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::participants::{load_actor, load_target};
-use super::{Ctx, Effects, Outcome};
+use super::{Ctx, Effects, FunnelStep, Outcome};
 use crate::domain::authz;
 use crate::domain::event::EventType;
 use crate::domain::ids::UserId;
@@ -52,6 +52,12 @@ pub(super) async fn remove(
         },
     )
     .await?;
+    if matches!(
+        target.snapshot.status,
+        UserStatus::Invited | UserStatus::Expired
+    ) {
+        fx.funnel(FunnelStep::Removed);
+    }
     fx.event(
         EventType::UserRemoved,
         user_id,

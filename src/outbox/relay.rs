@@ -239,11 +239,14 @@ impl Relay {
             }
         };
         let template = job.template.as_str();
+        let started = std::time::Instant::now();
         let outcome = self.send(&row, &job).await;
+        let elapsed = started.elapsed();
         match outcome {
             Delivery::Sent => {
                 tracing::debug!(outbox_id = row.id, template, user_id = ?job.user_id, "email sent");
                 metrics::email(template, "sent");
+                metrics::email_send(template, "sent", elapsed);
                 outbox::mark_sent(&self.pool, &[row.id]).await
             }
             Delivery::Retry(error) if row.attempts < self.settings.max_attempts => {
@@ -251,12 +254,14 @@ impl Relay {
                 tracing::warn!(outbox_id = row.id, template, user_id = ?job.user_id, attempts = row.attempts,
                     retry_in_ms = delay.as_millis() as u64, error = %error, "email not sent; will retry");
                 metrics::email(template, "retry");
+                metrics::email_send(template, "retry", elapsed);
                 outbox::retry_later(&self.pool, row.id, delay, &error).await
             }
             Delivery::Retry(error) | Delivery::Failed(error) => {
                 tracing::error!(outbox_id = row.id, template, user_id = ?job.user_id, attempts = row.attempts,
                     error = %error, "email failed for good");
                 metrics::email(template, "failed");
+                metrics::email_send(template, "failed", elapsed);
                 outbox::mark_failed(&self.pool, row.id, &error).await
             }
         }
@@ -301,12 +306,20 @@ async fn publish_row(publisher: &Publisher, row: &ClaimedRow) -> Result<Pending,
         OutboxKind::Event => {
             let body = serde_json::to_vec(&p["body"]).unwrap_or_default();
             let id = p["body"]["id"].as_str().unwrap_or_default().to_owned();
-            publisher.event(&text("routing_key"), &id, &body).await
+            let trace = p["body"]["traceparent"].as_str();
+            publisher
+                .event(&text("routing_key"), &id, &body, trace)
+                .await
         }
         OutboxKind::Reply => {
             let body = serde_json::to_vec(&p["body"]).unwrap_or_default();
             publisher
-                .reply(&text("reply_to"), &text("correlation_id"), &body)
+                .reply(
+                    &text("reply_to"),
+                    &text("correlation_id"),
+                    &body,
+                    p["traceparent"].as_str(),
+                )
                 .await
         }
         OutboxKind::DeadLetter => {

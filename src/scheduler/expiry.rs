@@ -42,7 +42,7 @@ fn rows_for(invite: &ExpiredInvite, now: chrono::DateTime<Utc>) -> Vec<NewOutbox
     );
     let mut rows = vec![NewOutboxRow {
         kind: OutboxKind::Event,
-        payload: json!({"routing_key": event.kind.as_str(), "body": event.to_cloudevent(now)}),
+        payload: json!({"routing_key": event.kind.as_str(), "body": event.to_cloudevent(now, None)}),
     }];
     if let Some(manager) = &invite.inviter {
         let status = UserStatus::parse(&manager.status).unwrap_or(UserStatus::Removed);
@@ -90,6 +90,7 @@ pub async fn sweep(pool: &PgPool, batch: i64, relay: &Wakeup) -> Result<SweepRep
         report.batches += 1;
         report.expired += expired.len() as u64;
         metrics::invites_expired(expired.len() as u64);
+        metrics::invites("expired", expired.len() as u64);
         if !expired.is_empty() {
             relay.wake();
         }
@@ -101,7 +102,10 @@ pub async fn sweep(pool: &PgPool, batch: i64, relay: &Wakeup) -> Result<SweepRep
 
 /// One scheduled run: the sweep under the advisory lock, with metrics.
 pub async fn run(pool: &PgPool, batch: i64, relay: &Arc<Wakeup>) -> Option<SweepReport> {
-    match with_lock(pool, keys::EXPIRY, || sweep(pool, batch, relay)).await {
+    let started = std::time::Instant::now();
+    let outcome = with_lock(pool, keys::EXPIRY, || sweep(pool, batch, relay)).await;
+    metrics::scheduler_duration("expiry", started.elapsed());
+    match outcome {
         Ok(Some(report)) => {
             if report.expired > 0 {
                 tracing::info!(

@@ -81,11 +81,15 @@ async fn respond(req: Request<hyper::body::Incoming>, e: &Endpoints) -> Response
         );
     }
     match req.uri().path() {
-        "/metrics" => text(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            e.metrics.render(),
-        ),
+        "/metrics" => {
+            // Process metrics (RSS, CPU seconds, open fds…) as of this scrape.
+            metrics_process::Collector::default().collect();
+            text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                e.metrics.render(),
+            )
+        }
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
             let db = tokio::time::timeout(

@@ -19,6 +19,10 @@ const DEAD_LETTERED: &str = "user_lifecycle_dead_lettered_total";
 const BROKER_CONNECTED: &str = "user_lifecycle_broker_connected";
 const USERS: &str = "user_lifecycle_users";
 const BROKER_RECONNECTS: &str = "user_lifecycle_broker_reconnects_total";
+const INVITES: &str = "user_lifecycle_invites_total";
+const TIME_TO_ACTIVATE: &str = "user_lifecycle_invite_time_to_activate_seconds";
+const EMAIL_DURATION: &str = "user_lifecycle_email_send_duration_seconds";
+const SCHEDULER_DURATION: &str = "user_lifecycle_scheduler_duration_seconds";
 
 /// Installs the Prometheus recorder and describes every metric.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -28,6 +32,31 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
             &[
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(TIME_TO_ACTIVATE.to_owned()),
+            &[
+                60.0,
+                300.0,
+                900.0,
+                3600.0,
+                4.0 * 3600.0,
+                86_400.0,
+                2.0 * 86_400.0,
+                4.0 * 86_400.0,
+                7.0 * 86_400.0,
+                14.0 * 86_400.0,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(EMAIL_DURATION.to_owned()),
+            &[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(SCHEDULER_DURATION.to_owned()),
+            &[0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0],
         )?
         .install_recorder()?;
     describe_counter!(
@@ -78,6 +107,26 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         BROKER_RECONNECTS,
         "Successful reconnections to RabbitMQ after a lost connection."
     );
+    describe_counter!(
+        INVITES,
+        "The invite funnel: invitations by outcome (invited, activated, expired, removed)."
+    );
+    describe_histogram!(
+        TIME_TO_ACTIVATE,
+        metrics::Unit::Seconds,
+        "Time from invitation to activation."
+    );
+    describe_histogram!(
+        EMAIL_DURATION,
+        metrics::Unit::Seconds,
+        "Time of one email send attempt, by template and outcome."
+    );
+    describe_histogram!(
+        SCHEDULER_DURATION,
+        metrics::Unit::Seconds,
+        "Duration of scheduled job runs, by job."
+    );
+    metrics_process::Collector::default().describe();
     broker_connected(false);
     Ok(handle)
 }
@@ -129,6 +178,27 @@ pub fn broker_connected(up: bool) {
 /// The worker reconnected to RabbitMQ.
 pub fn broker_reconnected() {
     counter!(BROKER_RECONNECTS).increment(1);
+}
+
+/// The invite funnel moved: `outcome` is invited, activated, expired or removed.
+pub fn invites(outcome: &'static str, n: u64) {
+    counter!(INVITES, "outcome" => outcome).increment(n);
+}
+
+/// An invited user activated `after` its invitation.
+pub fn time_to_activate(after: Duration) {
+    histogram!(TIME_TO_ACTIVATE).record(after.as_secs_f64());
+}
+
+/// One email send attempt of `template` took `elapsed` and ended with `outcome`.
+pub fn email_send(template: &'static str, outcome: &'static str, elapsed: Duration) {
+    histogram!(EMAIL_DURATION, "template" => template, "outcome" => outcome)
+        .record(elapsed.as_secs_f64());
+}
+
+/// A run of scheduled `job` took `elapsed`.
+pub fn scheduler_duration(job: &'static str, elapsed: Duration) {
+    histogram!(SCHEDULER_DURATION, "job" => job).record(elapsed.as_secs_f64());
 }
 
 /// Users with `status`.
