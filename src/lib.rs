@@ -5,12 +5,14 @@
 //! leave through a transactional outbox. See `README.md` and the contract.
 
 pub mod app;
+pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod handler;
 pub mod mail;
+pub mod ops;
 pub mod outbox;
 pub mod scheduler;
 pub mod shutdown;

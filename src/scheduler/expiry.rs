@@ -27,6 +27,8 @@ pub struct SweepReport {
     pub expired: u64,
     /// Transactions used.
     pub batches: u32,
+    /// The longest single batch transaction (how long it held row locks).
+    pub longest_batch: std::time::Duration,
 }
 
 fn rows_for(invite: &ExpiredInvite, now: chrono::DateTime<Utc>) -> Vec<NewOutboxRow> {
@@ -82,11 +84,13 @@ pub async fn sweep(pool: &PgPool, batch: i64, relay: &Wakeup) -> Result<SweepRep
     let mut report = SweepReport::default();
     loop {
         let now = Utc::now();
+        let started = std::time::Instant::now();
         let mut tx = pool.begin().await?;
         let expired = expire_batch(&mut tx, now, batch).await?;
         let rows: Vec<NewOutboxRow> = expired.iter().flat_map(|i| rows_for(i, now)).collect();
         insert(&mut tx, &rows).await?;
         tx.commit().await?;
+        report.longest_batch = report.longest_batch.max(started.elapsed());
         report.batches += 1;
         report.expired += expired.len() as u64;
         metrics::invites_expired(expired.len() as u64);

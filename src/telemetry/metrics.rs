@@ -7,6 +7,9 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::time::Duration;
 
+use crate::domain::command::CommandType;
+use crate::domain::notification::Template;
+
 const COMMANDS: &str = "user_lifecycle_commands_total";
 const COMMAND_DURATION: &str = "user_lifecycle_command_duration_seconds";
 const EMAILS: &str = "user_lifecycle_emails_total";
@@ -128,6 +131,22 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     );
     metrics_process::Collector::default().describe();
     broker_connected(false);
+    // Series that alerts take `increase()` of exist from the start at 0, so
+    // their first event counts.
+    for reason in ["not_json", "not_envelope", "unknown_type", "too_large", "invalid_data", "transient"] {
+        counter!(DEAD_LETTERED, "reason" => reason).increment(0);
+    }
+    for template in Template::ALL {
+        for outcome in ["sent", "retry", "failed"] {
+            counter!(EMAILS, "template" => template.as_str(), "outcome" => outcome).increment(0);
+        }
+    }
+    for kind in CommandType::ALL {
+        counter!(COMMANDS, "type" => kind.as_str(), "outcome" => "error").increment(0);
+    }
+    for outcome in ["invited", "activated", "expired", "removed"] {
+        counter!(INVITES, "outcome" => outcome).increment(0);
+    }
     Ok(handle)
 }
 

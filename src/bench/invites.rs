@@ -1,0 +1,216 @@
+//! The end-to-end run: N `invite_user` commands published to the running
+//! worker, timed until every reply and every activation email has arrived.
+
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+use super::BenchError;
+use super::process::WorkerProcess;
+use super::sink::Sink;
+use crate::broker::client::CommandClient;
+
+/// p50, p95 and p99 of a latency, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles of `samples` (milliseconds).
+    pub fn of(mut samples: Vec<f64>) -> Percentiles {
+        if samples.is_empty() {
+            return Percentiles::default();
+        }
+        samples.sort_by(f64::total_cmp);
+        let at = |q: f64| samples[((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
+        Percentiles { p50: at(0.50), p95: at(0.95), p99: at(0.99) }
+    }
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InviteFigures {
+    /// Commands published.
+    pub commands: usize,
+    /// Rate offered (commands/s), or null for as fast as possible.
+    pub offered_per_s: Option<f64>,
+    /// Commands answered per second, first publish to last reply.
+    pub commands_per_s: f64,
+    /// Emails delivered per second, first publish to last email.
+    pub emails_per_s: f64,
+    /// Publish → reply.
+    pub reply_ms: Percentiles,
+    /// Publish → email at the SMTP server.
+    pub email_ms: Percentiles,
+    /// The worker's peak resident memory during the run.
+    pub peak_rss_mib: f64,
+    /// The worker's CPU seconds per 1,000 commands.
+    pub cpu_s_per_1000: f64,
+    /// Replies other than `applied` (should be 0).
+    pub not_applied: usize,
+}
+
+/// Runs `n` invites of `tag` against the worker; `rate` limits the offered rate.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    amqp_url: &str,
+    prefix: &str,
+    sink: &Sink,
+    worker: &WorkerProcess,
+    manager: &str,
+    organization: &str,
+    tag: &str,
+    n: usize,
+    rate: Option<f64>,
+) -> Result<InviteFigures, BenchError> {
+    let conn = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
+    let replies_channel = conn.create_channel().await?;
+    let queue = replies_channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await?;
+    let reply_to = queue.name().as_str().to_owned();
+    let mut replies = replies_channel
+        .basic_consume(
+            reply_to.as_str().into(),
+            "".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<(String, Instant, bool)>();
+    let collector = tokio::spawn(async move {
+        while let Some(Ok(d)) = replies.next().await {
+            let at = Instant::now();
+            let id = d.properties.correlation_id().as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default();
+            let applied = serde_json::from_slice::<serde_json::Value>(&d.data)
+                .map(|v| v["status"] == "applied")
+                .unwrap_or(false);
+            if tx.send((id, at, applied)).is_err() {
+                break;
+            }
+        }
+    });
+
+    let publisher = conn.create_channel().await?;
+    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+    let exchange = format!("{prefix}.commands");
+    let mut published: HashMap<String, Instant> = HashMap::with_capacity(n);
+    let mut email_of: HashMap<String, String> = HashMap::with_capacity(n);
+    let bodies: Vec<(String, String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let email = format!("{tag}{i}@bench.example");
+            let data = serde_json::json!({
+                "organization_id": organization,
+                "delivery_account_id": null,
+                "user": {"type": "personal", "email": email, "first_name": "Bench", "last_name": format!("User {i}"),
+                         "phone": "+31201234567", "country": "NL"},
+                "role": "user",
+                "permissions": ["cases.view"],
+                "contract_accounts": "all",
+                "delivery_accounts": [],
+            });
+            let env = CommandClient::envelope("invite_user", data, Some(manager));
+            let id = env["id"].as_str().unwrap_or_default().to_owned();
+            (id, email, serde_json::to_vec(&env).unwrap_or_default())
+        })
+        .collect();
+
+    worker.reset_peak();
+    let cpu_before = worker.cpu_seconds();
+    sink.clear();
+    let started = Instant::now();
+    let interval = rate.map(|r| Duration::from_secs_f64(1.0 / r));
+    for (i, (id, email, body)) in bodies.iter().enumerate() {
+        if let Some(interval) = interval {
+            let due = started + interval.mul_f64(i as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let props = BasicProperties::default()
+            .with_content_type("application/cloudevents+json".into())
+            .with_delivery_mode(2)
+            .with_reply_to(reply_to.as_str().into())
+            .with_correlation_id(id.as_str().into());
+        published.insert(id.clone(), Instant::now());
+        email_of.insert(email.clone(), id.clone());
+        publisher
+            .basic_publish(exchange.as_str().into(), "invite_user".into(), BasicPublishOptions::default(), body, props)
+            .await?;
+        if i % 500 == 499 {
+            publisher.wait_for_confirms().await?;
+        }
+    }
+    publisher.wait_for_confirms().await?;
+
+    let mut answered: HashMap<String, (Instant, bool)> = HashMap::with_capacity(n);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut emails: HashMap<String, Instant> = HashMap::with_capacity(n);
+    loop {
+        while let Ok((id, at, applied)) = rx.try_recv() {
+            answered.entry(id).or_insert((at, applied));
+        }
+        if answered.len() >= n {
+            for (to, at) in sink.arrivals() {
+                if let Some(id) = email_of.get(&to) {
+                    emails.entry(id.clone()).or_insert(at);
+                }
+            }
+            if emails.len() >= n {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::new(format!(
+                "incomplete after 10 minutes: {} replies, {} emails of {n}",
+                answered.len(),
+                emails.len()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cpu = worker.cpu_seconds() - cpu_before;
+    collector.abort();
+    let _ = conn.close(200, "bye".into()).await;
+
+    let last_reply = answered.values().map(|(at, _)| *at).max().unwrap_or(started);
+    let last_email = emails.values().copied().max().unwrap_or(started);
+    let latency = |at: &Instant, id: &str| published.get(id).map(|p| at.duration_since(*p).as_secs_f64() * 1000.0);
+    Ok(InviteFigures {
+        commands: n,
+        offered_per_s: rate,
+        commands_per_s: n as f64 / last_reply.duration_since(started).as_secs_f64(),
+        emails_per_s: n as f64 / last_email.duration_since(started).as_secs_f64(),
+        reply_ms: Percentiles::of(answered.iter().filter_map(|(id, (at, _))| latency(at, id)).collect()),
+        email_ms: Percentiles::of(emails.iter().filter_map(|(id, at)| latency(at, id)).collect()),
+        peak_rss_mib: worker.peak_rss_mib(),
+        cpu_s_per_1000: cpu / n as f64 * 1000.0,
+        not_applied: answered.values().filter(|(_, applied)| !applied).count(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let p = Percentiles::of((1..=100).map(f64::from).collect());
+        assert_eq!((p.p50, p.p95, p.p99), (50.0, 95.0, 99.0));
+        assert_eq!(Percentiles::of(vec![]).p99, 0.0);
+        assert_eq!(Percentiles::of(vec![7.0]).p50, 7.0);
+    }
+}

@@ -1,0 +1,207 @@
+//! `user-lifecycle bench`: the worker measured end to end next to the raw
+//! limits of the same machine, in the same run.
+//!
+//! It is a benchmark, not a test: it asserts nothing, it reports. It uses
+//! its own database (`<DATABASE_URL's name>_bench`, recreated) and its own
+//! `AMQP_PREFIX`, runs the real worker binary as a child process against an
+//! SMTP sink in this process, and removes what it created afterwards.
+
+mod expiry;
+mod invites;
+mod process;
+mod raw;
+mod report;
+mod sink;
+
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::{Connection, ConnectionProperties};
+use serde_json::json;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Executor};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+pub use report::Report;
+
+use crate::broker::client::CommandClient;
+use crate::handler::{Handler, HandlerSettings};
+use crate::store;
+
+/// The benchmark failed to run (not a slow result: that is reported).
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct BenchError(String);
+
+impl BenchError {
+    fn new(message: impl Into<String>) -> BenchError {
+        BenchError(message.into())
+    }
+}
+
+macro_rules! from_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for BenchError {
+            fn from(e: $t) -> Self {
+                BenchError(e.to_string())
+            }
+        }
+    )*};
+}
+from_error!(std::io::Error, sqlx::Error, lapin::Error, store::StoreError, crate::broker::client::ClientError);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// `invite_user` commands in the throughput run (and messages/transactions in the raw runs).
+    pub commands: usize,
+    /// Expired invitations for the sweep run (0 skips it).
+    pub expire: usize,
+    /// Commands in the latency run at `latency_rate` (0 skips it).
+    pub latency_commands: usize,
+    /// Offered rate of the latency run, commands/s.
+    pub latency_rate: f64,
+    /// PostgreSQL URL; the benchmark uses the same server, database `<name>_bench`.
+    pub database_url: String,
+    /// RabbitMQ URL.
+    pub amqp_url: String,
+    /// Email templates.
+    pub templates_dir: PathBuf,
+    /// Worker settings passed through (e.g. CONSUMER_PREFETCH), `KEY=VALUE`.
+    pub worker_env: Vec<(String, String)>,
+}
+
+/// The worker's database connections (its default), used for the raw insert run too.
+const WORKER_CONNECTIONS: usize = 10;
+/// The sweep's batch size (the worker's default).
+const SWEEP_BATCH: i64 = 500;
+
+fn bench_database_url(url: &str) -> Result<(String, String), BenchError> {
+    let options = PgConnectOptions::from_str(url)?;
+    let name = format!("{}_bench", options.get_database().unwrap_or("user_lifecycle"));
+    let bench = options.database(&name).to_url_lossy().to_string();
+    Ok((bench, name))
+}
+
+async fn drop_database(admin_url: &str, name: &str) -> Result<(), BenchError> {
+    let mut admin = PgConnectOptions::from_str(admin_url)?.database("postgres").connect().await?;
+    let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", name.replace('"', "\"\""));
+    admin.execute(sqlx::AssertSqlSafe(sql)).await?;
+    Ok(())
+}
+
+async fn delete_topology(amqp_url: &str, prefix: &str) {
+    let Ok(conn) = Connection::connect(amqp_url, ConnectionProperties::default()).await else { return };
+    let Ok(ch) = conn.create_channel().await else { return };
+    for q in [format!("{prefix}.commands"), format!("{prefix}.commands.dead")] {
+        let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+    }
+    for x in ["commands", "dead", "events"] {
+        let _ = ch.exchange_delete(format!("{prefix}.{x}").as_str().into(), ExchangeDeleteOptions::default()).await;
+    }
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+/// Runs the whole benchmark and returns its figures.
+pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
+    let (db_url, db_name) = bench_database_url(&options.database_url)?;
+    let prefix = format!("ul_bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    drop_database(&options.database_url, &db_name).await?;
+    let result = run_in(options, &db_url, &prefix).await;
+    delete_topology(&options.amqp_url, &prefix).await;
+    drop_database(&options.database_url, &db_name).await?;
+    result
+}
+
+async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Report, BenchError> {
+    let mut report = Report::default();
+    let sink = sink::Sink::start().await?;
+    eprintln!("raw limits: consume + ack of {} persistent messages…", options.commands);
+    report.raw.consume_ack_per_s =
+        raw::consume_ack(&options.amqp_url, &format!("{prefix}.raw"), options.commands, 32).await?;
+    let pool = store::migrate(db_url).await?;
+    let pool = {
+        pool.close().await;
+        store::connect(db_url, WORKER_CONNECTIONS as u32).await?
+    };
+    eprintln!("raw limits: {} single-row insert transactions on {WORKER_CONNECTIONS} connections…", options.commands);
+    report.raw.insert_tx_per_s = raw::insert_transactions(&pool, options.commands, WORKER_CONNECTIONS).await?;
+
+    let mut env: Vec<(String, String)> = vec![
+        ("DATABASE_URL".into(), db_url.into()),
+        ("AMQP_URL".into(), options.amqp_url.clone()),
+        ("AMQP_PREFIX".into(), prefix.into()),
+        ("MAIL_URL".into(), format!("smtp://{}", sink.addr)),
+        ("TEMPLATES_DIR".into(), options.templates_dir.display().to_string()),
+        ("RUST_LOG".into(), "warn".into()),
+        ("LOG_FORMAT".into(), "json".into()),
+        ("EXPIRY_SCHEDULE".into(), "0 0 0 1 1 *".into()),
+    ];
+    env.extend(options.worker_env.iter().cloned());
+    let log = std::env::temp_dir().join(format!("{prefix}-worker.log"));
+    let started = Instant::now();
+    let mut worker = process::WorkerProcess::spawn(&env, &log)?;
+    worker.wait_ready(started).await?;
+    worker.stop().await;
+    let started = Instant::now();
+    let mut worker = process::WorkerProcess::spawn(&env, &log)?;
+    report.worker.start_to_ready_ms = worker.wait_ready(started).await?.as_secs_f64() * 1000.0;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    report.worker.idle_rss_mib = worker.rss_mib();
+    eprintln!("worker ready in {:.0} ms, idle RSS {:.1} MiB (log: {})", report.worker.start_to_ready_ms, report.worker.idle_rss_mib, log.display());
+
+    let manager_email = "bench-manager@bench.example";
+    sink.keep_body_for(manager_email);
+    let mut client = CommandClient::connect(&options.amqp_url, prefix).await?;
+    let onboard = json!({
+        "organization": {"id": "bench", "name": "Bench B.V."},
+        "contract_accounts": [{"id": "CA-1", "name": "Main"}],
+        "delivery_accounts": [],
+        "manager": {"type": "personal", "email": manager_email, "first_name": "Bench", "last_name": "Manager",
+                    "phone": "+31201234567", "country": "NL"},
+    });
+    let reply = client.send(&CommandClient::envelope("onboard_organization", onboard, None), Duration::from_secs(30)).await?;
+    let manager = reply["data"]["manager_id"].as_str().ok_or_else(|| BenchError::new(format!("onboarding failed: {reply}")))?.to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let token = loop {
+        if let Some(token) = sink.body_for(manager_email).as_deref().and_then(sink::activation_token) {
+            break token;
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::new("the manager's activation email did not arrive"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let activated = client.send(&CommandClient::envelope("activate_user", json!({"token": token}), None), Duration::from_secs(30)).await?;
+    if activated["status"] != "applied" {
+        return Err(BenchError::new(format!("activation failed: {activated}")));
+    }
+
+    eprintln!("invite_user × {} as fast as the worker goes…", options.commands);
+    report.invite = invites::run(&options.amqp_url, prefix, &sink, &worker, &manager, "bench", "t", options.commands, None).await?;
+    if options.latency_commands > 0 {
+        eprintln!("invite_user × {} offered at {}/s…", options.latency_commands, options.latency_rate);
+        report.latency = Some(
+            invites::run(&options.amqp_url, prefix, &sink, &worker, &manager, "bench", "l", options.latency_commands, Some(options.latency_rate))
+                .await?,
+        );
+    }
+    worker.stop().await;
+
+    if options.expire > 0 {
+        eprintln!("expiry sweep over {} expired invitations…", options.expire);
+        let handler = Handler::new(
+            pool.clone(),
+            HandlerSettings {
+                activation_ttl: chrono::Duration::days(7),
+                password_reset_ttl: chrono::Duration::hours(1),
+                resend_cooldown: chrono::Duration::seconds(60),
+            },
+        );
+        let manager = uuid::Uuid::parse_str(&manager).map_err(|e| BenchError::new(e.to_string()))?;
+        report.expiry = Some(expiry::run(&pool, &handler, "bench", manager, options.expire, SWEEP_BATCH).await?);
+    }
+    pool.close().await;
+    Ok(report)
+}

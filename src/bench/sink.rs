@@ -1,0 +1,145 @@
+//! An SMTP sink for the benchmark: accepts every message, records when it
+//! arrived for whom, and keeps the body only of messages it was asked to.
+
+use mailin::{Action, Handler, Response, SessionBuilder};
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+#[derive(Default)]
+struct Received {
+    arrivals: Vec<(String, Instant)>,
+    bodies: HashMap<String, Vec<u8>>,
+    keep: HashSet<String>,
+}
+
+/// The running sink.
+#[derive(Clone)]
+pub struct Sink {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Received>>,
+}
+
+struct Session {
+    received: Arc<Mutex<Received>>,
+    to: Vec<String>,
+    data: Vec<u8>,
+}
+
+impl Handler for Session {
+    fn data_start(&mut self, _: &str, _: &str, _: bool, to: &[String]) -> Response {
+        self.to = to.to_vec();
+        self.data.clear();
+        mailin::response::OK
+    }
+
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.data.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> Response {
+        let now = Instant::now();
+        if let Ok(mut r) = self.received.lock() {
+            for to in self.to.drain(..) {
+                let to = to.to_ascii_lowercase();
+                if r.keep.contains(&to) {
+                    r.bodies.insert(to.clone(), std::mem::take(&mut self.data));
+                }
+                r.arrivals.push((to, now));
+            }
+        }
+        mailin::response::OK
+    }
+}
+
+impl Sink {
+    /// Starts listening on a free local port.
+    pub async fn start() -> std::io::Result<Sink> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let sink = Sink { addr: listener.local_addr()?, received: Arc::default() };
+        let s = sink.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, peer)) = listener.accept().await {
+                let s = s.clone();
+                tokio::spawn(async move { s.serve(stream, peer.ip()).await });
+            }
+        });
+        Ok(sink)
+    }
+
+    async fn serve(&self, stream: tokio::net::TcpStream, ip: IpAddr) {
+        let _ = stream.set_nodelay(true);
+        let (read, mut write) = stream.into_split();
+        let mut reader = BufReader::new(read);
+        let handler = Session { received: self.received.clone(), to: vec![], data: vec![] };
+        let mut session = SessionBuilder::new("bench-sink").build(ip, handler);
+        let Ok(greeting) = session.greeting().buffer() else { return };
+        if write.write_all(&greeting).await.is_err() {
+            return;
+        }
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let response = session.process(&line);
+            match response.action {
+                Action::NoReply => {}
+                Action::Reply | Action::UpgradeTls => {
+                    let Ok(buf) = response.buffer() else { return };
+                    if write.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                }
+                Action::Close => {
+                    if let Ok(buf) = response.buffer() {
+                        let _ = write.write_all(&buf).await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Keep the body of messages to `address` (to read a token from it).
+    pub fn keep_body_for(&self, address: &str) {
+        if let Ok(mut r) = self.received.lock() {
+            r.keep.insert(address.to_ascii_lowercase());
+        }
+    }
+
+    /// The body of the last message kept for `address`.
+    pub fn body_for(&self, address: &str) -> Option<Vec<u8>> {
+        self.received.lock().ok()?.bodies.get(&address.to_ascii_lowercase()).cloned()
+    }
+
+    /// Every arrival so far: recipient and time.
+    pub fn arrivals(&self) -> Vec<(String, Instant)> {
+        self.received.lock().map(|r| r.arrivals.clone()).unwrap_or_default()
+    }
+
+    /// Forgets the arrivals recorded so far.
+    pub fn clear(&self) {
+        if let Ok(mut r) = self.received.lock() {
+            r.arrivals.clear();
+        }
+    }
+}
+
+/// The activation token in an email's quoted-printable text.
+pub fn activation_token(raw: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(raw).replace("=\r\n", "").replace("=3D", "=");
+    let start = text.find("/activate?token=")? + "/activate?token=".len();
+    let token: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    (!token.is_empty()).then_some(token)
+}
