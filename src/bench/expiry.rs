@@ -36,7 +36,12 @@ pub struct ExpiryFigures {
     pub concurrent_invites: usize,
 }
 
-async fn seed(pool: &PgPool, organization: &str, manager: uuid::Uuid, n: usize) -> Result<(), BenchError> {
+async fn seed(
+    pool: &PgPool,
+    organization: &str,
+    manager: uuid::Uuid,
+    n: usize,
+) -> Result<(), BenchError> {
     sqlx::query(
         "INSERT INTO users (id, organization_id, kind, email, first_name, last_name, phone, country, locale,
                             role, permissions, contract_accounts, delivery_accounts, status, invited_by,
@@ -60,7 +65,9 @@ async fn reset(pool: &PgPool) -> Result<(), BenchError> {
         .execute(pool)
         .await?;
     sqlx::query("DELETE FROM outbox").execute(pool).await?;
-    sqlx::query("DELETE FROM audit_log WHERE action = 'user.invite_expired'").execute(pool).await?;
+    sqlx::query("DELETE FROM audit_log WHERE action = 'user.invite_expired'")
+        .execute(pool)
+        .await?;
     sqlx::query("VACUUM ANALYZE users").execute(pool).await?;
     sqlx::query("VACUUM ANALYZE outbox").execute(pool).await?;
     Ok(())
@@ -117,8 +124,15 @@ pub async fn run(
                              "last_name": "Sweep", "phone": "+31201234567", "country": "NL"},
                     "role": "user", "permissions": ["cases.view"], "contract_accounts": "all", "delivery_accounts": [],
                 });
-                let body = serde_json::to_vec(&CommandClient::envelope("invite_user", data, Some(&manager))).unwrap_or_default();
-                let Ok(env) = envelope::parse(&body) else { break };
+                let body = serde_json::to_vec(&CommandClient::envelope(
+                    "invite_user",
+                    data,
+                    Some(&manager),
+                ))
+                .unwrap_or_default();
+                let Ok(env) = envelope::parse(&body) else {
+                    break;
+                };
                 let started = Instant::now();
                 if handler.handle(&env, None, &body).await.is_ok() {
                     latencies.push(started.elapsed().as_secs_f64() * 1000.0);

@@ -2,7 +2,9 @@
 //! worker, timed until every reply and every activation email has arrived.
 
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde::Serialize;
@@ -33,8 +35,14 @@ impl Percentiles {
             return Percentiles::default();
         }
         samples.sort_by(f64::total_cmp);
-        let at = |q: f64| samples[((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
-        Percentiles { p50: at(0.50), p95: at(0.95), p99: at(0.99) }
+        let at = |q: f64| {
+            samples[((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1]
+        };
+        Percentiles {
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+        }
     }
 }
 
@@ -79,7 +87,11 @@ pub async fn run(
     let queue = replies_channel
         .queue_declare(
             "".into(),
-            QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
             FieldTable::default(),
         )
         .await?;
@@ -88,7 +100,10 @@ pub async fn run(
         .basic_consume(
             reply_to.as_str().into(),
             "".into(),
-            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
             FieldTable::default(),
         )
         .await?;
@@ -96,7 +111,12 @@ pub async fn run(
     let collector = tokio::spawn(async move {
         while let Some(Ok(d)) = replies.next().await {
             let at = Instant::now();
-            let id = d.properties.correlation_id().as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default();
+            let id = d
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|c| c.as_str().to_owned())
+                .unwrap_or_default();
             let applied = serde_json::from_slice::<serde_json::Value>(&d.data)
                 .map(|v| v["status"] == "applied")
                 .unwrap_or(false);
@@ -107,7 +127,9 @@ pub async fn run(
     });
 
     let publisher = conn.create_channel().await?;
-    publisher.confirm_select(ConfirmSelectOptions::default()).await?;
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     let exchange = format!("{prefix}.commands");
     let mut published: HashMap<String, Instant> = HashMap::with_capacity(n);
     let mut email_of: HashMap<String, String> = HashMap::with_capacity(n);
@@ -148,7 +170,13 @@ pub async fn run(
         published.insert(id.clone(), Instant::now());
         email_of.insert(email.clone(), id.clone());
         publisher
-            .basic_publish(exchange.as_str().into(), "invite_user".into(), BasicPublishOptions::default(), body, props)
+            .basic_publish(
+                exchange.as_str().into(),
+                "invite_user".into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
             .await?;
         if i % 500 == 499 {
             publisher.wait_for_confirms().await?;
@@ -186,16 +214,34 @@ pub async fn run(
     collector.abort();
     let _ = conn.close(200, "bye".into()).await;
 
-    let last_reply = answered.values().map(|(at, _)| *at).max().unwrap_or(started);
+    let last_reply = answered
+        .values()
+        .map(|(at, _)| *at)
+        .max()
+        .unwrap_or(started);
     let last_email = emails.values().copied().max().unwrap_or(started);
-    let latency = |at: &Instant, id: &str| published.get(id).map(|p| at.duration_since(*p).as_secs_f64() * 1000.0);
+    let latency = |at: &Instant, id: &str| {
+        published
+            .get(id)
+            .map(|p| at.duration_since(*p).as_secs_f64() * 1000.0)
+    };
     Ok(InviteFigures {
         commands: n,
         offered_per_s: rate,
         commands_per_s: n as f64 / last_reply.duration_since(started).as_secs_f64(),
         emails_per_s: n as f64 / last_email.duration_since(started).as_secs_f64(),
-        reply_ms: Percentiles::of(answered.iter().filter_map(|(id, (at, _))| latency(at, id)).collect()),
-        email_ms: Percentiles::of(emails.iter().filter_map(|(id, at)| latency(at, id)).collect()),
+        reply_ms: Percentiles::of(
+            answered
+                .iter()
+                .filter_map(|(id, (at, _))| latency(at, id))
+                .collect(),
+        ),
+        email_ms: Percentiles::of(
+            emails
+                .iter()
+                .filter_map(|(id, at)| latency(at, id))
+                .collect(),
+        ),
         peak_rss_mib: worker.peak_rss_mib(),
         cpu_s_per_1000: cpu / n as f64 * 1000.0,
         not_applied: answered.values().filter(|(_, applied)| !applied).count(),

@@ -49,7 +49,13 @@ macro_rules! from_error {
         }
     )*};
 }
-from_error!(std::io::Error, sqlx::Error, lapin::Error, store::StoreError, crate::broker::client::ClientError);
+from_error!(
+    std::io::Error,
+    sqlx::Error,
+    lapin::Error,
+    store::StoreError,
+    crate::broker::client::ClientError
+);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -79,26 +85,49 @@ const SWEEP_BATCH: i64 = 500;
 
 fn bench_database_url(url: &str) -> Result<(String, String), BenchError> {
     let options = PgConnectOptions::from_str(url)?;
-    let name = format!("{}_bench", options.get_database().unwrap_or("user_lifecycle"));
+    let name = format!(
+        "{}_bench",
+        options.get_database().unwrap_or("user_lifecycle")
+    );
     let bench = options.database(&name).to_url_lossy().to_string();
     Ok((bench, name))
 }
 
 async fn drop_database(admin_url: &str, name: &str) -> Result<(), BenchError> {
-    let mut admin = PgConnectOptions::from_str(admin_url)?.database("postgres").connect().await?;
-    let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", name.replace('"', "\"\""));
+    let mut admin = PgConnectOptions::from_str(admin_url)?
+        .database("postgres")
+        .connect()
+        .await?;
+    let sql = format!(
+        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+        name.replace('"', "\"\"")
+    );
     admin.execute(sqlx::AssertSqlSafe(sql)).await?;
     Ok(())
 }
 
 async fn delete_topology(amqp_url: &str, prefix: &str) {
-    let Ok(conn) = Connection::connect(amqp_url, ConnectionProperties::default()).await else { return };
-    let Ok(ch) = conn.create_channel().await else { return };
-    for q in [format!("{prefix}.commands"), format!("{prefix}.commands.dead")] {
-        let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+    let Ok(conn) = Connection::connect(amqp_url, ConnectionProperties::default()).await else {
+        return;
+    };
+    let Ok(ch) = conn.create_channel().await else {
+        return;
+    };
+    for q in [
+        format!("{prefix}.commands"),
+        format!("{prefix}.commands.dead"),
+    ] {
+        let _ = ch
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
     }
     for x in ["commands", "dead", "events"] {
-        let _ = ch.exchange_delete(format!("{prefix}.{x}").as_str().into(), ExchangeDeleteOptions::default()).await;
+        let _ = ch
+            .exchange_delete(
+                format!("{prefix}.{x}").as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
     }
     let _ = conn.close(200, "bye".into()).await;
 }
@@ -106,7 +135,10 @@ async fn delete_topology(amqp_url: &str, prefix: &str) {
 /// Runs the whole benchmark and returns its figures.
 pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
     let (db_url, db_name) = bench_database_url(&options.database_url)?;
-    let prefix = format!("ul_bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let prefix = format!(
+        "ul_bench_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     drop_database(&options.database_url, &db_name).await?;
     let result = run_in(options, &db_url, &prefix).await;
     delete_topology(&options.amqp_url, &prefix).await;
@@ -117,23 +149,38 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
 async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Report, BenchError> {
     let mut report = Report::default();
     let sink = sink::Sink::start().await?;
-    eprintln!("raw limits: consume + ack of {} persistent messages…", options.commands);
-    report.raw.consume_ack_per_s =
-        raw::consume_ack(&options.amqp_url, &format!("{prefix}.raw"), options.commands, 32).await?;
+    eprintln!(
+        "raw limits: consume + ack of {} persistent messages…",
+        options.commands
+    );
+    report.raw.consume_ack_per_s = raw::consume_ack(
+        &options.amqp_url,
+        &format!("{prefix}.raw"),
+        options.commands,
+        32,
+    )
+    .await?;
     let pool = store::migrate(db_url).await?;
     let pool = {
         pool.close().await;
         store::connect(db_url, WORKER_CONNECTIONS as u32).await?
     };
-    eprintln!("raw limits: {} single-row insert transactions on {WORKER_CONNECTIONS} connections…", options.commands);
-    report.raw.insert_tx_per_s = raw::insert_transactions(&pool, options.commands, WORKER_CONNECTIONS).await?;
+    eprintln!(
+        "raw limits: {} single-row insert transactions on {WORKER_CONNECTIONS} connections…",
+        options.commands
+    );
+    report.raw.insert_tx_per_s =
+        raw::insert_transactions(&pool, options.commands, WORKER_CONNECTIONS).await?;
 
     let mut env: Vec<(String, String)> = vec![
         ("DATABASE_URL".into(), db_url.into()),
         ("AMQP_URL".into(), options.amqp_url.clone()),
         ("AMQP_PREFIX".into(), prefix.into()),
         ("MAIL_URL".into(), format!("smtp://{}", sink.addr)),
-        ("TEMPLATES_DIR".into(), options.templates_dir.display().to_string()),
+        (
+            "TEMPLATES_DIR".into(),
+            options.templates_dir.display().to_string(),
+        ),
         ("RUST_LOG".into(), "warn".into()),
         ("LOG_FORMAT".into(), "json".into()),
         ("EXPIRY_SCHEDULE".into(), "0 0 0 1 1 *".into()),
@@ -149,7 +196,12 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
     report.worker.start_to_ready_ms = worker.wait_ready(started).await?.as_secs_f64() * 1000.0;
     tokio::time::sleep(Duration::from_secs(2)).await;
     report.worker.idle_rss_mib = worker.rss_mib();
-    eprintln!("worker ready in {:.0} ms, idle RSS {:.1} MiB (log: {})", report.worker.start_to_ready_ms, report.worker.idle_rss_mib, log.display());
+    eprintln!(
+        "worker ready in {:.0} ms, idle RSS {:.1} MiB (log: {})",
+        report.worker.start_to_ready_ms,
+        report.worker.idle_rss_mib,
+        log.display()
+    );
 
     let manager_email = "bench-manager@bench.example";
     sink.keep_body_for(manager_email);
@@ -161,30 +213,76 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
         "manager": {"type": "personal", "email": manager_email, "first_name": "Bench", "last_name": "Manager",
                     "phone": "+31201234567", "country": "NL"},
     });
-    let reply = client.send(&CommandClient::envelope("onboard_organization", onboard, None), Duration::from_secs(30)).await?;
-    let manager = reply["data"]["manager_id"].as_str().ok_or_else(|| BenchError::new(format!("onboarding failed: {reply}")))?.to_owned();
+    let reply = client
+        .send(
+            &CommandClient::envelope("onboard_organization", onboard, None),
+            Duration::from_secs(30),
+        )
+        .await?;
+    let manager = reply["data"]["manager_id"]
+        .as_str()
+        .ok_or_else(|| BenchError::new(format!("onboarding failed: {reply}")))?
+        .to_owned();
     let deadline = Instant::now() + Duration::from_secs(30);
     let token = loop {
-        if let Some(token) = sink.body_for(manager_email).as_deref().and_then(sink::activation_token) {
+        if let Some(token) = sink
+            .body_for(manager_email)
+            .as_deref()
+            .and_then(sink::activation_token)
+        {
             break token;
         }
         if Instant::now() > deadline {
-            return Err(BenchError::new("the manager's activation email did not arrive"));
+            return Err(BenchError::new(
+                "the manager's activation email did not arrive",
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let activated = client.send(&CommandClient::envelope("activate_user", json!({"token": token}), None), Duration::from_secs(30)).await?;
+    let activated = client
+        .send(
+            &CommandClient::envelope("activate_user", json!({"token": token}), None),
+            Duration::from_secs(30),
+        )
+        .await?;
     if activated["status"] != "applied" {
         return Err(BenchError::new(format!("activation failed: {activated}")));
     }
 
-    eprintln!("invite_user × {} as fast as the worker goes…", options.commands);
-    report.invite = invites::run(&options.amqp_url, prefix, &sink, &worker, &manager, "bench", "t", options.commands, None).await?;
+    eprintln!(
+        "invite_user × {} as fast as the worker goes…",
+        options.commands
+    );
+    report.invite = invites::run(
+        &options.amqp_url,
+        prefix,
+        &sink,
+        &worker,
+        &manager,
+        "bench",
+        "t",
+        options.commands,
+        None,
+    )
+    .await?;
     if options.latency_commands > 0 {
-        eprintln!("invite_user × {} offered at {}/s…", options.latency_commands, options.latency_rate);
+        eprintln!(
+            "invite_user × {} offered at {}/s…",
+            options.latency_commands, options.latency_rate
+        );
         report.latency = Some(
-            invites::run(&options.amqp_url, prefix, &sink, &worker, &manager, "bench", "l", options.latency_commands, Some(options.latency_rate))
-                .await?,
+            invites::run(
+                &options.amqp_url,
+                prefix,
+                &sink,
+                &worker,
+                &manager,
+                "bench",
+                "l",
+                options.latency_commands,
+                Some(options.latency_rate),
+            )
+            .await?,
         );
     }
     worker.stop().await;
@@ -199,8 +297,19 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
                 resend_cooldown: chrono::Duration::seconds(60),
             },
         );
-        let manager = uuid::Uuid::parse_str(&manager).map_err(|e| BenchError::new(e.to_string()))?;
-        report.expiry = Some(expiry::run(&pool, &handler, "bench", manager, options.expire, SWEEP_BATCH).await?);
+        let manager =
+            uuid::Uuid::parse_str(&manager).map_err(|e| BenchError::new(e.to_string()))?;
+        report.expiry = Some(
+            expiry::run(
+                &pool,
+                &handler,
+                "bench",
+                manager,
+                options.expire,
+                SWEEP_BATCH,
+            )
+            .await?,
+        );
     }
     pool.close().await;
     Ok(report)

@@ -19,7 +19,9 @@ const TICKS_PER_SECOND: f64 = 100.0;
 impl WorkerProcess {
     /// Starts `user-lifecycle run` with `env` on top of the current environment.
     pub fn spawn(env: &[(String, String)], log: &PathBuf) -> Result<WorkerProcess, BenchError> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let metrics: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
         let log = std::fs::File::create(log)?;
         let child = Command::new(std::env::current_exe()?)
@@ -37,7 +39,9 @@ impl WorkerProcess {
         let deadline = started + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(BenchError::new(format!("the worker exited with {status}; see its log")));
+                return Err(BenchError::new(format!(
+                    "the worker exited with {status}; see its log"
+                )));
             }
             if readyz(self.metrics).await {
                 return Ok(started.elapsed());
@@ -83,13 +87,20 @@ impl WorkerProcess {
         // Fields after the ")" that ends the command name; utime and stime are 14 and 15.
         let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
         let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         (ticks(11) + ticks(12)) / TICKS_PER_SECOND
     }
 
     /// Stops the worker (SIGTERM, then SIGKILL after 10 s).
     pub async fn stop(mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         for _ in 0..200 {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
@@ -103,8 +114,13 @@ impl WorkerProcess {
 
 async fn readyz(addr: std::net::SocketAddr) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return false };
-    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n").await.is_err() {
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+        .await
+        .is_err()
+    {
         return false;
     }
     let mut buf = Vec::new();

@@ -39,7 +39,11 @@ pub struct Report {
 }
 
 fn ratio(value: f64, limit: f64) -> String {
-    if limit > 0.0 { format!("{:.1}%", value / limit * 100.0) } else { "-".into() }
+    if limit > 0.0 {
+        format!("{:.1}%", value / limit * 100.0)
+    } else {
+        "-".into()
+    }
 }
 
 impl Report {
@@ -50,33 +54,143 @@ impl Report {
             rows.push((figure.to_owned(), value, target.to_owned(), vs_raw));
         };
         let raw = &self.raw;
-        row("raw consume+ack (msg/s)", format!("{:.0}", raw.consume_ack_per_s), "", String::new());
-        row("raw insert transactions (tx/s)", format!("{:.0}", raw.insert_tx_per_s), "", String::new());
-        row("worker start to ready (ms)", format!("{:.0}", self.worker.start_to_ready_ms), "< 1000", String::new());
-        row("worker idle RSS (MiB)", format!("{:.1}", self.worker.idle_rss_mib), "< 24", String::new());
+        row(
+            "raw consume+ack (msg/s)",
+            format!("{:.0}", raw.consume_ack_per_s),
+            "",
+            String::new(),
+        );
+        row(
+            "raw insert transactions (tx/s)",
+            format!("{:.0}", raw.insert_tx_per_s),
+            "",
+            String::new(),
+        );
+        row(
+            "worker start to ready (ms)",
+            format!("{:.0}", self.worker.start_to_ready_ms),
+            "< 1000",
+            String::new(),
+        );
+        row(
+            "worker idle RSS (MiB)",
+            format!("{:.1}", self.worker.idle_rss_mib),
+            "< 24",
+            String::new(),
+        );
         let i = &self.invite;
-        row(&format!("invite_user end to end ({} commands/s)", i.commands), format!("{:.0}", i.commands_per_s), ">= 3000, >= 15% of raw", ratio(i.commands_per_s, raw.consume_ack_per_s));
-        row("  emails/s", format!("{:.0}", i.emails_per_s), "", ratio(i.emails_per_s, raw.consume_ack_per_s));
-        row("  reply p50/p95/p99 (ms)", format!("{:.1} / {:.1} / {:.1}", i.reply_ms.p50, i.reply_ms.p95, i.reply_ms.p99), "", String::new());
-        row("  email p50/p95/p99 (ms)", format!("{:.1} / {:.1} / {:.1}", i.email_ms.p50, i.email_ms.p95, i.email_ms.p99), "", String::new());
-        row("  worker peak RSS (MiB)", format!("{:.1}", i.peak_rss_mib), "< 64", String::new());
-        row("  worker CPU s per 1,000 commands", format!("{:.2}", i.cpu_s_per_1000), "", String::new());
-        row("  replies not applied", i.not_applied.to_string(), "0", String::new());
+        row(
+            &format!("invite_user end to end ({} commands/s)", i.commands),
+            format!("{:.0}", i.commands_per_s),
+            ">= 3000, >= 15% of raw",
+            ratio(i.commands_per_s, raw.consume_ack_per_s),
+        );
+        row(
+            "  emails/s",
+            format!("{:.0}", i.emails_per_s),
+            "",
+            ratio(i.emails_per_s, raw.consume_ack_per_s),
+        );
+        row(
+            "  reply p50/p95/p99 (ms)",
+            format!(
+                "{:.1} / {:.1} / {:.1}",
+                i.reply_ms.p50, i.reply_ms.p95, i.reply_ms.p99
+            ),
+            "",
+            String::new(),
+        );
+        row(
+            "  email p50/p95/p99 (ms)",
+            format!(
+                "{:.1} / {:.1} / {:.1}",
+                i.email_ms.p50, i.email_ms.p95, i.email_ms.p99
+            ),
+            "",
+            String::new(),
+        );
+        row(
+            "  worker peak RSS (MiB)",
+            format!("{:.1}", i.peak_rss_mib),
+            "< 64",
+            String::new(),
+        );
+        row(
+            "  worker CPU s per 1,000 commands",
+            format!("{:.2}", i.cpu_s_per_1000),
+            "",
+            String::new(),
+        );
+        row(
+            "  replies not applied",
+            i.not_applied.to_string(),
+            "0",
+            String::new(),
+        );
         if let Some(l) = &self.latency {
             let offered = l.offered_per_s.unwrap_or(0.0);
-            row(&format!("at {offered:.0}/s offered: reply p50/p95/p99 (ms)"), format!("{:.1} / {:.1} / {:.1}", l.reply_ms.p50, l.reply_ms.p95, l.reply_ms.p99), "p99 < 25", String::new());
-            row("  email p50/p95/p99 (ms)", format!("{:.1} / {:.1} / {:.1}", l.email_ms.p50, l.email_ms.p95, l.email_ms.p99), "p99 < 100", String::new());
+            row(
+                &format!("at {offered:.0}/s offered: reply p50/p95/p99 (ms)"),
+                format!(
+                    "{:.1} / {:.1} / {:.1}",
+                    l.reply_ms.p50, l.reply_ms.p95, l.reply_ms.p99
+                ),
+                "p99 < 25",
+                String::new(),
+            );
+            row(
+                "  email p50/p95/p99 (ms)",
+                format!(
+                    "{:.1} / {:.1} / {:.1}",
+                    l.email_ms.p50, l.email_ms.p95, l.email_ms.p99
+                ),
+                "p99 < 100",
+                String::new(),
+            );
         }
         if let Some(e) = &self.expiry {
-            row(&format!("expiry sweep ({} rows, rows/s)", e.rows), format!("{:.0}", e.rows_per_s), ">= 25% of bare UPDATE", ratio(e.rows_per_s, e.raw_update_rows_per_s));
-            row("  bare batched UPDATE (rows/s)", format!("{:.0}", e.raw_update_rows_per_s), "", String::new());
-            row("  longest batch (ms)", format!("{:.1}", e.max_batch_ms), "< 250", String::new());
-            row(&format!("  invite_user during the sweep ({}) p50/p99/max (ms)", e.concurrent_invites), format!("{:.1} / {:.1} / {:.1}", e.concurrent_invite_ms.p50, e.concurrent_invite_ms.p99, e.concurrent_invite_max_ms), "", String::new());
+            row(
+                &format!("expiry sweep ({} rows, rows/s)", e.rows),
+                format!("{:.0}", e.rows_per_s),
+                ">= 25% of bare UPDATE",
+                ratio(e.rows_per_s, e.raw_update_rows_per_s),
+            );
+            row(
+                "  bare batched UPDATE (rows/s)",
+                format!("{:.0}", e.raw_update_rows_per_s),
+                "",
+                String::new(),
+            );
+            row(
+                "  longest batch (ms)",
+                format!("{:.1}", e.max_batch_ms),
+                "< 250",
+                String::new(),
+            );
+            row(
+                &format!(
+                    "  invite_user during the sweep ({}) p50/p99/max (ms)",
+                    e.concurrent_invites
+                ),
+                format!(
+                    "{:.1} / {:.1} / {:.1}",
+                    e.concurrent_invite_ms.p50,
+                    e.concurrent_invite_ms.p99,
+                    e.concurrent_invite_max_ms
+                ),
+                "",
+                String::new(),
+            );
         }
         let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-        let mut out = format!("{:width$}  {:>24}  {:>24}  {:>8}\n", "figure", "value", "target", "vs raw");
+        let mut out = format!(
+            "{:width$}  {:>24}  {:>24}  {:>8}\n",
+            "figure", "value", "target", "vs raw"
+        );
         for (figure, value, target, vs) in rows {
-            out.push_str(&format!("{figure:width$}  {value:>24}  {target:>24}  {vs:>8}\n"));
+            out.push_str(&format!(
+                "{figure:width$}  {value:>24}  {target:>24}  {vs:>8}\n"
+            ));
         }
         out
     }

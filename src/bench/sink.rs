@@ -61,7 +61,10 @@ impl Sink {
     /// Starts listening on a free local port.
     pub async fn start() -> std::io::Result<Sink> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let sink = Sink { addr: listener.local_addr()?, received: Arc::default() };
+        let sink = Sink {
+            addr: listener.local_addr()?,
+            received: Arc::default(),
+        };
         let s = sink.clone();
         tokio::spawn(async move {
             while let Ok((stream, peer)) = listener.accept().await {
@@ -76,9 +79,15 @@ impl Sink {
         let _ = stream.set_nodelay(true);
         let (read, mut write) = stream.into_split();
         let mut reader = BufReader::new(read);
-        let handler = Session { received: self.received.clone(), to: vec![], data: vec![] };
+        let handler = Session {
+            received: self.received.clone(),
+            to: vec![],
+            data: vec![],
+        };
         let mut session = SessionBuilder::new("bench-sink").build(ip, handler);
-        let Ok(greeting) = session.greeting().buffer() else { return };
+        let Ok(greeting) = session.greeting().buffer() else {
+            return;
+        };
         if write.write_all(&greeting).await.is_err() {
             return;
         }
@@ -117,12 +126,20 @@ impl Sink {
 
     /// The body of the last message kept for `address`.
     pub fn body_for(&self, address: &str) -> Option<Vec<u8>> {
-        self.received.lock().ok()?.bodies.get(&address.to_ascii_lowercase()).cloned()
+        self.received
+            .lock()
+            .ok()?
+            .bodies
+            .get(&address.to_ascii_lowercase())
+            .cloned()
     }
 
     /// Every arrival so far: recipient and time.
     pub fn arrivals(&self) -> Vec<(String, Instant)> {
-        self.received.lock().map(|r| r.arrivals.clone()).unwrap_or_default()
+        self.received
+            .lock()
+            .map(|r| r.arrivals.clone())
+            .unwrap_or_default()
     }
 
     /// Forgets the arrivals recorded so far.
@@ -135,7 +152,9 @@ impl Sink {
 
 /// The activation token in an email's quoted-printable text.
 pub fn activation_token(raw: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(raw).replace("=\r\n", "").replace("=3D", "=");
+    let text = String::from_utf8_lossy(raw)
+        .replace("=\r\n", "")
+        .replace("=3D", "=");
     let start = text.find("/activate?token=")? + "/activate?token=".len();
     let token: String = text[start..]
         .chars()

@@ -133,7 +133,14 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     broker_connected(false);
     // Series that alerts take `increase()` of exist from the start at 0, so
     // their first event counts.
-    for reason in ["not_json", "not_envelope", "unknown_type", "too_large", "invalid_data", "transient"] {
+    for reason in [
+        "not_json",
+        "not_envelope",
+        "unknown_type",
+        "too_large",
+        "invalid_data",
+        "transient",
+    ] {
         counter!(DEAD_LETTERED, "reason" => reason).increment(0);
     }
     for template in Template::ALL {
