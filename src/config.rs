@@ -260,7 +260,7 @@ pub struct Settings {
     #[arg(long, env = "COMMAND_MAX_DELIVERIES", default_value_t = 5)]
     pub command_max_deliveries: u32,
     /// Invitations expired per sweep transaction.
-    #[arg(long, env = "EXPIRY_BATCH_SIZE", default_value_t = 500)]
+    #[arg(long, env = "EXPIRY_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=100_000))]
     pub expiry_batch_size: i64,
     /// After SIGTERM, how long in-flight work may take before the worker exits.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]

@@ -13,7 +13,7 @@ use crate::domain::command::CommandType;
 use crate::domain::event::{Event, EventType};
 use crate::domain::notification::EmailJob;
 use crate::domain::trace::TraceParent;
-use crate::handler::FunnelStep;
+use crate::handler::{FunnelStep, ReplyAddress};
 use crate::store::outbox::{NewOutboxRow, OutboxKind};
 
 /// Events, emails and dead letters a command produces.
@@ -52,12 +52,21 @@ impl Effects {
         self.emails.push(job);
     }
 
-    /// Copies the invalid message to the dead-letter exchange with `error`.
-    pub fn dead_letter(&mut self, kind: CommandType, error: &str, raw: &[u8]) {
+    /// Copies the invalid message to the dead-letter exchange with `error`,
+    /// keeping where its reply went so a replay after a fix is answered.
+    pub fn dead_letter(
+        &mut self,
+        kind: CommandType,
+        error: &str,
+        raw: &[u8],
+        reply: Option<&ReplyAddress>,
+    ) {
         self.dead_letter = Some(json!({
             "reason": "invalid_data",
             "error": format!("{}: {error}", kind.as_str()),
             "body_base64": STANDARD.encode(raw),
+            "reply_to": reply.map(|r| r.reply_to.as_str()),
+            "correlation_id": reply.map(|r| r.correlation_id.as_str()),
         }));
     }
 

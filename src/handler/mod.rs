@@ -182,7 +182,7 @@ impl Handler {
         let mut fx = Effects::default();
         let outcome = match Command::parse(envelope.kind, &envelope.data) {
             Err(field) => {
-                fx.dead_letter(envelope.kind, &field.to_string(), raw);
+                fx.dead_letter(envelope.kind, &field.to_string(), raw, reply_to);
                 Err(Rejection::from(field))
             }
             Ok(command) => {

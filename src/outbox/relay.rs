@@ -327,8 +327,17 @@ async fn publish_row(publisher: &Publisher, row: &ClaimedRow) -> Result<Pending,
             let body = base64::engine::general_purpose::STANDARD
                 .decode(text("body_base64"))
                 .unwrap_or_default();
+            let mut original = lapin::BasicProperties::default()
+                .with_content_type("application/cloudevents+json".into())
+                .with_delivery_mode(2);
+            if let Some(reply_to) = p["reply_to"].as_str() {
+                original = original.with_reply_to(reply_to.into());
+            }
+            if let Some(correlation_id) = p["correlation_id"].as_str() {
+                original = original.with_correlation_id(correlation_id.into());
+            }
             publisher
-                .dead_letter(&body, None, &text("reason"), &text("error"))
+                .dead_letter(&body, Some(&original), &text("reason"), &text("error"))
                 .await
         }
         OutboxKind::Email => Err(PublishError::Returned(
