@@ -11,7 +11,7 @@ mod invites;
 mod process;
 mod raw;
 mod report;
-mod sink;
+pub mod sink;
 
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};

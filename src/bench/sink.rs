@@ -76,45 +76,12 @@ impl Sink {
     }
 
     async fn serve(&self, stream: tokio::net::TcpStream, ip: IpAddr) {
-        let _ = stream.set_nodelay(true);
-        let (read, mut write) = stream.into_split();
-        let mut reader = BufReader::new(read);
         let handler = Session {
             received: self.received.clone(),
             to: vec![],
             data: vec![],
         };
-        let mut session = SessionBuilder::new("bench-sink").build(ip, handler);
-        let Ok(greeting) = session.greeting().buffer() else {
-            return;
-        };
-        if write.write_all(&greeting).await.is_err() {
-            return;
-        }
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            let response = session.process(&line);
-            match response.action {
-                Action::NoReply => {}
-                Action::Reply | Action::UpgradeTls => {
-                    let Ok(buf) = response.buffer() else { return };
-                    if write.write_all(&buf).await.is_err() {
-                        return;
-                    }
-                }
-                Action::Close => {
-                    if let Ok(buf) = response.buffer() {
-                        let _ = write.write_all(&buf).await;
-                    }
-                    return;
-                }
-            }
-        }
+        serve_smtp(stream, ip, "bench-sink", handler).await;
     }
 
     /// Keep the body of messages to `address` (to read a token from it).
@@ -146,6 +113,55 @@ impl Sink {
     pub fn clear(&self) {
         if let Ok(mut r) = self.received.lock() {
             r.arrivals.clear();
+        }
+    }
+}
+
+/// Speaks SMTP on `stream` with mailin's state machine and `handler` until
+/// the client leaves. Shared by the benchmark's sink and the tests' server.
+pub async fn serve_smtp<H: Handler>(
+    stream: tokio::net::TcpStream,
+    ip: IpAddr,
+    name: &str,
+    handler: H,
+) {
+    let _ = stream.set_nodelay(true);
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut session = SessionBuilder::new(name).build(ip, handler);
+    let Ok(greeting) = session.greeting().buffer() else {
+        return;
+    };
+    if write.write_all(&greeting).await.is_err() {
+        return;
+    }
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let response = session.process(&line);
+        match response.action {
+            Action::NoReply => {}
+            Action::Reply | Action::UpgradeTls => {
+                let Ok(buf) = response.buffer() else { return };
+                if write.write_all(&buf).await.is_err() {
+                    return;
+                }
+                // mailin stays in its DATA state after refusing a message:
+                // hang up, as a server that refuses would on the client's QUIT.
+                if response.is_error && response.code >= 400 {
+                    return;
+                }
+            }
+            Action::Close => {
+                if let Ok(buf) = response.buffer() {
+                    let _ = write.write_all(&buf).await;
+                }
+                return;
+            }
         }
     }
 }

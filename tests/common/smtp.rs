@@ -3,11 +3,10 @@
 //! with an error to exercise the worker's retries.
 
 use mail_parser::MessageParser;
-use mailin::{Action, Handler, Response, SessionBuilder};
+use mailin::{Handler, Response};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -169,51 +168,13 @@ impl SmtpServer {
             Some(Answer::Slow(delay)) => tokio::time::sleep(delay).await,
             _ => {}
         }
-        let _ = stream.set_nodelay(true);
-        let (read, mut write) = stream.into_split();
-        let mut reader = BufReader::new(read);
         let handler = Session {
             state: self.state.clone(),
             arrived: self.arrived.clone(),
             to: vec![],
             data: vec![],
         };
-        let mut session = SessionBuilder::new("test-smtp").build(ip, handler);
-        let Ok(greeting) = session.greeting().buffer() else {
-            return;
-        };
-        if write.write_all(&greeting).await.is_err() {
-            return;
-        }
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            let response = session.process(&line);
-            match response.action {
-                Action::NoReply => continue,
-                Action::Reply | Action::UpgradeTls => {
-                    let Ok(buf) = response.buffer() else { return };
-                    if write.write_all(&buf).await.is_err() {
-                        return;
-                    }
-                    // mailin stays in its DATA state after refusing a message:
-                    // hang up, as a server that refuses would on the client's QUIT.
-                    if matches!(response.code, 451 | 550) {
-                        return;
-                    }
-                }
-                Action::Close => {
-                    if let Ok(buf) = response.buffer() {
-                        let _ = write.write_all(&buf).await;
-                    }
-                    return;
-                }
-            }
-        }
+        user_lifecycle::bench::sink::serve_smtp(stream, ip, "test-smtp", handler).await;
     }
 
     /// The URL for `MAIL_URL`.
