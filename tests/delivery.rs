@@ -4,50 +4,10 @@
 
 mod common;
 
-use common::{AMQP_URL, TestWorker, WAIT, invite_data};
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
+use common::{TestWorker, WAIT, invite_data};
 use serde_json::{Value, json};
 use std::time::Duration;
 use user_lifecycle::broker::client::CommandClient;
-
-/// Polls `/metrics` until `series` is at least `want`; returns its value.
-async fn metric_reaches(w: &TestWorker, series: &str, want: f64) -> f64 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let got = w.metric(series).await;
-        if let Some(v) = got.filter(|v| *v >= want) {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{series} did not reach {want} within {WAIT:?}; last value {got:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Messages waiting in `P.commands.dead`.
-async fn dead_letters_waiting(w: &TestWorker) -> u32 {
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    let queue = format!("{}.commands.dead", w.prefix);
-    let declared = channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    declared.message_count()
-}
 
 /// `reply` with `"duplicate": true`: what a redelivery must get.
 fn as_duplicate(reply: &Value) -> Value {
@@ -125,12 +85,12 @@ async fn the_same_command_delivered_twice_is_applied_once_and_answered_with_the_
         "one user.invited only; another came: {again:?}"
     );
 
-    let dup = metric_reaches(
-        &w,
-        r#"user_lifecycle_commands_total{type="invite_user",outcome="duplicate"}"#,
-        1.0,
-    )
-    .await;
+    let dup = w
+        .metric_reaches(
+            r#"user_lifecycle_commands_total{type="invite_user",outcome="duplicate"}"#,
+            1.0,
+        )
+        .await;
     assert_eq!(dup, 1.0);
     let applied = w
         .metric(r#"user_lifecycle_commands_total{type="invite_user",outcome="applied"}"#)
@@ -252,12 +212,12 @@ async fn a_redelivered_rejection_gets_the_original_rejection_even_when_a_retry_w
         "a single user.activation_resent"
     );
 
-    let dup = metric_reaches(
-        &w,
-        r#"user_lifecycle_commands_total{type="resend_activation",outcome="duplicate"}"#,
-        1.0,
-    )
-    .await;
+    let dup = w
+        .metric_reaches(
+            r#"user_lifecycle_commands_total{type="resend_activation",outcome="duplicate"}"#,
+            1.0,
+        )
+        .await;
     assert_eq!(dup, 1.0);
 }
 
@@ -415,7 +375,7 @@ async fn messages_that_are_not_commands_are_dead_lettered_with_the_reason_and_an
         );
     }
     assert_eq!(
-        dead_letters_waiting(&w).await,
+        w.dead_letters_waiting().await,
         0,
         "each message dead-lettered once"
     );
@@ -427,7 +387,7 @@ async fn messages_that_are_not_commands_are_dead_lettered_with_the_reason_and_an
         ("too_large", 1.0),
     ] {
         let series = format!("user_lifecycle_dead_lettered_total{{reason=\"{reason}\"}}");
-        assert_eq!(metric_reaches(&w, &series, count).await, count, "{series}");
+        assert_eq!(w.metric_reaches(&series, count).await, count, "{series}");
     }
 }
 
@@ -480,7 +440,7 @@ async fn a_burst_of_poison_does_not_block_the_valid_command_behind_it() {
         ("too_large", 12.0),
     ] {
         let series = format!("user_lifecycle_dead_lettered_total{{reason=\"{reason}\"}}");
-        assert_eq!(metric_reaches(&w, &series, count).await, count, "{series}");
+        assert_eq!(w.metric_reaches(&series, count).await, count, "{series}");
     }
     for _ in 0..burst {
         let dead = w.dead_letter().await;
@@ -490,7 +450,7 @@ async fn a_burst_of_poison_does_not_block_the_valid_command_behind_it() {
         );
     }
     assert_eq!(
-        dead_letters_waiting(&w).await,
+        w.dead_letters_waiting().await,
         0,
         "each poison message dead-lettered once"
     );
@@ -526,8 +486,7 @@ async fn a_command_with_invalid_data_is_answered_naming_the_field_and_dead_lette
         String::from_utf8_lossy(&dead.body)
     );
     assert_eq!(
-        metric_reaches(
-            &w,
+        w.metric_reaches(
             r#"user_lifecycle_dead_lettered_total{reason="invalid_data"}"#,
             1.0
         )
@@ -535,8 +494,7 @@ async fn a_command_with_invalid_data_is_answered_naming_the_field_and_dead_lette
         1.0
     );
     assert_eq!(
-        metric_reaches(
-            &w,
+        w.metric_reaches(
             r#"user_lifecycle_commands_total{type="invite_user",outcome="invalid"}"#,
             1.0
         )
@@ -556,7 +514,7 @@ async fn a_command_with_invalid_data_is_answered_naming_the_field_and_dead_lette
         b"marker, not JSON".to_vec(),
         "no second copy of the invalid command: {next:?}"
     );
-    assert_eq!(dead_letters_waiting(&w).await, 0);
+    assert_eq!(w.dead_letters_waiting().await, 0);
     assert_eq!(
         w.metric(r#"user_lifecycle_dead_lettered_total{reason="invalid_data"}"#)
             .await,

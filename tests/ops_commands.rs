@@ -8,9 +8,6 @@
 mod common;
 
 use common::{AMQP_URL, PG_BASE, TestWorker, WAIT, invite_data};
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 use std::process::{Command, Output};
@@ -82,53 +79,17 @@ async fn listed(w: &TestWorker) -> Vec<Value> {
         .collect()
 }
 
-/// Messages ready in `P.commands.dead`.
-async fn dead_letters_waiting(w: &TestWorker) -> u32 {
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    let queue = format!("{}.commands.dead", w.prefix);
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let count = channel
-        .queue_declare(queue.as_str().into(), passive, FieldTable::default())
-        .await
-        .unwrap()
-        .message_count();
-    let _ = conn.close(200, "bye".into()).await;
-    count
-}
-
 /// Waits until `n` messages are ready in the dead-letter queue.
 async fn until_dead_letters(w: &TestWorker, n: u32) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let got = dead_letters_waiting(w).await;
+        let got = w.dead_letters_waiting().await;
         if got == n {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
             "expected {n} dead letters within {WAIT:?}, have {got}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Polls `/metrics` until `series` is at least `want`.
-async fn metric_reaches(w: &TestWorker, series: &str, want: f64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let got = w.metric(series).await;
-        if got.is_some_and(|v| v >= want) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{series} did not reach {want} within {WAIT:?}; last value {got:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -214,7 +175,7 @@ async fn list_shows_dead_letters_with_their_reasons_and_leaves_them_in_place_in_
     // Listing changes nothing: the same output again, the same queue.
     let second = ops(&w, &["dead-letters", "list"]).await;
     assert_eq!(ok(&second), text, "listing twice shows the same");
-    assert_eq!(dead_letters_waiting(&w).await, 3);
+    assert_eq!(w.dead_letters_waiting().await, 3);
 
     let records = listed(&w).await;
     assert_eq!(records.len(), 3, "{records:?}");
@@ -256,7 +217,7 @@ async fn list_shows_dead_letters_with_their_reasons_and_leaves_them_in_place_in_
     assert_eq!(head["body_truncated"], false);
 
     // Still all there, in their order, with their bodies.
-    assert_eq!(dead_letters_waiting(&w).await, 3);
+    assert_eq!(w.dead_letters_waiting().await, 3);
     for (body, reason) in bodies
         .iter()
         .zip(["not_json", "unknown_type", "invalid_data"])
@@ -269,7 +230,7 @@ async fn list_shows_dead_letters_with_their_reasons_and_leaves_them_in_place_in_
             String::from_utf8_lossy(&dead.body)
         );
     }
-    assert_eq!(dead_letters_waiting(&w).await, 0);
+    assert_eq!(w.dead_letters_waiting().await, 0);
     assert_eq!(listed(&w).await, Vec::<Value>::new());
 }
 
@@ -316,7 +277,7 @@ async fn replay_all_applies_a_command_dead_lettered_for_a_transient_failure() {
         stdout(&dry)
     );
     assert_eq!(
-        dead_letters_waiting(&w).await,
+        w.dead_letters_waiting().await,
         1,
         "a dry run changes nothing"
     );
@@ -348,7 +309,7 @@ async fn replay_all_applies_a_command_dead_lettered_for_a_transient_failure() {
     let activated = w.send("activate_user", json!({"token": token}), None).await;
     assert_eq!(activated["status"], "applied", "{activated}");
 
-    assert_eq!(dead_letters_waiting(&w).await, 0);
+    assert_eq!(w.dead_letters_waiting().await, 0);
     assert_eq!(listed(&w).await, Vec::<Value>::new());
 }
 
@@ -376,7 +337,7 @@ async fn replay_by_id_moves_only_the_selected_message_and_keeps_the_others_in_or
         "{}",
         stdout(&dry)
     );
-    assert_eq!(dead_letters_waiting(&w).await, 3);
+    assert_eq!(w.dead_letters_waiting().await, 3);
 
     let replay = ops(&w, &["dead-letters", "replay", "--id", &invalid_id]).await;
     let out = ok(&replay);
@@ -386,8 +347,7 @@ async fn replay_by_id_moves_only_the_selected_message_and_keeps_the_others_in_or
     // The worker gets it back and answers it as the duplicate it is:
     // commands are idempotent by id. (No reply to see here: a dead letter
     // for invalid data is copied from the outbox without its reply_to.)
-    metric_reaches(
-        &w,
+    w.metric_reaches(
         r#"user_lifecycle_commands_total{type="invite_user",outcome="duplicate"}"#,
         1.0,
     )
@@ -408,7 +368,7 @@ async fn replay_by_id_moves_only_the_selected_message_and_keeps_the_others_in_or
         "{}",
         stderr(&missing)
     );
-    assert_eq!(dead_letters_waiting(&w).await, 2);
+    assert_eq!(w.dead_letters_waiting().await, 2);
 
     let unknown_prefix = run(
         &["dead-letters", "list"],

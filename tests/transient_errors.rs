@@ -6,10 +6,7 @@
 
 mod common;
 
-use common::{AMQP_URL, TestWorker, WAIT, invite_data};
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
+use common::{TestWorker, WAIT, invite_data};
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 use std::sync::Arc;
@@ -22,43 +19,6 @@ const SETTINGS: &[(&str, &str)] = &[
     ("COMMAND_MAX_DELIVERIES", "2"),
     ("RESEND_COOLDOWN", "0s"),
 ];
-
-/// Polls `/metrics` until `series` is at least `want`; returns its value.
-async fn metric_reaches(w: &TestWorker, series: &str, want: f64) -> f64 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let got = w.metric(series).await;
-        if let Some(v) = got.filter(|v| *v >= want) {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{series} did not reach {want} within {WAIT:?}; last value {got:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Messages waiting in `P.commands.dead`.
-async fn dead_letters_waiting(w: &TestWorker) -> u32 {
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    let queue = format!("{}.commands.dead", w.prefix);
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap()
-        .message_count()
-}
 
 /// Whether the command `id` has an idempotency record (was applied).
 async fn processed(w: &TestWorker, id: &str) -> bool {
@@ -201,7 +161,7 @@ async fn a_command_stuck_on_a_lock_is_retried_then_dead_lettered_without_blockin
         Some(0.0),
         "Y was answered before the stuck command was dead-lettered"
     );
-    assert_eq!(dead_letters_waiting(&w).await, 0);
+    assert_eq!(w.dead_letters_waiting().await, 0);
     assert!(
         !replies.contains_key(&resend_id),
         "no answer for the stuck command yet: {replies:?}"
@@ -223,15 +183,14 @@ async fn a_command_stuck_on_a_lock_is_retried_then_dead_lettered_without_blockin
         String::from_utf8_lossy(&dead.body)
     );
     assert_eq!(
-        metric_reaches(
-            &w,
+        w.metric_reaches(
             r#"user_lifecycle_dead_lettered_total{reason="transient"}"#,
             1.0
         )
         .await,
         1.0
     );
-    assert_eq!(dead_letters_waiting(&w).await, 0, "dead-lettered once");
+    assert_eq!(w.dead_letters_waiting().await, 0, "dead-lettered once");
     let lock_waits = waits.seen();
     assert!(
         lock_waits >= 2,
@@ -299,7 +258,7 @@ async fn a_command_stuck_on_a_lock_is_retried_then_dead_lettered_without_blockin
     println!(
         "[lock] replay applied; emails to X: {}, dead letters left: {}",
         w.smtp.count_to(x),
-        dead_letters_waiting(&w).await
+        w.dead_letters_waiting().await
     );
 }
 
@@ -359,7 +318,7 @@ async fn a_lock_released_between_in_process_retries_lets_the_command_apply_with_
         Some(0.0),
         "not dead-lettered"
     );
-    assert_eq!(dead_letters_waiting(&w).await, 0);
+    assert_eq!(w.dead_letters_waiting().await, 0);
     assert!(processed(&w, &resend_id).await);
     assert_eq!(
         w.metric(r#"user_lifecycle_commands_total{type="resend_activation",outcome="applied"}"#)

@@ -331,6 +331,37 @@ impl TestWorker {
             .collect()
     }
 
+    /// Polls `/metrics` until `series` is at least `want`; returns its value.
+    pub async fn metric_reaches(&self, series: &str, want: f64) -> f64 {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let got = self.metric(series).await;
+            if let Some(v) = got.filter(|v| *v >= want) {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{series} did not reach {want} within {WAIT:?}; last value {got:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Messages waiting in `P.commands.dead`.
+    pub async fn dead_letters_waiting(&self) -> u32 {
+        let channel = self.amqp.create_channel().await.unwrap();
+        let queue = format!("{}.commands.dead", self.prefix);
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let declared = channel
+            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+            .await
+            .unwrap();
+        declared.message_count()
+    }
+
     /// Takes the next message from the dead-letter queue.
     pub async fn dead_letter(&self) -> DeadLetter {
         let channel = self.amqp.create_channel().await.unwrap();
