@@ -4,7 +4,7 @@ use serde_json::json;
 use std::collections::BTreeSet;
 
 use super::invitations::ActivationEmail;
-use super::tokens::issue_token;
+use super::tokens::issue_first_token;
 use super::{Ctx, Effects, FunnelStep, HandlerSettings, Outcome};
 use crate::domain::FieldError;
 use crate::domain::authz::{self, Grant};
@@ -89,7 +89,14 @@ pub(super) async fn onboard(
         )
         .into());
     }
-    let token = issue_token(tx, manager_id, TokenPurpose::Activation, expires_at).await?;
+    let token = issue_first_token(
+        tx,
+        manager_id,
+        TokenPurpose::Activation,
+        ctx.now,
+        expires_at,
+    )
+    .await?;
     audit::record(
         tx,
         AuditEntry {

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::participants::{load_actor, load_target, note_user};
-use super::tokens::{issue_token, redeem};
+use super::tokens::{issue_first_token, issue_token, redeem};
 use super::{Ctx, Effects, FunnelStep, HandlerSettings, Outcome, email_time};
 use crate::domain::authz;
 use crate::domain::command::InviteUser;
@@ -75,10 +75,10 @@ pub(super) async fn invite(
         ..c
     };
     authz::check_invite(&actor.snapshot, &c.organization_id, &c.scope, &c.grant)?;
-    let organization_name = accounts::organization_name(tx, &c.organization_id)
-        .await?
-        .ok_or_else(|| Rejection::new(Reason::NotFound, "no such organization"))?;
-    let (known_contract, known_delivery) = accounts::known_ids(tx, &c.organization_id).await?;
+    let (organization_name, known_contract, known_delivery) =
+        accounts::organization_with_accounts(tx, &c.organization_id)
+            .await?
+            .ok_or_else(|| Rejection::new(Reason::NotFound, "no such organization"))?;
     if let Scope::DeliveryAccount(da) = &c.scope
         && !known_delivery.contains(da.as_str())
     {
@@ -118,7 +118,8 @@ pub(super) async fn invite(
         )
         .into());
     }
-    let token = issue_token(tx, user_id, TokenPurpose::Activation, expires_at).await?;
+    let token =
+        issue_first_token(tx, user_id, TokenPurpose::Activation, ctx.now, expires_at).await?;
     let access = json!({
         "role": c.grant.role,
         "permissions": c.grant.permissions,
@@ -191,7 +192,7 @@ pub(super) async fn resend(
         settings.resend_cooldown,
     )?;
     let expires_at = ctx.now + settings.activation_ttl;
-    let token = issue_token(tx, user_id, TokenPurpose::Activation, expires_at).await?;
+    let token = issue_token(tx, user_id, TokenPurpose::Activation, ctx.now, expires_at).await?;
     users::reinvite(tx, user_id, expires_at).await?;
     let organization_name = accounts::organization_name(tx, &target.snapshot.organization_id)
         .await?

@@ -1,10 +1,12 @@
 //! Applies one command: idempotency, authorization, state, outbox — one transaction.
 //!
-//! The first statement claims the command id; a redelivery finds it and gets
-//! the stored reply. The command's own work runs inside a savepoint so that a
-//! rejection undoes whatever it touched while the reply and the idempotency
-//! record still commit. Emails, events and the reply are written to the
-//! outbox in the same transaction and delivered by the relay.
+//! The command's work, its idempotency record (id + reply) and its outbox
+//! rows (emails, events, reply) commit in one transaction. The record is
+//! written last, with the id as primary key: a second delivery of the same
+//! command either finds it or waits on it, and its own work is rolled back;
+//! it gets the stored reply. A rejection rolls the work back and records
+//! only the refusal, in a fresh transaction. Fewest round trips on the
+//! common path: no savepoint, no claim-then-update.
 
 mod accounts;
 mod effects;
@@ -166,46 +168,60 @@ impl Handler {
         raw: &[u8],
     ) -> Result<Handled, HandleError> {
         let id = envelope.id.as_str();
-        let mut tx = self.pool.begin().await?;
-        if !store::processed::claim(&mut tx, id, envelope.kind.as_str()).await? {
-            tx.rollback().await?;
-            let reply = store::processed::reply_of(&self.pool, id)
-                .await?
-                .unwrap_or_else(|| Reply::applied(id, json!({})));
-            return Ok(Handled::Duplicate(reply));
-        }
         let ctx = Ctx {
             command_id: id.to_owned(),
             actor: envelope.actor,
             now: Utc::now(),
         };
         let mut fx = Effects::default();
-        let outcome = match Command::parse(envelope.kind, &envelope.data) {
+        let command = match Command::parse(envelope.kind, &envelope.data) {
+            Ok(command) => command,
             Err(field) => {
                 fx.dead_letter(envelope.kind, &field.to_string(), raw, reply_to);
-                Err(Rejection::from(field))
-            }
-            Ok(command) => {
-                let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
-                match self.apply(&mut savepoint, &ctx, command, &mut fx).await {
-                    Ok(data) => {
-                        savepoint.commit().await?;
-                        Ok(data)
-                    }
-                    Err(Fail::Reject(rejection)) => {
-                        savepoint.rollback().await?;
-                        fx.discard_for_rejection();
-                        Err(rejection)
-                    }
-                    Err(Fail::Error(e)) => return Err(e),
-                }
+                let reply = Reply::refused(Some(id), &Rejection::from(field));
+                let tx = self.pool.begin().await?;
+                return self.record(tx, envelope, reply_to, reply, fx, &ctx).await;
             }
         };
-        let reply = match outcome {
-            Ok(data) => Reply::applied(id, data),
-            Err(rejection) => Reply::refused(Some(id), &rejection),
-        };
-        store::processed::finish(&mut tx, id, &reply).await?;
+        let mut tx = self.pool.begin().await?;
+        match self.apply(&mut tx, &ctx, command, &mut fx).await {
+            Ok(data) => {
+                let reply = Reply::applied(id, data);
+                self.record(tx, envelope, reply_to, reply, fx, &ctx).await
+            }
+            Err(Fail::Reject(rejection)) => {
+                // Undo whatever the command touched; record only the refusal.
+                tx.rollback().await?;
+                fx.discard_for_rejection();
+                let reply = Reply::refused(Some(id), &rejection);
+                let tx = self.pool.begin().await?;
+                self.record(tx, envelope, reply_to, reply, fx, &ctx).await
+            }
+            Err(Fail::Error(e)) => Err(e),
+        }
+    }
+
+    /// Records the command id with its reply and writes the outbox rows, then
+    /// commits. The id's primary key decides: if another delivery of the same
+    /// command committed first (or is committing: the insert waits for it),
+    /// everything in `tx` is rolled back and the stored reply is returned.
+    async fn record(
+        &self,
+        mut tx: Tx<'_>,
+        envelope: &Envelope,
+        reply_to: Option<&ReplyAddress>,
+        reply: Reply,
+        fx: Effects,
+        ctx: &Ctx,
+    ) -> Result<Handled, HandleError> {
+        let id = envelope.id.as_str();
+        if !store::processed::record(&mut tx, id, envelope.kind.as_str(), &reply).await? {
+            tx.rollback().await?;
+            let stored = store::processed::reply_of(&self.pool, id)
+                .await?
+                .unwrap_or_else(|| Reply::applied(id, json!({})));
+            return Ok(Handled::Duplicate(stored));
+        }
         let funnel = fx.funnel_steps();
         let mut rows = fx.into_rows(ctx.now, envelope.traceparent.as_ref());
         if let Some(address) = reply_to {

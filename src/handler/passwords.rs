@@ -50,7 +50,14 @@ pub(super) async fn request(
         return Err(rejection.into());
     }
     let expires_at = ctx.now + settings.password_reset_ttl;
-    let token = issue_token(tx, user_id, TokenPurpose::PasswordReset, expires_at).await?;
+    let token = issue_token(
+        tx,
+        user_id,
+        TokenPurpose::PasswordReset,
+        ctx.now,
+        expires_at,
+    )
+    .await?;
     audit::record(
         tx,
         AuditEntry {

@@ -13,11 +13,23 @@ pub(super) async fn issue_token(
     tx: &mut Tx<'_>,
     user: UserId,
     purpose: TokenPurpose,
+    issued_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Result<SecretToken, Fail> {
+    tokens::revoke_all(tx, user, Some(purpose)).await?;
+    issue_first_token(tx, user, purpose, issued_at, expires_at).await
+}
+
+/// Issues the first token of a user created in this transaction (nothing to revoke).
+pub(super) async fn issue_first_token(
+    tx: &mut Tx<'_>,
+    user: UserId,
+    purpose: TokenPurpose,
+    issued_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 ) -> Result<SecretToken, Fail> {
     let secret = SecretToken::generate().map_err(|e| HandleError::Random(e.to_string()))?;
-    tokens::revoke_all(tx, user, Some(purpose)).await?;
-    tokens::insert(tx, &secret.hash(), user, purpose, expires_at).await?;
+    tokens::insert(tx, &secret.hash(), user, purpose, issued_at, expires_at).await?;
     Ok(secret)
 }
 

@@ -110,3 +110,28 @@ pub async fn known_ids(
     }
     Ok((contract, delivery))
 }
+
+/// The organization's name and the ids of its contract and delivery
+/// accounts, in one round trip; `None` when it does not exist.
+pub async fn organization_with_accounts(
+    tx: &mut Tx<'_>,
+    id: &OrganizationId,
+) -> Result<Option<(String, BTreeSet<String>, BTreeSet<String>)>, StoreError> {
+    let row = sqlx::query(
+        "SELECT o.name,
+                COALESCE((SELECT array_agg(c.id) FROM contract_accounts c WHERE c.organization_id = o.id), '{}') AS contract,
+                COALESCE((SELECT array_agg(d.id) FROM delivery_accounts d WHERE d.organization_id = o.id), '{}') AS delivery
+         FROM organizations o WHERE o.id = $1",
+    )
+    .bind(id.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let contract: Vec<String> = row.try_get("contract")?;
+    let delivery: Vec<String> = row.try_get("delivery")?;
+    Ok(Some((
+        row.try_get("name")?,
+        contract.into_iter().collect(),
+        delivery.into_iter().collect(),
+    )))
+}

@@ -1,43 +1,37 @@
 //! The idempotency record: one row per command id, holding its reply.
 //!
-//! `claim` is the first statement of a command's transaction: a concurrent
+//! `record` is the last write of a command's transaction: a concurrent
 //! delivery of the same id blocks on the primary key until the first commits,
-//! then sees the row and becomes a duplicate.
+//! then sees the row, rolls back its own work and becomes a duplicate.
 
 use sqlx::PgPool;
 
 use super::{StoreError, Tx};
 use crate::domain::reply::Reply;
 
-/// Claims `command_id` in `tx`. False when it was processed already.
-pub async fn claim(
+/// Records `command_id` as processed with `reply`, in `tx`. False when it
+/// was recorded already (by a delivery that committed first; a concurrent
+/// one is waited for by the primary key).
+pub async fn record(
     tx: &mut Tx<'_>,
     command_id: &str,
     command_type: &str,
+    reply: &Reply,
 ) -> Result<bool, StoreError> {
+    let body = serde_json::to_value(reply)
+        .map_err(|e| StoreError::corrupt("processed_commands", e.to_string()))?;
     let inserted = sqlx::query(
         "INSERT INTO processed_commands (command_id, command_type, status, reply)
-         VALUES ($1, $2, 'pending', '{}'::jsonb) ON CONFLICT (command_id) DO NOTHING",
+         VALUES ($1, $2, $3, $4) ON CONFLICT (command_id) DO NOTHING",
     )
     .bind(command_id)
     .bind(command_type)
+    .bind(reply.status.as_str())
+    .bind(body)
     .execute(&mut **tx)
     .await?
     .rows_affected();
     Ok(inserted == 1)
-}
-
-/// Stores the reply of the command claimed in `tx`.
-pub async fn finish(tx: &mut Tx<'_>, command_id: &str, reply: &Reply) -> Result<(), StoreError> {
-    let body = serde_json::to_value(reply)
-        .map_err(|e| StoreError::corrupt("processed_commands", e.to_string()))?;
-    sqlx::query("UPDATE processed_commands SET status = $2, reply = $3 WHERE command_id = $1")
-        .bind(command_id)
-        .bind(reply.status.as_str())
-        .bind(body)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 /// The stored reply of an already processed command.

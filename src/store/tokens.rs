@@ -8,21 +8,26 @@ use super::{StoreError, Tx};
 use crate::domain::ids::UserId;
 use crate::domain::token::{TokenHash, TokenPurpose, TokenRecord};
 
-/// Stores a new token's hash for `user`.
+/// Stores a new token's hash for `user`, issued at `issued_at` (the
+/// command's clock, the same one its expiry and cooldown are measured on).
 pub async fn insert(
     tx: &mut Tx<'_>,
     hash: &TokenHash,
     user: UserId,
     purpose: TokenPurpose,
+    issued_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO tokens (hash, user_id, purpose, expires_at) VALUES ($1, $2, $3, $4)")
-        .bind(hash.as_bytes())
-        .bind(user.as_uuid())
-        .bind(purpose.as_str())
-        .bind(expires_at)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO tokens (hash, user_id, purpose, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(hash.as_bytes())
+    .bind(user.as_uuid())
+    .bind(purpose.as_str())
+    .bind(issued_at)
+    .bind(expires_at)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
