@@ -36,12 +36,7 @@ fn merge(into: &mut HashMap<String, Vec<Value>>, more: HashMap<String, Vec<Value
 async fn load_emails(w: &TestWorker, expected: usize, timeout: Duration) -> HashMap<String, usize> {
     let deadline = Instant::now() + timeout;
     loop {
-        let mut per_recipient: HashMap<String, usize> = HashMap::new();
-        for mail in w.smtp.mails() {
-            for to in mail.to.iter().filter(|t| t.ends_with(LOAD)) {
-                *per_recipient.entry(to.clone()).or_default() += 1;
-            }
-        }
+        let per_recipient = w.smtp.per_recipient(LOAD);
         if per_recipient.len() >= expected || Instant::now() > deadline {
             return per_recipient;
         }

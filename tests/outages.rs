@@ -52,13 +52,7 @@ where
 }
 
 fn emails_per_invitee(w: &TestWorker) -> HashMap<String, usize> {
-    let mut per: HashMap<String, usize> = HashMap::new();
-    for mail in w.smtp.mails() {
-        for to in mail.to.iter().filter(|t| t.ends_with("@load.example")) {
-            *per.entry(to.clone()).or_default() += 1;
-        }
-    }
-    per
+    w.smtp.per_recipient("@load.example")
 }
 
 #[tokio::test]

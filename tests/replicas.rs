@@ -4,7 +4,6 @@
 mod common;
 
 use common::{TestWorker, invite_envelopes};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 fn metric_sum(texts: &[String], series: &str) -> f64 {
@@ -52,12 +51,7 @@ async fn three_workers_apply_every_command_once_and_expire_every_invite_once() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let mut per_invitee: HashMap<String, usize> = HashMap::new();
-    for mail in w.smtp.mails() {
-        for to in mail.to.iter().filter(|t| t.ends_with("@load.example")) {
-            *per_invitee.entry(to.clone()).or_default() += 1;
-        }
-    }
+    let per_invitee = w.smtp.per_recipient("@load.example");
     let users = w
         .count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
         .await;

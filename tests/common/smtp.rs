@@ -226,6 +226,17 @@ impl SmtpServer {
             .remove(0)
     }
 
+    /// Messages per recipient, for recipients whose address ends with `suffix`.
+    pub fn per_recipient(&self, suffix: &str) -> std::collections::HashMap<String, usize> {
+        let mut per = std::collections::HashMap::new();
+        for mail in self.mails() {
+            for to in mail.to.iter().filter(|t| t.ends_with(suffix)) {
+                *per.entry(to.clone()).or_default() += 1;
+            }
+        }
+        per
+    }
+
     /// How many messages went to `to`.
     pub fn count_to(&self, to: &str) -> usize {
         self.mails()
