@@ -92,7 +92,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         health: health.clone(),
         max_deliveries: settings.command_max_deliveries.max(1),
         relay: relay_notify.clone(),
-        concurrency: usize::from(settings.consumer_prefetch),
+        // A quarter of the pool applies commands (each transaction takes
+        // every delivery that is waiting); the relay and the scheduler keep
+        // the rest. Few big transactions beat many small ones: a commit
+        // waits for the disk.
+        concurrency: (settings.database_max_connections as usize / 4).max(1),
+        batch_size: usize::from(settings.consumer_prefetch),
         grace: settings.shutdown_grace,
     });
     let consume_stop = stop_rx.clone();

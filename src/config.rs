@@ -246,8 +246,9 @@ pub struct Settings {
     /// How long a relay owns a claimed outbox row before another may take it.
     #[arg(long, env = "OUTBOX_LEASE", default_value = "60s", value_parser = parse_duration)]
     pub outbox_lease: Duration,
-    /// Commands handled at once (the consumer's prefetch).
-    #[arg(long, env = "CONSUMER_PREFETCH", default_value_t = 32)]
+    /// Commands in flight at once (the consumer's prefetch); also the most
+    /// applied in one transaction.
+    #[arg(long, env = "CONSUMER_PREFETCH", default_value_t = 256)]
     pub consumer_prefetch: u16,
     /// PostgreSQL connections in the pool.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]

@@ -84,7 +84,8 @@ const WORKER_CONNECTIONS: usize = 10;
 const SWEEP_BATCH: i64 = 500;
 
 fn bench_database_url(url: &str) -> Result<(String, String), BenchError> {
-    let options = PgConnectOptions::from_str(url)?;
+    // The worker's own reading of the URL (TLS or not), written out in full.
+    let options = store::connect_options(url)?;
     let name = format!(
         "{}_bench",
         options.get_database().unwrap_or("user_lifecycle")

@@ -1,6 +1,8 @@
-//! The command consumer: one delivery in, one committed transaction, then the ack.
+//! The command consumer: deliveries in, committed transactions, then the acks.
 //!
-//! A message that is not a command envelope is copied to the dead-letter
+//! Deliveries that are waiting together are applied together, in one
+//! transaction (see `handler::batch`); alone, a delivery is applied alone,
+//! so batching adds no latency. A message that is not a command envelope is copied to the dead-letter
 //! exchange (confirmed) and acked, so poison never blocks the queue. A
 //! command whose handling fails for a transient reason is retried a few
 //! times in-process with growing delays, then handed back to the broker;
@@ -8,7 +10,7 @@
 //! database itself is away, consumption pauses until it is back: nothing is
 //! acked before its transaction committed.
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -22,9 +24,10 @@ use tracing::Instrument;
 use super::publisher::Publisher;
 use super::session::{Session, backoff};
 use crate::domain::envelope;
+use crate::domain::envelope::Envelope;
 use crate::domain::reply::{Reason, Rejection, Reply, ReplyStatus};
 use crate::domain::trace::TraceParent;
-use crate::handler::{FunnelStep, Handled, Handler, ReplyAddress};
+use crate::handler::{BatchItem, FunnelStep, HandleError, Handled, Handler, ReplyAddress};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics;
 
@@ -41,8 +44,10 @@ pub struct Deps {
     pub health: Health,
     /// Woken after each commit so the relay delivers at once.
     pub relay: Arc<crate::outbox::Wakeup>,
-    /// Commands handled at once.
+    /// Transactions applying commands at once.
     pub concurrency: usize,
+    /// Most deliveries applied in one transaction (those already waiting).
+    pub batch_size: usize,
     /// How long in-flight commands may take after shutdown.
     pub grace: Duration,
     /// Deliveries of a transiently failing command before it is dead-lettered.
@@ -137,13 +142,30 @@ async fn consume(
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     let Ok(permit) = permits.clone().acquire_owned().await else { break Ended::Shutdown };
+                    // Whatever else is already waiting joins this batch.
+                    let mut batch = vec![delivery];
+                    let mut lost = None;
+                    while batch.len() < deps.batch_size.max(1) {
+                        match consumer.next().now_or_never() {
+                            Some(Some(Ok(delivery))) => batch.push(delivery),
+                            Some(Some(Err(e))) => {
+                                lost = Some(e);
+                                break;
+                            }
+                            Some(None) | None => break,
+                        }
+                    }
                     let deps = deps.clone();
                     let publisher = session.publisher.clone();
                     let db_down = db_down_tx.clone();
                     tasks.spawn(async move {
-                        process(delivery, &deps, &publisher, &db_down).await;
+                        process(batch, &deps, &publisher, &db_down).await;
                         drop(permit);
                     });
+                    if let Some(e) = lost {
+                        tracing::warn!(error = %e, "the command consumer lost its channel");
+                        break Ended::ConnectionLost;
+                    }
                 }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "the command consumer lost its channel");
@@ -310,16 +332,57 @@ async fn dead_letter(
     ack(delivery).await;
 }
 
-async fn process(
+/// A delivery that parsed as a command envelope.
+struct Incoming {
     delivery: Delivery,
+    envelope: Envelope,
+    address: Option<ReplyAddress>,
+    span: tracing::Span,
+    started: Instant,
+}
+
+/// Handles the deliveries that arrived together: poison is dead-lettered
+/// one by one, the commands are applied as one batch, then each is settled
+/// (acked, answered, retried or handed back) in arrival order.
+async fn process(
+    deliveries: Vec<Delivery>,
     deps: &Deps,
     publisher: &Publisher,
     db_down: &watch::Sender<bool>,
 ) {
+    let mut incoming = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        if let Some(command) = admit(delivery, publisher).await {
+            incoming.push(command);
+        }
+    }
+    let results = {
+        let items: Vec<BatchItem<'_>> = incoming
+            .iter()
+            .map(|c| BatchItem {
+                envelope: &c.envelope,
+                reply_to: c.address.as_ref(),
+                raw: &c.delivery.data,
+                span: &c.span,
+            })
+            .collect();
+        deps.handler.handle_batch(&items).await
+    };
+    for (command, result) in incoming.into_iter().zip(results) {
+        let span = command.span.clone();
+        settle(command, result, deps, publisher, db_down)
+            .instrument(span)
+            .await;
+    }
+}
+
+/// Parses `delivery` as a command envelope; anything else is dead-lettered
+/// (and answered `invalid` if it asked for a reply).
+async fn admit(delivery: Delivery, publisher: &Publisher) -> Option<Incoming> {
     let started = Instant::now();
     let reply_to = property(delivery.properties.reply_to());
     let correlation_id = property(delivery.properties.correlation_id());
-    let mut env = match envelope::parse(&delivery.data) {
+    let mut envelope = match envelope::parse(&delivery.data) {
         Ok(env) => env,
         Err(err) => {
             let reason = err.reason();
@@ -342,96 +405,122 @@ async fn process(
             });
             dead_letter(&delivery, publisher, reason, &message, reply).await;
             metrics::command("unknown", ReplyStatus::Invalid.as_str(), started.elapsed());
-            return;
+            return None;
         }
     };
     if let Some(trace) = header_str(&delivery, "traceparent").and_then(|h| TraceParent::parse(&h)) {
-        env.traceparent = Some(trace);
+        envelope.traceparent = Some(trace);
     }
-    let kind = env.kind.as_str();
     let span = tracing::info_span!(
         "command",
-        command_id = %env.id,
-        r#type = kind,
-        actor = env.actor.map(|a| a.to_string()),
-        trace_id = env.traceparent.as_ref().map(|t| t.trace_id().to_owned()),
+        command_id = %envelope.id,
+        r#type = envelope.kind.as_str(),
+        actor = envelope.actor.map(|a| a.to_string()),
+        trace_id = envelope.traceparent.as_ref().map(|t| t.trace_id().to_owned()),
         user_id = tracing::field::Empty,
     );
-    async {
-        let address = reply_to.map(|reply_to| ReplyAddress {
-            reply_to,
-            correlation_id: correlation_id.unwrap_or_else(|| env.id.as_str().to_owned()),
-        });
-        let mut attempt = 0;
-        loop {
-            match deps.handler.handle(&env, address.as_ref(), &delivery.data).await {
-                Ok(Handled::Processed(reply, funnel)) => {
-                    ack(&delivery).await;
-                    deps.relay.wake();
-                    for step in funnel {
-                        match step {
-                            FunnelStep::Invited => metrics::invites("invited", 1),
-                            FunnelStep::Activated(after) => {
-                                metrics::invites("activated", 1);
-                                metrics::time_to_activate(after);
-                            }
-                            FunnelStep::Removed => metrics::invites("removed", 1),
+    let address = reply_to.map(|reply_to| ReplyAddress {
+        reply_to,
+        correlation_id: correlation_id.unwrap_or_else(|| envelope.id.as_str().to_owned()),
+    });
+    Some(Incoming {
+        delivery,
+        envelope,
+        address,
+        span,
+        started,
+    })
+}
+
+/// Acks, answers and counts a handled command; retries a failed one a few
+/// times in-process, then hands it back or dead-letters it.
+async fn settle(
+    command: Incoming,
+    first: Result<Handled, HandleError>,
+    deps: &Deps,
+    publisher: &Publisher,
+    db_down: &watch::Sender<bool>,
+) {
+    let Incoming {
+        delivery,
+        envelope: env,
+        address,
+        started,
+        ..
+    } = command;
+    let kind = env.kind.as_str();
+    let mut result = first;
+    let mut attempt = 0;
+    loop {
+        match result {
+            Ok(Handled::Processed(reply, funnel)) => {
+                ack(&delivery).await;
+                deps.relay.wake();
+                for step in funnel {
+                    match step {
+                        FunnelStep::Invited => metrics::invites("invited", 1),
+                        FunnelStep::Activated(after) => {
+                            metrics::invites("activated", 1);
+                            metrics::time_to_activate(after);
                         }
+                        FunnelStep::Removed => metrics::invites("removed", 1),
                     }
-                    if reply.status == ReplyStatus::Invalid {
-                        metrics::dead_lettered("invalid_data");
-                    }
-                    tracing::info!(status = reply.status.as_str(), code = %reply.code, "command handled");
-                    metrics::command(kind, reply.status.as_str(), started.elapsed());
-                    return;
                 }
-                Ok(Handled::Duplicate(reply)) => {
-                    if let Some(address) = &address {
-                        publish_reply(
-                            publisher,
-                            address,
-                            &reply.as_duplicate(),
-                            env.traceparent.as_ref(),
-                        )
+                if reply.status == ReplyStatus::Invalid {
+                    metrics::dead_lettered("invalid_data");
+                }
+                tracing::info!(status = reply.status.as_str(), code = %reply.code, "command handled");
+                metrics::command(kind, reply.status.as_str(), started.elapsed());
+                return;
+            }
+            Ok(Handled::Duplicate(reply)) => {
+                if let Some(address) = &address {
+                    publish_reply(
+                        publisher,
+                        address,
+                        &reply.as_duplicate(),
+                        env.traceparent.as_ref(),
+                    )
+                    .await;
+                }
+                ack(&delivery).await;
+                tracing::info!("duplicate delivery answered with the stored reply");
+                metrics::command(kind, "duplicate", started.elapsed());
+                return;
+            }
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "database unavailable; the command goes back to the broker");
+                db_down.send_replace(true);
+                requeue(&delivery).await;
+                return;
+            }
+            Err(e) => {
+                attempt += 1;
+                if attempt < IN_PROCESS_ATTEMPTS {
+                    let delay = Duration::from_millis(100 * 4u64.pow(attempt));
+                    tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "command failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    result = deps
+                        .handler
+                        .handle(&env, address.as_ref(), &delivery.data)
                         .await;
-                    }
-                    ack(&delivery).await;
-                    tracing::info!("duplicate delivery answered with the stored reply");
-                    metrics::command(kind, "duplicate", started.elapsed());
-                    return;
+                    continue;
                 }
-                Err(e) if e.is_unavailable() => {
-                    tracing::warn!(error = %e, "database unavailable; the command goes back to the broker");
-                    db_down.send_replace(true);
+                metrics::command(kind, "error", started.elapsed());
+                let deliveries = previous_deliveries(&delivery) + 1;
+                if deliveries >= deps.max_deliveries {
+                    let message = format!("failed {deliveries} deliveries in a row, last: {e}");
+                    tracing::error!(error = %e, deliveries, "command keeps failing; dead-lettering it");
+                    // No reply: the command was not refused, and an operator
+                    // who replays it from the dead-letter queue gets it applied.
+                    dead_letter(&delivery, publisher, "transient", &message, None).await;
+                } else {
+                    tracing::error!(error = %e, deliveries, "command failed; handing it back to the broker");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     requeue(&delivery).await;
-                    return;
                 }
-                Err(e) => {
-                    attempt += 1;
-                    if attempt < IN_PROCESS_ATTEMPTS {
-                        let delay = Duration::from_millis(100 * 4u64.pow(attempt));
-                        tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "command failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        continue;
-                    }
-                    metrics::command(kind, "error", started.elapsed());
-                    let deliveries = previous_deliveries(&delivery) + 1;
-                    if deliveries >= deps.max_deliveries {
-                        let message = format!("failed {deliveries} deliveries in a row, last: {e}");
-                        tracing::error!(error = %e, deliveries, "command keeps failing; dead-lettering it");
-                        // No reply: the command was not refused, and an operator
-                        // who replays it from the dead-letter queue gets it applied.
-                        dead_letter(&delivery, publisher, "transient", &message, None).await;
-                    } else {
-                        tracing::error!(error = %e, deliveries, "command failed; handing it back to the broker");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        requeue(&delivery).await;
-                    }
-                    return;
-                }
+                return;
             }
         }
     }
-    .instrument(span)
-    .await;
 }

@@ -4,7 +4,7 @@ use serde_json::json;
 use std::collections::BTreeSet;
 
 use super::invitations::ActivationEmail;
-use super::tokens::issue_first_token;
+use super::tokens::new_secret;
 use super::{Ctx, Effects, FunnelStep, HandlerSettings, Outcome};
 use crate::domain::FieldError;
 use crate::domain::authz::{self, Grant};
@@ -12,9 +12,8 @@ use crate::domain::command::{AccountSpec, OnboardOrganization, SyncAccounts};
 use crate::domain::event::EventType;
 use crate::domain::ids::UserId;
 use crate::domain::reply::{Reason, Rejection};
-use crate::domain::token::TokenPurpose;
 use crate::domain::user::Scope;
-use crate::store::audit::{self, AuditEntry};
+use crate::store::audit::AuditEntry;
 use crate::store::users::NewUserRow;
 use crate::store::{Tx, accounts, users};
 
@@ -69,6 +68,7 @@ pub(super) async fn onboard(
     let manager_id = UserId::new();
     let expires_at = ctx.now + settings.activation_ttl;
     let grant = Grant::everything();
+    let token = new_secret()?;
     let inserted = users::insert_invited(
         tx,
         NewUserRow {
@@ -79,6 +79,8 @@ pub(super) async fn onboard(
             grant: &grant,
             invited_by: None,
             activation_expires_at: expires_at,
+            activation_token: &token.hash(),
+            issued_at: ctx.now,
         },
     )
     .await?;
@@ -89,27 +91,15 @@ pub(super) async fn onboard(
         )
         .into());
     }
-    let token = issue_first_token(
-        tx,
-        manager_id,
-        TokenPurpose::Activation,
-        ctx.now,
-        expires_at,
-    )
-    .await?;
-    audit::record(
-        tx,
-        AuditEntry {
-            command_id: Some(&ctx.command_id),
-            actor_id: None,
-            user_id: Some(manager_id.as_uuid()),
-            organization_id: c.organization_id.as_str(),
-            action: "organization.onboarded",
-            before: None,
-            after: Some(json!({"status": "invited", "role": "manager"})),
-        },
-    )
-    .await?;
+    fx.audit(AuditEntry {
+        command_id: Some(&ctx.command_id),
+        actor_id: None,
+        user_id: Some(manager_id.as_uuid()),
+        organization_id: c.organization_id.as_str(),
+        action: "organization.onboarded",
+        before: None,
+        after: Some(json!({"status": "invited", "role": "manager"})),
+    });
     fx.event(
         EventType::OrganizationOnboarded,
         &c.organization_id,
@@ -178,22 +168,18 @@ pub(super) async fn sync(tx: &mut Tx<'_>, ctx: &Ctx, c: SyncAccounts, fx: &mut E
         &c.delivery_accounts,
     )
     .await?;
-    audit::record(
-        tx,
-        AuditEntry {
-            command_id: Some(&ctx.command_id),
-            actor_id: None,
-            user_id: None,
-            organization_id: c.organization_id.as_str(),
-            action: "organization.accounts_synced",
-            before: None,
-            after: Some(json!({
-                "contract_accounts": ids(&c.contract_accounts),
-                "delivery_accounts": ids(&c.delivery_accounts),
-            })),
-        },
-    )
-    .await?;
+    fx.audit(AuditEntry {
+        command_id: Some(&ctx.command_id),
+        actor_id: None,
+        user_id: None,
+        organization_id: c.organization_id.as_str(),
+        action: "organization.accounts_synced",
+        before: None,
+        after: Some(json!({
+            "contract_accounts": ids(&c.contract_accounts),
+            "delivery_accounts": ids(&c.delivery_accounts),
+        })),
+    });
     fx.event(
         EventType::AccountsSynced,
         &c.organization_id,

@@ -1,7 +1,9 @@
-//! What a command leaves behind besides state: events, emails, a dead letter.
+//! What a command leaves behind besides state: audit records, events,
+//! emails, a dead letter.
 //!
 //! Collected in memory while the command runs and written to the outbox in
-//! its transaction. On a rejection only what the rules say a refusal emits
+//! its transaction (the audit trail too, in one statement with its
+//! neighbours'). On a rejection only what the rules say a refusal emits
 //! (e.g. `user.password_reset_blocked`) is kept.
 
 use base64::Engine;
@@ -14,6 +16,7 @@ use crate::domain::event::{Event, EventType};
 use crate::domain::notification::EmailJob;
 use crate::domain::trace::TraceParent;
 use crate::handler::{FunnelStep, ReplyAddress};
+use crate::store::audit::{AuditEntry, AuditRow};
 use crate::store::outbox::{NewOutboxRow, OutboxKind};
 
 /// Events, emails and dead letters a command produces.
@@ -23,6 +26,7 @@ pub struct Effects {
     emails: Vec<EmailJob>,
     on_rejection: Vec<Event>,
     funnel: Vec<FunnelStep>,
+    audit: Vec<AuditRow>,
     dead_letter: Option<Value>,
 }
 
@@ -45,6 +49,16 @@ impl Effects {
     /// The funnel steps recorded (none after a rejection).
     pub fn funnel_steps(&self) -> Vec<FunnelStep> {
         self.funnel.clone()
+    }
+
+    /// Appends `entry` to the audit trail with the command's other rows.
+    pub fn audit(&mut self, entry: AuditEntry<'_>) {
+        self.audit.push(entry.into());
+    }
+
+    /// The audit rows to write (taken out).
+    pub fn take_audit(&mut self) -> Vec<AuditRow> {
+        std::mem::take(&mut self.audit)
     }
 
     /// Sends `job` once the command commits.
@@ -75,6 +89,7 @@ impl Effects {
         self.events = std::mem::take(&mut self.on_rejection);
         self.emails.clear();
         self.funnel.clear();
+        self.audit.clear();
     }
 
     /// The outbox rows, events stamped with `now`.

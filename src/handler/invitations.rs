@@ -2,20 +2,22 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use super::participants::{load_actor, load_target, note_user};
-use super::tokens::{issue_first_token, issue_token, redeem};
+use super::tokens::{issue_token, new_secret, redeem};
 use super::{Ctx, Effects, FunnelStep, HandlerSettings, Outcome, email_time};
 use crate::domain::authz;
 use crate::domain::command::InviteUser;
 use crate::domain::event::EventType;
-use crate::domain::ids::UserId;
+use crate::domain::ids::{OrganizationId, UserId};
 use crate::domain::notification::{EmailJob, Template};
 use crate::domain::reply::{Reason, Rejection};
 use crate::domain::token::{SecretToken, TokenPurpose};
 use crate::domain::user::{self, Scope, UserStatus};
-use crate::store::audit::{self, AuditEntry};
-use crate::store::users::NewUserRow;
+use crate::store::audit::AuditEntry;
+use crate::store::users::{NewUserRow, UserRecord};
 use crate::store::{Tx, accounts, tokens, users};
 
 /// The activation email for a user.
@@ -61,6 +63,51 @@ impl ActivationEmail<'_> {
     }
 }
 
+/// An organization's name and the ids of its contract and delivery accounts.
+type OrganizationAccounts = (String, BTreeSet<String>, BTreeSet<String>);
+
+/// What consecutive invites in one transaction share: the acting managers
+/// (locked by the transaction once loaded) and the organizations' accounts.
+/// An invite changes neither, so the batch keeps them until a command of
+/// another kind runs (see `handler::batch`), which clears them.
+#[derive(Debug, Default)]
+pub(super) struct InviteCache {
+    actors: HashMap<UserId, Arc<UserRecord>>,
+    organizations: HashMap<OrganizationId, Arc<OrganizationAccounts>>,
+}
+
+impl InviteCache {
+    /// Forgets everything (another kind of command may change it).
+    pub(super) fn clear(&mut self) {
+        self.actors.clear();
+        self.organizations.clear();
+    }
+
+    fn actor(&self, id: Option<UserId>) -> Option<Arc<UserRecord>> {
+        self.actors.get(&id?).cloned()
+    }
+
+    fn keep_actor(&mut self, actor: UserRecord) -> Arc<UserRecord> {
+        let actor = Arc::new(actor);
+        self.actors.insert(actor.snapshot.id, actor.clone());
+        actor
+    }
+
+    fn organization(&self, id: &OrganizationId) -> Option<Arc<OrganizationAccounts>> {
+        self.organizations.get(id).cloned()
+    }
+
+    fn keep_organization(
+        &mut self,
+        id: &OrganizationId,
+        found: OrganizationAccounts,
+    ) -> Arc<OrganizationAccounts> {
+        let found = Arc::new(found);
+        self.organizations.insert(id.clone(), found.clone());
+        found
+    }
+}
+
 /// `invite_user`.
 pub(super) async fn invite(
     tx: &mut Tx<'_>,
@@ -68,17 +115,27 @@ pub(super) async fn invite(
     settings: &HandlerSettings,
     c: InviteUser,
     fx: &mut Effects,
+    cache: &mut InviteCache,
 ) -> Outcome {
-    let actor = load_actor(tx, ctx).await?;
+    let actor = match cache.actor(ctx.actor) {
+        Some(actor) => actor,
+        None => cache.keep_actor(load_actor(tx, ctx).await?),
+    };
     let c = InviteUser {
         grant: c.grant.fitted_to(&c.scope)?,
         ..c
     };
     authz::check_invite(&actor.snapshot, &c.organization_id, &c.scope, &c.grant)?;
-    let (organization_name, known_contract, known_delivery) =
-        accounts::organization_with_accounts(tx, &c.organization_id)
-            .await?
-            .ok_or_else(|| Rejection::new(Reason::NotFound, "no such organization"))?;
+    let organization = match cache.organization(&c.organization_id) {
+        Some(organization) => organization,
+        None => cache.keep_organization(
+            &c.organization_id,
+            accounts::organization_with_accounts(tx, &c.organization_id)
+                .await?
+                .ok_or_else(|| Rejection::new(Reason::NotFound, "no such organization"))?,
+        ),
+    };
+    let (organization_name, known_contract, known_delivery) = &*organization;
     if let Scope::DeliveryAccount(da) = &c.scope
         && !known_delivery.contains(da.as_str())
     {
@@ -90,14 +147,15 @@ pub(super) async fn invite(
     }
     c.grant
         .contract_accounts
-        .check_known(&known_contract, "contract_accounts")?;
+        .check_known(known_contract, "contract_accounts")?;
     c.grant
         .delivery_accounts
-        .check_known(&known_delivery, "delivery_accounts")?;
+        .check_known(known_delivery, "delivery_accounts")?;
 
     let user_id = UserId::new();
     note_user(user_id);
     let expires_at = ctx.now + settings.activation_ttl;
+    let token = new_secret()?;
     let inserted = users::insert_invited(
         tx,
         NewUserRow {
@@ -108,6 +166,8 @@ pub(super) async fn invite(
             grant: &c.grant,
             invited_by: Some(actor.snapshot.id),
             activation_expires_at: expires_at,
+            activation_token: &token.hash(),
+            issued_at: ctx.now,
         },
     )
     .await?;
@@ -118,27 +178,21 @@ pub(super) async fn invite(
         )
         .into());
     }
-    let token =
-        issue_first_token(tx, user_id, TokenPurpose::Activation, ctx.now, expires_at).await?;
     let access = json!({
         "role": c.grant.role,
         "permissions": c.grant.permissions,
         "contract_accounts": c.grant.contract_accounts,
         "delivery_accounts": c.grant.delivery_accounts,
     });
-    audit::record(
-        tx,
-        AuditEntry {
-            command_id: Some(&ctx.command_id),
-            actor_id: Some(actor.snapshot.id.as_uuid()),
-            user_id: Some(user_id.as_uuid()),
-            organization_id: c.organization_id.as_str(),
-            action: "user.invited",
-            before: None,
-            after: Some(json!({"status": "invited", "access": access})),
-        },
-    )
-    .await?;
+    fx.audit(AuditEntry {
+        command_id: Some(&ctx.command_id),
+        actor_id: Some(actor.snapshot.id.as_uuid()),
+        user_id: Some(user_id.as_uuid()),
+        organization_id: c.organization_id.as_str(),
+        action: "user.invited",
+        before: None,
+        after: Some(json!({"status": "invited", "access": access})),
+    });
     fx.funnel(FunnelStep::Invited);
     fx.event(
         EventType::UserInvited,
@@ -163,7 +217,7 @@ pub(super) async fn invite(
             first_name: c.user.first_name.as_str(),
             last_name: c.user.last_name.as_str(),
             locale: c.user.locale.as_str(),
-            organization_name: &organization_name,
+            organization_name,
             inviter_name: Some(actor.display_name()),
             expires_at,
             resend: false,
@@ -197,21 +251,15 @@ pub(super) async fn resend(
     let organization_name = accounts::organization_name(tx, &target.snapshot.organization_id)
         .await?
         .unwrap_or_default();
-    audit::record(
-        tx,
-        AuditEntry {
-            command_id: Some(&ctx.command_id),
-            actor_id: Some(actor.snapshot.id.as_uuid()),
-            user_id: Some(user_id.as_uuid()),
-            organization_id: target.snapshot.organization_id.as_str(),
-            action: "user.activation_resent",
-            before: Some(json!({"status": target.snapshot.status})),
-            after: Some(
-                json!({"status": UserStatus::Invited, "activation_expires_at": expires_at}),
-            ),
-        },
-    )
-    .await?;
+    fx.audit(AuditEntry {
+        command_id: Some(&ctx.command_id),
+        actor_id: Some(actor.snapshot.id.as_uuid()),
+        user_id: Some(user_id.as_uuid()),
+        organization_id: target.snapshot.organization_id.as_str(),
+        action: "user.activation_resent",
+        before: Some(json!({"status": target.snapshot.status})),
+        after: Some(json!({"status": UserStatus::Invited, "activation_expires_at": expires_at})),
+    });
     fx.event(
         EventType::UserActivationResent,
         user_id,
@@ -252,19 +300,15 @@ pub(super) async fn activate(
     user::check_activatable(target.snapshot.status)?;
     tokens::mark_used(tx, &hash, ctx.now).await?;
     users::activate(tx, user_id, ctx.now).await?;
-    audit::record(
-        tx,
-        AuditEntry {
-            command_id: Some(&ctx.command_id),
-            actor_id: None,
-            user_id: Some(user_id.as_uuid()),
-            organization_id: target.snapshot.organization_id.as_str(),
-            action: "user.activated",
-            before: Some(json!({"status": target.snapshot.status})),
-            after: Some(json!({"status": UserStatus::Active})),
-        },
-    )
-    .await?;
+    fx.audit(AuditEntry {
+        command_id: Some(&ctx.command_id),
+        actor_id: None,
+        user_id: Some(user_id.as_uuid()),
+        organization_id: target.snapshot.organization_id.as_str(),
+        action: "user.activated",
+        before: Some(json!({"status": target.snapshot.status})),
+        after: Some(json!({"status": UserStatus::Active})),
+    });
     let waited = (ctx.now - target.created_at).to_std().unwrap_or_default();
     fx.funnel(FunnelStep::Activated(waited));
     fx.event(

@@ -9,6 +9,7 @@
 //! common path: no savepoint, no claim-then-update.
 
 mod accounts;
+mod batch;
 mod effects;
 mod invitations;
 mod lookup;
@@ -31,7 +32,9 @@ use crate::domain::trace::TraceParent;
 use crate::store::outbox::{NewOutboxRow, OutboxKind};
 use crate::store::{self, StoreError, Tx};
 
+pub use batch::BatchItem;
 pub use effects::Effects;
+use invitations::InviteCache;
 
 /// Settings the rules need from the configuration.
 #[derive(Debug, Clone)]
@@ -184,7 +187,10 @@ impl Handler {
             }
         };
         let mut tx = self.pool.begin().await?;
-        match self.apply(&mut tx, &ctx, command, &mut fx).await {
+        match self
+            .apply(&mut tx, &ctx, command, &mut fx, &mut InviteCache::default())
+            .await
+        {
             Ok(data) => {
                 let reply = Reply::applied(id, data);
                 self.record(tx, envelope, reply_to, reply, fx, &ctx).await
@@ -211,7 +217,7 @@ impl Handler {
         envelope: &Envelope,
         reply_to: Option<&ReplyAddress>,
         reply: Reply,
-        fx: Effects,
+        mut fx: Effects,
         ctx: &Ctx,
     ) -> Result<Handled, HandleError> {
         let id = envelope.id.as_str();
@@ -223,6 +229,7 @@ impl Handler {
             return Ok(Handled::Duplicate(stored));
         }
         let funnel = fx.funnel_steps();
+        store::audit::insert(&mut tx, &fx.take_audit()).await?;
         let mut rows = fx.into_rows(ctx.now, envelope.traceparent.as_ref());
         if let Some(address) = reply_to {
             rows.push(reply_row(address, &reply, envelope.traceparent.as_ref()));
@@ -238,13 +245,17 @@ impl Handler {
         ctx: &Ctx,
         command: Command,
         fx: &mut Effects,
+        cache: &mut InviteCache,
     ) -> Outcome {
         let s = &self.settings;
+        if !matches!(command, Command::InviteUser(_)) {
+            cache.clear();
+        }
         match command {
             Command::OnboardOrganization(c) => accounts::onboard(tx, ctx, s, c, fx).await,
             Command::SyncAccounts(c) => accounts::sync(tx, ctx, c, fx).await,
             Command::CheckEmail { email } => lookup::check_email(tx, ctx, &email).await,
-            Command::InviteUser(c) => invitations::invite(tx, ctx, s, c, fx).await,
+            Command::InviteUser(c) => invitations::invite(tx, ctx, s, c, fx, cache).await,
             Command::ResendActivation { user_id } => {
                 invitations::resend(tx, ctx, s, user_id, fx).await
             }
@@ -252,7 +263,7 @@ impl Handler {
             Command::RequestPasswordReset { email } => {
                 passwords::request(tx, ctx, s, &email, fx).await
             }
-            Command::RedeemPasswordReset { token } => passwords::redeem(tx, ctx, token).await,
+            Command::RedeemPasswordReset { token } => passwords::redeem(tx, ctx, token, fx).await,
             Command::UpdateProfile { user_id, changes } => {
                 profiles::update_profile(tx, ctx, user_id, changes, fx).await
             }

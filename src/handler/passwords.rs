@@ -11,7 +11,7 @@ use crate::domain::notification::{EmailJob, Template};
 use crate::domain::reply::{Reason, Rejection};
 use crate::domain::token::{SecretToken, TokenPurpose};
 use crate::domain::user;
-use crate::store::audit::{self, AuditEntry};
+use crate::store::audit::AuditEntry;
 use crate::store::{Tx, tokens, users};
 
 /// `request_password_reset`: an inactive user is refused `not_activated`
@@ -58,19 +58,15 @@ pub(super) async fn request(
         expires_at,
     )
     .await?;
-    audit::record(
-        tx,
-        AuditEntry {
-            command_id: Some(&ctx.command_id),
-            actor_id: None,
-            user_id: Some(user_id.as_uuid()),
-            organization_id: target.snapshot.organization_id.as_str(),
-            action: "user.password_reset_requested",
-            before: None,
-            after: Some(json!({"expires_at": expires_at})),
-        },
-    )
-    .await?;
+    fx.audit(AuditEntry {
+        command_id: Some(&ctx.command_id),
+        actor_id: None,
+        user_id: Some(user_id.as_uuid()),
+        organization_id: target.snapshot.organization_id.as_str(),
+        action: "user.password_reset_requested",
+        before: None,
+        after: Some(json!({"expires_at": expires_at})),
+    });
     fx.event(
         EventType::UserPasswordResetRequested,
         user_id,
@@ -93,23 +89,24 @@ pub(super) async fn request(
 }
 
 /// `redeem_password_reset`: consumes the token; the portal then sets the password.
-pub(super) async fn redeem(tx: &mut Tx<'_>, ctx: &Ctx, token: Option<SecretToken>) -> Outcome {
+pub(super) async fn redeem(
+    tx: &mut Tx<'_>,
+    ctx: &Ctx,
+    token: Option<SecretToken>,
+    fx: &mut Effects,
+) -> Outcome {
     let (user_id, hash) = redeem_token(tx, ctx, token, TokenPurpose::PasswordReset).await?;
     let target = load_target(tx, user_id).await?;
     user::check_reset_redeemable(target.snapshot.status)?;
     tokens::mark_used(tx, &hash, ctx.now).await?;
-    audit::record(
-        tx,
-        AuditEntry {
-            command_id: Some(&ctx.command_id),
-            actor_id: None,
-            user_id: Some(user_id.as_uuid()),
-            organization_id: target.snapshot.organization_id.as_str(),
-            action: "user.password_reset_redeemed",
-            before: None,
-            after: None,
-        },
-    )
-    .await?;
+    fx.audit(AuditEntry {
+        command_id: Some(&ctx.command_id),
+        actor_id: None,
+        user_id: Some(user_id.as_uuid()),
+        organization_id: target.snapshot.organization_id.as_str(),
+        action: "user.password_reset_redeemed",
+        before: None,
+        after: None,
+    });
     Ok(json!({"user_id": user_id, "email": target.snapshot.email}))
 }

@@ -13,7 +13,7 @@ use crate::domain::ids::UserId;
 use crate::domain::name::PersonName;
 use crate::domain::phone::PhoneNumber;
 use crate::domain::user::{self, UserKind};
-use crate::store::audit::{self, AuditEntry};
+use crate::store::audit::AuditEntry;
 use crate::store::{StoreError, Tx, accounts, users};
 
 /// `update_profile`: the user itself or its manager.
@@ -64,19 +64,15 @@ pub(super) async fn update_profile(
         return Ok(json!({"user_id": user_id, "changed": []}));
     }
     users::update_profile(tx, &after).await?;
-    audit::record(
-        tx,
-        AuditEntry {
-            command_id: Some(&ctx.command_id),
-            actor_id: Some(actor.snapshot.id.as_uuid()),
-            user_id: Some(user_id.as_uuid()),
-            organization_id: target.snapshot.organization_id.as_str(),
-            action: "user.profile_updated",
-            before: Some(before),
-            after: Some(after_json.clone()),
-        },
-    )
-    .await?;
+    fx.audit(AuditEntry {
+        command_id: Some(&ctx.command_id),
+        actor_id: Some(actor.snapshot.id.as_uuid()),
+        user_id: Some(user_id.as_uuid()),
+        organization_id: target.snapshot.organization_id.as_str(),
+        action: "user.profile_updated",
+        before: Some(before),
+        after: Some(after_json.clone()),
+    });
     fx.event(
         EventType::UserProfileUpdated,
         user_id,
@@ -145,19 +141,15 @@ pub(super) async fn update_access(
         "delivery_accounts": grant.delivery_accounts,
     });
     users::update_access(tx, user_id, &grant).await?;
-    audit::record(
-        tx,
-        AuditEntry {
-            command_id: Some(&ctx.command_id),
-            actor_id: Some(actor.snapshot.id.as_uuid()),
-            user_id: Some(user_id.as_uuid()),
-            organization_id: current.organization_id.as_str(),
-            action: "user.access_updated",
-            before: Some(before.clone()),
-            after: Some(after.clone()),
-        },
-    )
-    .await?;
+    fx.audit(AuditEntry {
+        command_id: Some(&ctx.command_id),
+        actor_id: Some(actor.snapshot.id.as_uuid()),
+        user_id: Some(user_id.as_uuid()),
+        organization_id: current.organization_id.as_str(),
+        action: "user.access_updated",
+        before: Some(before.clone()),
+        after: Some(after.clone()),
+    });
     fx.event(
         EventType::UserAccessUpdated,
         user_id,

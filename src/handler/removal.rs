@@ -8,7 +8,7 @@ use crate::domain::authz;
 use crate::domain::event::EventType;
 use crate::domain::ids::UserId;
 use crate::domain::user::{self, UserStatus};
-use crate::store::audit::{self, AuditEntry};
+use crate::store::audit::AuditEntry;
 use crate::store::{Tx, accounts, tokens, users};
 
 /// Locks the actor's organization before any user row, so every change that
@@ -39,19 +39,15 @@ pub(super) async fn remove(
     authz::check_remove(&actor.snapshot, &target.snapshot, managers)?;
     tokens::revoke_all(tx, user_id, None).await?;
     users::remove(tx, user_id, ctx.now).await?;
-    audit::record(
-        tx,
-        AuditEntry {
-            command_id: Some(&ctx.command_id),
-            actor_id: Some(actor.snapshot.id.as_uuid()),
-            user_id: Some(user_id.as_uuid()),
-            organization_id: target.snapshot.organization_id.as_str(),
-            action: "user.removed",
-            before: Some(json!({"status": target.snapshot.status, "access": target.access_json()})),
-            after: Some(json!({"status": UserStatus::Removed})),
-        },
-    )
-    .await?;
+    fx.audit(AuditEntry {
+        command_id: Some(&ctx.command_id),
+        actor_id: Some(actor.snapshot.id.as_uuid()),
+        user_id: Some(user_id.as_uuid()),
+        organization_id: target.snapshot.organization_id.as_str(),
+        action: "user.removed",
+        before: Some(json!({"status": target.snapshot.status, "access": target.access_json()})),
+        after: Some(json!({"status": UserStatus::Removed})),
+    });
     if matches!(
         target.snapshot.status,
         UserStatus::Invited | UserStatus::Expired

@@ -17,20 +17,15 @@ pub(super) async fn issue_token(
     expires_at: DateTime<Utc>,
 ) -> Result<SecretToken, Fail> {
     tokens::revoke_all(tx, user, Some(purpose)).await?;
-    issue_first_token(tx, user, purpose, issued_at, expires_at).await
-}
-
-/// Issues the first token of a user created in this transaction (nothing to revoke).
-pub(super) async fn issue_first_token(
-    tx: &mut Tx<'_>,
-    user: UserId,
-    purpose: TokenPurpose,
-    issued_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-) -> Result<SecretToken, Fail> {
-    let secret = SecretToken::generate().map_err(|e| HandleError::Random(e.to_string()))?;
+    let secret = new_secret()?;
     tokens::insert(tx, &secret.hash(), user, purpose, issued_at, expires_at).await?;
     Ok(secret)
+}
+
+/// A fresh secret from the OS generator (a new user's first token is
+/// stored with the user, see `users::insert_invited`).
+pub(super) fn new_secret() -> Result<SecretToken, Fail> {
+    SecretToken::generate().map_err(|e| Fail::Error(HandleError::Random(e.to_string())))
 }
 
 /// Redeems `token` for `purpose`: the token must exist, be of that purpose,

@@ -171,16 +171,71 @@ impl Relay {
         let claimed = rows.len();
         match lane {
             Lane::Publications => self.publish_all(rows).await?,
-            Lane::Emails => {
-                let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(rows)
-                    .map(|row| self.deliver_email(row))
-                    .buffer_unordered(self.settings.concurrency.max(1))
-                    .collect()
-                    .await;
-                results.into_iter().collect::<Result<(), _>>()?;
-            }
+            Lane::Emails => self.send_all(rows).await?,
         }
         Ok(claimed)
+    }
+
+    /// Sends `rows`, `concurrency` at a time. Sent rows are marked sent by
+    /// a second loop as they come in: everything sent while the previous
+    /// update ran goes in the next one, so under load one UPDATE covers many
+    /// emails. A send holds its permit until its row is marked, so at most
+    /// `concurrency` emails are ever sent-or-sending but not yet marked: the
+    /// most a crash can make the next relay send twice.
+    async fn send_all(&self, rows: Vec<ClaimedRow>) -> Result<(), StoreError> {
+        let concurrency = self.settings.concurrency.max(1);
+        let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
+        let (sent_tx, mut sent_rx) =
+            tokio::sync::mpsc::unbounded_channel::<(i64, tokio::sync::OwnedSemaphorePermit)>();
+        let failure = std::sync::Mutex::new(None::<StoreError>);
+        let sending = async {
+            futures_util::stream::iter(rows)
+                .for_each_concurrent(concurrency, |row| {
+                    let sent_tx = sent_tx.clone();
+                    let permits = permits.clone();
+                    let failure = &failure;
+                    async move {
+                        let Ok(permit) = permits.acquire_owned().await else {
+                            return;
+                        };
+                        match self.deliver_email(row).await {
+                            Ok(Some(id)) => {
+                                let _ = sent_tx.send((id, permit));
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                if let Ok(mut first) = failure.lock() {
+                                    first.get_or_insert(e);
+                                }
+                            }
+                        }
+                    }
+                })
+                .await;
+            drop(sent_tx);
+        };
+        let marking = async {
+            let mut result = Ok(());
+            while let Some(first) = sent_rx.recv().await {
+                let mut sent = vec![first];
+                while let Ok(more) = sent_rx.try_recv() {
+                    sent.push(more);
+                }
+                let ids: Vec<i64> = sent.iter().map(|(id, _)| *id).collect();
+                if let Err(e) = outbox::mark_sent(&self.pool, &ids).await {
+                    result = Err(e);
+                }
+                // The permits go back only now.
+                drop(sent);
+            }
+            result
+        };
+        let ((), marked) = tokio::join!(sending, marking);
+        marked?;
+        match failure.into_inner() {
+            Ok(Some(e)) => Err(e),
+            _ => Ok(()),
+        }
     }
 
     async fn publish_all(&self, rows: Vec<ClaimedRow>) -> Result<(), StoreError> {
@@ -224,18 +279,17 @@ impl Relay {
         outbox::mark_sent(&self.pool, &sent).await
     }
 
-    async fn deliver_email(&self, row: ClaimedRow) -> Result<(), StoreError> {
+    /// Sends one email row; a row that is sent is returned to be marked
+    /// sent (with its neighbours), any other outcome is recorded here.
+    async fn deliver_email(&self, row: ClaimedRow) -> Result<Option<i64>, StoreError> {
         let job: EmailJob = match serde_json::from_value(row.payload.clone()) {
             Ok(job) => job,
             Err(e) => {
                 tracing::error!(outbox_id = row.id, error = %e, "email row does not parse; marking it failed");
                 metrics::email("unknown", "failed");
-                return outbox::mark_failed(
-                    &self.pool,
-                    row.id,
-                    &format!("payload does not parse: {e}"),
-                )
-                .await;
+                outbox::mark_failed(&self.pool, row.id, &format!("payload does not parse: {e}"))
+                    .await?;
+                return Ok(None);
             }
         };
         let template = job.template.as_str();
@@ -247,7 +301,7 @@ impl Relay {
                 tracing::debug!(outbox_id = row.id, template, user_id = ?job.user_id, "email sent");
                 metrics::email(template, "sent");
                 metrics::email_send(template, "sent", elapsed);
-                outbox::mark_sent(&self.pool, &[row.id]).await
+                Ok(Some(row.id))
             }
             Delivery::Retry(error) if row.attempts < self.settings.max_attempts => {
                 let delay = retry_delay(self.settings.retry_base, row.attempts);
@@ -255,14 +309,16 @@ impl Relay {
                     retry_in_ms = delay.as_millis() as u64, error = %error, "email not sent; will retry");
                 metrics::email(template, "retry");
                 metrics::email_send(template, "retry", elapsed);
-                outbox::retry_later(&self.pool, row.id, delay, &error).await
+                outbox::retry_later(&self.pool, row.id, delay, &error).await?;
+                Ok(None)
             }
             Delivery::Retry(error) | Delivery::Failed(error) => {
                 tracing::error!(outbox_id = row.id, template, user_id = ?job.user_id, attempts = row.attempts,
                     error = %error, "email failed for good");
                 metrics::email(template, "failed");
                 metrics::email_send(template, "failed", elapsed);
-                outbox::mark_failed(&self.pool, row.id, &error).await
+                outbox::mark_failed(&self.pool, row.id, &error).await?;
+                Ok(None)
             }
         }
     }

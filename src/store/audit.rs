@@ -24,19 +24,49 @@ pub struct AuditEntry<'a> {
     pub after: Option<Value>,
 }
 
-/// Appends `entry` in `tx`.
-pub async fn record(tx: &mut Tx<'_>, entry: AuditEntry<'_>) -> Result<(), StoreError> {
+/// An audit record held until its command's rows are written together.
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    command_id: Option<String>,
+    actor_id: Option<Uuid>,
+    user_id: Option<Uuid>,
+    organization_id: String,
+    action: String,
+    before: Option<Value>,
+    after: Option<Value>,
+}
+
+impl From<AuditEntry<'_>> for AuditRow {
+    fn from(e: AuditEntry<'_>) -> AuditRow {
+        AuditRow {
+            command_id: e.command_id.map(str::to_owned),
+            actor_id: e.actor_id,
+            user_id: e.user_id,
+            organization_id: e.organization_id.to_owned(),
+            action: e.action.to_owned(),
+            before: e.before,
+            after: e.after,
+        }
+    }
+}
+
+/// Appends `rows` in `tx`, in order, in one statement.
+pub async fn insert(tx: &mut Tx<'_>, rows: &[AuditRow]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&AuditRow) -> Option<Uuid>| rows.iter().map(f).collect::<Vec<_>>();
     sqlx::query(
         "INSERT INTO audit_log (command_id, actor_id, user_id, organization_id, action, before, after)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])",
     )
-    .bind(entry.command_id)
-    .bind(entry.actor_id)
-    .bind(entry.user_id)
-    .bind(entry.organization_id)
-    .bind(entry.action)
-    .bind(entry.before)
-    .bind(entry.after)
+    .bind(rows.iter().map(|r| r.command_id.clone()).collect::<Vec<_>>())
+    .bind(column(|r| r.actor_id))
+    .bind(column(|r| r.user_id))
+    .bind(rows.iter().map(|r| r.organization_id.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.action.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.before.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.after.clone()).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

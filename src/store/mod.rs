@@ -13,7 +13,7 @@ pub mod stats;
 pub mod tokens;
 pub mod users;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{ConnectOptions, Executor, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
@@ -108,6 +108,25 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreErr
     .await
 }
 
+/// The connection options of `url`. A loopback server reached without an
+/// explicit `sslmode` is reached without TLS: the bytes never leave the
+/// machine, and encrypting them costs both sides CPU on every statement.
+/// Any `sslmode` in the URL is obeyed as written.
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    let options = PgConnectOptions::from_str(url)?;
+    let loopback = options
+        .get_host()
+        .parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or_else(|_| {
+            options.get_host() == "localhost" || options.get_host().starts_with('/')
+        });
+    if loopback && !url.contains("sslmode=") {
+        return Ok(options.ssl_mode(PgSslMode::Disable));
+    }
+    Ok(options)
+}
+
 /// Connects a pool whose sessions give up waiting for a lock after
 /// `lock_timeout` and abort statements after `statement_timeout`, so a stuck
 /// row or query turns into a retryable error instead of a stuck consumer.
@@ -117,7 +136,7 @@ pub async fn connect_with_timeouts(
     lock_timeout: Duration,
     statement_timeout: Duration,
 ) -> Result<PgPool, StoreError> {
-    let options = PgConnectOptions::from_str(url)?.options([
+    let options = connect_options(url)?.options([
         ("lock_timeout", format!("{}ms", lock_timeout.as_millis())),
         (
             "statement_timeout",
@@ -138,4 +157,37 @@ pub async fn migrate(url: &str) -> Result<PgPool, StoreError> {
     let pool = connect(url, 2).await?;
     MIGRATOR.run(&pool).await?;
     Ok(pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(url: &str) -> PgSslMode {
+        connect_options(url).expect("a valid URL").get_ssl_mode()
+    }
+
+    #[test]
+    fn a_loopback_server_without_sslmode_is_reached_without_tls() {
+        assert!(matches!(
+            mode("postgres://postgres@127.0.0.1:5432/db"),
+            PgSslMode::Disable
+        ));
+        assert!(matches!(
+            mode("postgres://postgres@localhost/db"),
+            PgSslMode::Disable
+        ));
+    }
+
+    #[test]
+    fn an_explicit_sslmode_and_a_remote_server_keep_tls() {
+        assert!(matches!(
+            mode("postgres://postgres@127.0.0.1/db?sslmode=require"),
+            PgSslMode::Require
+        ));
+        assert!(matches!(
+            mode("postgres://postgres@db.example.com/db"),
+            PgSslMode::Prefer
+        ));
+    }
 }

@@ -47,3 +47,38 @@ pub async fn reply_of(pool: &PgPool, command_id: &str) -> Result<Option<Reply>, 
     })
     .transpose()
 }
+
+/// Records several commands at once, in `tx` (a batch of distinct ids).
+/// Returns the ids that were recorded now; an id missing from the answer
+/// was recorded already (or is being recorded by a concurrent delivery,
+/// which the primary key waits for).
+pub async fn record_many(
+    tx: &mut Tx<'_>,
+    records: &[(&str, &str, &Reply)],
+) -> Result<Vec<String>, StoreError> {
+    let mut ids = Vec::with_capacity(records.len());
+    let mut types = Vec::with_capacity(records.len());
+    let mut statuses = Vec::with_capacity(records.len());
+    let mut bodies = Vec::with_capacity(records.len());
+    for (id, kind, reply) in records {
+        ids.push(*id);
+        types.push(*kind);
+        statuses.push(reply.status.as_str());
+        bodies.push(
+            serde_json::to_value(reply)
+                .map_err(|e| StoreError::corrupt("processed_commands", e.to_string()))?,
+        );
+    }
+    Ok(sqlx::query_scalar(
+        "INSERT INTO processed_commands (command_id, command_type, status, reply)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[])
+         ON CONFLICT (command_id) DO NOTHING
+         RETURNING command_id",
+    )
+    .bind(ids)
+    .bind(types)
+    .bind(statuses)
+    .bind(bodies)
+    .fetch_all(&mut **tx)
+    .await?)
+}

@@ -14,6 +14,7 @@ use crate::domain::command::NewUser;
 use crate::domain::email::EmailAddress;
 use crate::domain::ids::{AccountId, OrganizationId, UserId};
 use crate::domain::permission::PermissionSet;
+use crate::domain::token::TokenHash;
 use crate::domain::user::{Role, Scope, UserKind, UserSnapshot, UserStatus};
 
 /// A user row: the rules' snapshot plus the profile the emails need.
@@ -201,17 +202,27 @@ pub struct NewUserRow<'a> {
     pub invited_by: Option<UserId>,
     /// When the first activation token expires.
     pub activation_expires_at: DateTime<Utc>,
+    /// The hash of that first activation token.
+    pub activation_token: &'a TokenHash,
+    /// When it was issued (the command's clock).
+    pub issued_at: DateTime<Utc>,
 }
 
-/// Inserts an invited user. False when the email is taken (case-insensitive).
+/// Inserts an invited user with its first activation token, in one
+/// statement. False (and nothing written) when the email is taken
+/// (case-insensitive).
 pub async fn insert_invited(tx: &mut Tx<'_>, row: NewUserRow<'_>) -> Result<bool, StoreError> {
     let u = row.user;
     let inserted = sqlx::query(
-        "INSERT INTO users (id, organization_id, delivery_account_id, kind, email, first_name,
-            last_name, phone, country, locale, role, permissions, contract_accounts,
-            delivery_accounts, status, invited_by, activation_expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'invited', $15, $16)
-         ON CONFLICT ((lower(email))) DO NOTHING",
+        "WITH invited AS (
+             INSERT INTO users (id, organization_id, delivery_account_id, kind, email, first_name,
+                 last_name, phone, country, locale, role, permissions, contract_accounts,
+                 delivery_accounts, status, invited_by, activation_expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'invited', $15, $16)
+             ON CONFLICT ((lower(email))) DO NOTHING
+             RETURNING id)
+         INSERT INTO tokens (hash, user_id, purpose, created_at, expires_at)
+         SELECT $17, id, 'activation', $18, $16 FROM invited",
     )
     .bind(row.id.as_uuid())
     .bind(row.organization_id.as_str())
@@ -229,6 +240,8 @@ pub async fn insert_invited(tx: &mut Tx<'_>, row: NewUserRow<'_>) -> Result<bool
     .bind(row.grant.delivery_accounts.ids())
     .bind(row.invited_by.map(|i| i.as_uuid()))
     .bind(row.activation_expires_at)
+    .bind(row.activation_token.as_bytes())
+    .bind(row.issued_at)
     .execute(&mut **tx)
     .await?
     .rows_affected();

@@ -1,0 +1,204 @@
+//! Applies many commands in one transaction when they arrive together.
+//!
+//! Under load the consumer hands over every delivery that is waiting at
+//! once. Committing them together costs one commit, one idempotency insert
+//! and one outbox insert per batch instead of per command, and no guarantee
+//! changes: each command's work, its record and its outbox rows still commit
+//! together, just alongside its neighbours'. The batch is optimistic: the
+//! moment one command is refused, is a duplicate or fails, the batch is
+//! rolled back; the commands before it are applied again as a batch, that
+//! one alone on the single-command path (which records refusals and
+//! answers duplicates), and the rest as a new batch. A command therefore
+//! runs at most twice in a batch and once alone.
+
+use chrono::Utc;
+use std::collections::HashSet;
+use tracing::Instrument;
+
+use super::invitations::InviteCache;
+use super::{Ctx, Effects, HandleError, Handled, Handler, ReplyAddress, reply_row};
+use crate::domain::command::Command;
+use crate::domain::envelope::Envelope;
+use crate::domain::reply::Reply;
+use crate::store;
+
+/// One delivery's command, as the consumer hands it over.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchItem<'a> {
+    /// The parsed envelope.
+    pub envelope: &'a Envelope,
+    /// Where its reply goes.
+    pub reply_to: Option<&'a ReplyAddress>,
+    /// The message body (for a dead-letter copy of invalid data).
+    pub raw: &'a [u8],
+    /// The command's log span: its work is logged under it.
+    pub span: &'a tracing::Span,
+}
+
+/// Why a batch stopped: the index of the command that could not join it.
+struct Stop {
+    at: usize,
+}
+
+impl Handler {
+    /// Applies `items` in order, each exactly once, as few transactions as
+    /// their outcomes allow. One result per item, in the same order.
+    pub async fn handle_batch(&self, items: &[BatchItem<'_>]) -> Vec<Result<Handled, HandleError>> {
+        let mut results = Vec::with_capacity(items.len());
+        let mut rest = items;
+        while !rest.is_empty() {
+            let batch = &rest[..distinct_prefix(rest)];
+            if batch.len() == 1 {
+                results.push(self.handle_one(&batch[0]).await);
+                rest = &rest[1..];
+                continue;
+            }
+            match self.try_batch(batch).await {
+                Ok(done) => {
+                    results.extend(done.into_iter().map(Ok));
+                    rest = &rest[batch.len()..];
+                }
+                Err(Stop { at }) => {
+                    let before = &batch[..at];
+                    if before.len() > 1 {
+                        match self.try_batch(before).await {
+                            Ok(done) => results.extend(done.into_iter().map(Ok)),
+                            Err(_) => {
+                                for item in before {
+                                    results.push(self.handle_one(item).await);
+                                }
+                            }
+                        }
+                    } else if let Some(item) = before.first() {
+                        results.push(self.handle_one(item).await);
+                    }
+                    results.push(self.handle_one(&batch[at]).await);
+                    rest = &rest[at + 1..];
+                }
+            }
+        }
+        results
+    }
+
+    async fn handle_one(&self, item: &BatchItem<'_>) -> Result<Handled, HandleError> {
+        self.handle(item.envelope, item.reply_to, item.raw)
+            .instrument(item.span.clone())
+            .await
+    }
+
+    /// All of `batch` in one transaction, or a rollback and where it stopped.
+    async fn try_batch(&self, batch: &[BatchItem<'_>]) -> Result<Vec<Handled>, Stop> {
+        let Ok(mut tx) = self.pool.begin().await else {
+            return Err(Stop { at: 0 });
+        };
+        let mut replies: Vec<(Reply, Vec<super::FunnelStep>)> = Vec::with_capacity(batch.len());
+        let mut rows = Vec::with_capacity(batch.len() * 3);
+        let mut audit = Vec::with_capacity(batch.len());
+        let mut cache = InviteCache::default();
+        for (at, item) in batch.iter().enumerate() {
+            let envelope = item.envelope;
+            // Invalid data is recorded with its dead-letter copy on the single path.
+            let Ok(command) = Command::parse(envelope.kind, &envelope.data) else {
+                return Err(Stop { at });
+            };
+            let ctx = Ctx {
+                command_id: envelope.id.as_str().to_owned(),
+                actor: envelope.actor,
+                now: Utc::now(),
+            };
+            let mut fx = Effects::default();
+            let applied = self
+                .apply(&mut tx, &ctx, command, &mut fx, &mut cache)
+                .instrument(item.span.clone())
+                .await;
+            let Ok(data) = applied else {
+                return Err(Stop { at });
+            };
+            let reply = Reply::applied(envelope.id.as_str(), data);
+            let funnel = fx.funnel_steps();
+            audit.extend(fx.take_audit());
+            rows.extend(fx.into_rows(ctx.now, envelope.traceparent.as_ref()));
+            if let Some(address) = item.reply_to {
+                rows.push(reply_row(address, &reply, envelope.traceparent.as_ref()));
+            }
+            replies.push((reply, funnel));
+        }
+        let records: Vec<(&str, &str, &Reply)> = batch
+            .iter()
+            .zip(&replies)
+            .map(|(item, (reply, _))| {
+                (
+                    item.envelope.id.as_str(),
+                    item.envelope.kind.as_str(),
+                    reply,
+                )
+            })
+            .collect();
+        let recorded = match store::processed::record_many(&mut tx, &records).await {
+            Ok(ids) => ids.into_iter().collect::<HashSet<String>>(),
+            Err(_) => return Err(Stop { at: 0 }),
+        };
+        if let Some(at) = batch
+            .iter()
+            .position(|item| !recorded.contains(item.envelope.id.as_str()))
+        {
+            return Err(Stop { at });
+        }
+        if store::audit::insert(&mut tx, &audit).await.is_err()
+            || store::outbox::insert(&mut tx, &rows).await.is_err()
+            || tx.commit().await.is_err()
+        {
+            return Err(Stop { at: 0 });
+        }
+        Ok(replies
+            .into_iter()
+            .map(|(reply, funnel)| Handled::Processed(reply, funnel))
+            .collect())
+    }
+}
+
+/// How many leading items have distinct command ids (at least one): a
+/// repeated id waits for a later batch, where it is answered as a duplicate.
+fn distinct_prefix(items: &[BatchItem<'_>]) -> usize {
+    let mut seen = HashSet::with_capacity(items.len());
+    items
+        .iter()
+        .position(|item| !seen.insert(item.envelope.id.as_str()))
+        .unwrap_or(items.len())
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::envelope;
+
+    fn envelope_with_id(id: &str) -> Envelope {
+        let body = serde_json::json!({"specversion": "1.0", "id": id, "source": "portal",
+            "type": "check_email", "data": {"email": "a@example.com"}});
+        envelope::parse(body.to_string().as_bytes()).expect("a valid envelope")
+    }
+
+    fn prefix_of(ids: &[&str]) -> usize {
+        let envelopes: Vec<Envelope> = ids.iter().map(|id| envelope_with_id(id)).collect();
+        let span = tracing::Span::none();
+        let items: Vec<BatchItem<'_>> = envelopes
+            .iter()
+            .map(|envelope| BatchItem {
+                envelope,
+                reply_to: None,
+                raw: b"",
+                span: &span,
+            })
+            .collect();
+        distinct_prefix(&items)
+    }
+
+    #[test]
+    fn a_batch_stops_before_a_repeated_command_id() {
+        assert_eq!(prefix_of(&["a", "b", "c"]), 3);
+        assert_eq!(prefix_of(&["a", "b", "a", "c"]), 2);
+        assert_eq!(prefix_of(&["a", "a"]), 1, "never empty");
+        assert_eq!(prefix_of(&["a"]), 1);
+    }
+}

@@ -1,0 +1,137 @@
+//! Commands that are waiting together are applied together (one
+//! transaction for many deliveries) without weakening a guarantee: each is
+//! applied once, a refused, invalid or repeated one among them gets the
+//! answer it would get alone, and the others are not held back by it.
+
+mod common;
+
+use common::{TestWorker, invite_data, invite_envelopes};
+use serde_json::Value;
+use std::time::Duration;
+use user_lifecycle::broker::client::CommandClient;
+
+#[tokio::test]
+async fn commands_waiting_together_are_applied_once_each_and_a_refusal_among_them_stands_alone() {
+    let (mut w, manager) = TestWorker::with_active_manager(&[]).await;
+    // Stop the worker so that everything below is waiting when it starts.
+    assert!(w.terminate().await.success());
+
+    let mut envelopes = invite_envelopes(&manager, "acme", "b", 30);
+    // The same email as invitee 3: refused, in the middle of the batch.
+    let clash = CommandClient::envelope(
+        "invite_user",
+        invite_data("acme", "b3@load.example"),
+        Some(&manager),
+    );
+    // Invalid data: dead-lettered and answered `invalid`.
+    let mut bad = invite_data("acme", "bad@load.example");
+    bad["user"]["phone"] = Value::from("not a phone");
+    let invalid = CommandClient::envelope("invite_user", bad, Some(&manager));
+    // Invitee 5's command delivered twice.
+    let repeated = envelopes[5].clone();
+    envelopes.insert(10, clash.clone());
+    envelopes.insert(15, invalid.clone());
+    envelopes.insert(20, repeated.clone());
+    let ids = w.publish_all(&envelopes).await;
+
+    w.spawn();
+    w.wait_ready().await;
+    let mut replies = w.replies_for(&ids, Duration::from_secs(60)).await;
+    // The repeated command is answered twice; wait for its second answer.
+    let repeated_id = repeated["id"].as_str().unwrap().to_owned();
+    if replies.get(&repeated_id).map_or(0, Vec::len) < 2 {
+        let more = w
+            .replies_for(std::slice::from_ref(&repeated_id), Duration::from_secs(10))
+            .await;
+        for (id, r) in more {
+            replies.entry(id).or_default().extend(r);
+        }
+    }
+
+    let clash_id = clash["id"].as_str().unwrap();
+    let invalid_id = invalid["id"].as_str().unwrap();
+    for id in &ids {
+        let got = replies
+            .get(id)
+            .unwrap_or_else(|| panic!("no reply for {id}"));
+        let first = &got[0];
+        if id == clash_id {
+            assert_eq!(first["status"], "rejected", "{first}");
+            assert_eq!(first["code"], "email_taken", "{first}");
+        } else if id == invalid_id {
+            assert_eq!(first["status"], "invalid", "{first}");
+            assert!(
+                first["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("phone"),
+                "names the field: {first}"
+            );
+        } else {
+            assert_eq!(first["status"], "applied", "{first}");
+        }
+    }
+    let repeated_replies = &replies[&repeated_id];
+    assert_eq!(repeated_replies.len(), 2, "{repeated_replies:?}");
+    assert_eq!(
+        repeated_replies
+            .iter()
+            .filter(|r| r["duplicate"] == true)
+            .count(),
+        1,
+        "one of the two deliveries is answered as a duplicate: {repeated_replies:?}"
+    );
+    assert_eq!(
+        repeated_replies[0]["data"]["user_id"], repeated_replies[1]["data"]["user_id"],
+        "the duplicate gets the original reply"
+    );
+
+    let invited = w
+        .count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
+        .await;
+    assert_eq!(
+        invited, 30,
+        "each distinct invite applied once, the refused one not"
+    );
+    let audited = w
+        .count("SELECT count(*) FROM audit_log WHERE action = 'user.invited'")
+        .await;
+    assert_eq!(audited, 30);
+    let tokens = w
+        .count(
+            "SELECT count(*) FROM tokens t JOIN users u ON u.id = t.user_id
+             WHERE u.email LIKE '%@load.example'",
+        )
+        .await;
+    assert_eq!(tokens, 30, "one activation token per invitee");
+    // Rows written in one transaction share its start time: fewer distinct
+    // times than invites means commands were applied together.
+    let transactions = w
+        .count("SELECT count(DISTINCT at) FROM audit_log WHERE action = 'user.invited'")
+        .await;
+    assert!(
+        transactions < 30,
+        "30 invites waiting together took {transactions} transactions"
+    );
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while w.smtp.per_recipient("@load.example").len() < 30 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "activation emails missing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let emails = w.smtp.per_recipient("@load.example");
+    assert_eq!(emails.len(), 30, "one invitee each: {emails:?}");
+    assert!(
+        emails.values().all(|n| *n == 1),
+        "no email twice: {emails:?}"
+    );
+    assert!(
+        !emails.contains_key("bad@load.example"),
+        "the invalid command sent nothing"
+    );
+    assert_eq!(w.dead_letters_waiting().await, 1, "the invalid one, once");
+}
