@@ -118,7 +118,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         sessions_rx,
         relay_notify.clone(),
         RelaySettings {
-            batch: 200,
+            batch: 500,
             lease: settings.outbox_lease,
             max_attempts: settings.mail_max_attempts,
             retry_base: settings.outbox_retry_base,

@@ -235,7 +235,7 @@ pub struct Settings {
     #[arg(long, env = "MAIL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub mail_timeout: Duration,
     /// Pooled SMTP connections (and emails sent at once).
-    #[arg(long, env = "MAIL_POOL_SIZE", default_value_t = 4)]
+    #[arg(long, env = "MAIL_POOL_SIZE", default_value_t = 8)]
     pub mail_pool_size: u32,
     /// Attempts before an email is marked failed.
     #[arg(long, env = "MAIL_MAX_ATTEMPTS", default_value_t = 8)]

@@ -164,7 +164,15 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
     let pool = store::migrate(db_url).await?;
     let pool = {
         pool.close().await;
-        store::connect(db_url, WORKER_CONNECTIONS as u32).await?
+        // Seeding and resetting a million rows takes longer than the
+        // worker's statement timeout allows; the bench's own pool waits.
+        store::connect_with_timeouts(
+            db_url,
+            WORKER_CONNECTIONS as u32,
+            Duration::from_secs(5),
+            Duration::from_secs(3600),
+        )
+        .await?
     };
     eprintln!(
         "raw limits: {} single-row insert transactions on {WORKER_CONNECTIONS} connections…",
@@ -182,7 +190,6 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
             "TEMPLATES_DIR".into(),
             options.templates_dir.display().to_string(),
         ),
-        ("RUST_LOG".into(), "warn".into()),
         ("LOG_FORMAT".into(), "json".into()),
         ("EXPIRY_SCHEDULE".into(), "0 0 0 1 1 *".into()),
     ];

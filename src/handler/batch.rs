@@ -20,7 +20,7 @@ use super::{Ctx, Effects, HandleError, Handled, Handler, ReplyAddress, reply_row
 use crate::domain::command::Command;
 use crate::domain::envelope::Envelope;
 use crate::domain::reply::Reply;
-use crate::store;
+use crate::store::{self, Tx};
 
 /// One delivery's command, as the consumer hands it over.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +91,33 @@ impl Handler {
         let Ok(mut tx) = self.pool.begin().await else {
             return Err(Stop { at: 0 });
         };
+        match self.write_batch(&mut tx, batch).await {
+            Ok(done) => match tx.commit().await {
+                Ok(()) => Ok(done),
+                Err(_) => Err(Stop { at: 0 }),
+            },
+            Err(stop) => {
+                tracing::debug!(
+                    size = batch.len(),
+                    at = stop.at,
+                    "batch rolled back; that command goes alone"
+                );
+                // Release the batch's locks now, before its commands run again.
+                if let Err(e) = tx.rollback().await {
+                    tracing::debug!(error = %e, "rolling a batch back");
+                }
+                Err(stop)
+            }
+        }
+    }
+
+    /// Writes `batch` in `tx`: each command's work, then everyone's
+    /// idempotency records, audit rows and outbox rows, one statement each.
+    async fn write_batch(
+        &self,
+        tx: &mut Tx<'_>,
+        batch: &[BatchItem<'_>],
+    ) -> Result<Vec<Handled>, Stop> {
         let mut replies: Vec<(Reply, Vec<super::FunnelStep>)> = Vec::with_capacity(batch.len());
         let mut rows = Vec::with_capacity(batch.len() * 3);
         let mut audit = Vec::with_capacity(batch.len());
@@ -108,7 +135,7 @@ impl Handler {
             };
             let mut fx = Effects::default();
             let applied = self
-                .apply(&mut tx, &ctx, command, &mut fx, &mut cache)
+                .apply(tx, &ctx, command, &mut fx, &mut cache)
                 .instrument(item.span.clone())
                 .await;
             let Ok(data) = applied else {
@@ -134,7 +161,7 @@ impl Handler {
                 )
             })
             .collect();
-        let recorded = match store::processed::record_many(&mut tx, &records).await {
+        let recorded = match store::processed::record_many(tx, &records).await {
             Ok(ids) => ids.into_iter().collect::<HashSet<String>>(),
             Err(_) => return Err(Stop { at: 0 }),
         };
@@ -144,9 +171,8 @@ impl Handler {
         {
             return Err(Stop { at });
         }
-        if store::audit::insert(&mut tx, &audit).await.is_err()
-            || store::outbox::insert(&mut tx, &rows).await.is_err()
-            || tx.commit().await.is_err()
+        if store::audit::insert(tx, &audit).await.is_err()
+            || store::outbox::insert(tx, &rows).await.is_err()
         {
             return Err(Stop { at: 0 });
         }

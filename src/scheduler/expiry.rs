@@ -1,7 +1,8 @@
 //! The expiry sweep: invitations nobody activated in time become `expired`.
 //!
 //! Works in bounded batches, each its own short transaction that skips rows
-//! other transactions hold, so commands keep flowing while it runs. Each
+//! other transactions hold, so commands keep flowing while it runs; the
+//! batch size adapts so that a batch holds its locks about 50 ms. Each
 //! expired invite emits `user.invite_expired` and emails the inviting
 //! manager (`invite_expired`) through the outbox.
 
@@ -9,6 +10,7 @@ use chrono::Utc;
 use serde_json::json;
 use sqlx::PgPool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::lock::{keys, with_lock};
 use crate::domain::event::{Event, EventType};
@@ -79,18 +81,38 @@ fn rows_for(invite: &ExpiredInvite, now: chrono::DateTime<Utc>) -> Vec<NewOutbox
     rows
 }
 
-/// Expires every due invitation, `batch` at a time (no lock taken here).
+/// How long a sweep transaction aims to hold its row locks.
+const BATCH_TARGET: Duration = Duration::from_millis(50);
+
+/// The next batch size: halved after a batch that held its locks longer
+/// than `BATCH_TARGET`, grown by half after one that took under half of
+/// it, always between 1 and `max`. A loaded machine gets shorter batches,
+/// so commands waiting on those rows never wait long.
+pub fn next_batch_size(current: i64, max: i64, held: Duration) -> i64 {
+    let next = if held > BATCH_TARGET {
+        current / 2
+    } else if held < BATCH_TARGET / 2 {
+        current + current / 2 + 1
+    } else {
+        current
+    };
+    next.clamp(1, max.max(1))
+}
+
+/// Expires every due invitation, at most `batch` at a time (no lock taken here).
 pub async fn sweep(pool: &PgPool, batch: i64, relay: &Wakeup) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
+    let mut limit = batch.max(1);
     loop {
         let now = Utc::now();
-        let started = std::time::Instant::now();
         let mut tx = pool.begin().await?;
-        let expired = expire_batch(&mut tx, now, batch).await?;
+        let started = std::time::Instant::now();
+        let expired = expire_batch(&mut tx, now, limit).await?;
         let rows: Vec<NewOutboxRow> = expired.iter().flat_map(|i| rows_for(i, now)).collect();
         insert(&mut tx, &rows).await?;
         tx.commit().await?;
-        report.longest_batch = report.longest_batch.max(started.elapsed());
+        let held = started.elapsed();
+        report.longest_batch = report.longest_batch.max(held);
         report.batches += 1;
         report.expired += expired.len() as u64;
         metrics::invites_expired(expired.len() as u64);
@@ -98,9 +120,10 @@ pub async fn sweep(pool: &PgPool, batch: i64, relay: &Wakeup) -> Result<SweepRep
         if !expired.is_empty() {
             relay.wake();
         }
-        if (expired.len() as i64) < batch {
+        if (expired.len() as i64) < limit {
             return Ok(report);
         }
+        limit = next_batch_size(limit, batch, held);
     }
 }
 
@@ -131,5 +154,28 @@ pub async fn run(pool: &PgPool, batch: i64, relay: &Arc<Wakeup>) -> Option<Sweep
             metrics::scheduler_run("expiry", "error");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_batch_halves_the_next_and_a_quick_one_grows_it_up_to_the_setting() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_batch_size(500, 500, ms(300)), 250);
+        assert_eq!(next_batch_size(1, 500, ms(300)), 1, "never below one");
+        assert_eq!(next_batch_size(100, 500, ms(10)), 151);
+        assert_eq!(
+            next_batch_size(400, 500, ms(10)),
+            500,
+            "never above the setting"
+        );
+        assert_eq!(
+            next_batch_size(300, 500, ms(40)),
+            300,
+            "on target: unchanged"
+        );
     }
 }
