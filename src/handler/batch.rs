@@ -59,8 +59,9 @@ impl Handler {
                     rest = &rest[batch.len()..];
                 }
                 Err(Stop { at }) => {
+                    // The commands before it applied cleanly: again as a batch.
                     let before = &batch[..at];
-                    if before.len() > 1 {
+                    if !before.is_empty() {
                         match self.try_batch(before).await {
                             Ok(done) => results.extend(done.into_iter().map(Ok)),
                             Err(_) => {
@@ -69,8 +70,6 @@ impl Handler {
                                 }
                             }
                         }
-                    } else if let Some(item) = before.first() {
-                        results.push(self.handle_one(item).await);
                     }
                     results.push(self.handle_one(&batch[at]).await);
                     rest = &rest[at + 1..];

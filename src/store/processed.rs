@@ -18,20 +18,8 @@ pub async fn record(
     command_type: &str,
     reply: &Reply,
 ) -> Result<bool, StoreError> {
-    let body = serde_json::to_value(reply)
-        .map_err(|e| StoreError::corrupt("processed_commands", e.to_string()))?;
-    let inserted = sqlx::query(
-        "INSERT INTO processed_commands (command_id, command_type, status, reply)
-         VALUES ($1, $2, $3, $4) ON CONFLICT (command_id) DO NOTHING",
-    )
-    .bind(command_id)
-    .bind(command_type)
-    .bind(reply.status.as_str())
-    .bind(body)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
+    let recorded = record_many(tx, &[(command_id, command_type, reply)]).await?;
+    Ok(!recorded.is_empty())
 }
 
 /// The stored reply of an already processed command.
