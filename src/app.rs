@@ -65,7 +65,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on {} (METRICS_ADDR)", settings.metrics_addr))?;
-    tracing::info!(addr = %settings.metrics_addr, "serving /metrics, /healthz, /readyz");
+    // The bound address, not the setting: with port 0 the kernel picks one.
+    let bound = listener
+        .local_addr()
+        .with_context(|| format!("reading the address bound for {}", settings.metrics_addr))?;
+    tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let relay_notify = Arc::new(Wakeup::default());

@@ -521,17 +521,12 @@ async fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
         let id = Uuid::new_v4().simple().to_string();
         let database = format!("ul_test_{}", &id[..12]);
         let _cleanup = DropDatabase(database.clone());
-        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let mut env: Vec<(&str, String)> = vec![
             ("DATABASE_URL", format!("{PG_BASE}/{database}")),
             ("AMQP_URL", AMQP_URL.to_owned()),
             ("AMQP_PREFIX", format!("ult_{}", &id[..12])),
             ("MAIL_URL", "smtp://127.0.0.1:2525".to_owned()),
-            ("METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
+            ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
             (
                 "TEMPLATES_DIR",
                 format!("{}/templates", env!("CARGO_MANIFEST_DIR")),

@@ -49,6 +49,8 @@ pub struct TestWorker {
     env: HashMap<String, String>,
     child: Option<Child>,
     replicas: Vec<(Child, SocketAddr)>,
+    /// Where the main process's log starts for its latest spawn.
+    log_from: u64,
     events: Consumer,
     seen: Vec<Value>,
     amqp: Connection,
@@ -131,12 +133,46 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
     Ok((status, body))
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The metrics listener every worker under test asks for: port 0, so the
+/// kernel picks a free port at bind time and no other process can take it
+/// between a test choosing a port and the worker binding it.
+const ANY_PORT: &str = "127.0.0.1:0";
+
+/// Waits until the worker writing `log` (from byte `from` on) says which
+/// address it serves `/metrics` on. Panics with the end of the log when the
+/// process exits first, or after 30 s.
+async fn listening_addr(child: &mut Child, log: &std::path::Path, from: u64) -> SocketAddr {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read(log).unwrap_or_default();
+        let start = (from as usize).min(text.len());
+        let found = String::from_utf8_lossy(&text[start..])
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find_map(|line| {
+                (line["message"] == "serving /metrics, /healthz, /readyz")
+                    .then(|| line["addr"].as_str()?.parse().ok())
+                    .flatten()
+            });
+        if let Some(addr) = found {
+            return addr;
+        }
+        let exited = child.try_wait().expect("worker status");
+        if exited.is_some() || tokio::time::Instant::now() >= deadline {
+            let text = String::from_utf8_lossy(&text[start..]).into_owned();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "worker ({}) never served /metrics; {}:\n{}",
+                exited.map_or("still running after 30 s".to_owned(), |s| format!(
+                    "exited with {s}"
+                )),
+                log.display(),
+                tail.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn log_dir() -> PathBuf {
@@ -157,13 +193,14 @@ impl TestWorker {
         let prefix = format!("ult_{}", &id[..12]);
         let database = format!("ul_test_{}", &id[..12]);
         let smtp = SmtpServer::start().await;
-        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        // Known once the worker has bound it (see `listening_addr`).
+        let metrics: SocketAddr = ANY_PORT.parse().unwrap();
         let mut env: HashMap<String, String> = [
             ("DATABASE_URL", format!("{PG_BASE}/{database}")),
             ("AMQP_URL", AMQP_URL.to_owned()),
             ("AMQP_PREFIX", prefix.clone()),
             ("MAIL_URL", smtp.url()),
-            ("METRICS_ADDR", metrics.to_string()),
+            ("METRICS_ADDR", ANY_PORT.to_owned()),
             (
                 "TEMPLATES_DIR",
                 format!("{}/templates", env!("CARGO_MANIFEST_DIR")),
@@ -190,6 +227,7 @@ impl TestWorker {
             env,
             child: None,
             replicas: Vec::new(),
+            log_from: 0,
             events,
             seen: vec![],
             amqp,
@@ -199,13 +237,18 @@ impl TestWorker {
         worker
     }
 
-    /// Starts the worker process (again).
+    fn log_path(&self) -> PathBuf {
+        log_dir().join(format!("{}.log", self.prefix))
+    }
+
+    /// Starts the worker process (again); `wait_ready` learns its address.
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(log_dir().join(format!("{}.log", self.prefix)))
+            .open(self.log_path())
             .unwrap();
+        self.log_from = log.metadata().unwrap().len();
         let child = Command::new(env!("CARGO_BIN_EXE_user-lifecycle"))
             .arg("run")
             .envs(&self.env)
@@ -214,6 +257,7 @@ impl TestWorker {
             .spawn()
             .expect("spawn the worker");
         self.child = Some(child);
+        self.metrics = ANY_PORT.parse().unwrap();
     }
 
     /// Stops the worker (SIGTERM) and starts it again with `settings` changed,
@@ -239,8 +283,15 @@ impl TestWorker {
         (w, manager)
     }
 
-    /// Waits until `/readyz` answers 200.
-    pub async fn wait_ready(&self) {
+    /// Waits until `/readyz` answers 200 (after a spawn: once the worker
+    /// says where it listens).
+    pub async fn wait_ready(&mut self) {
+        if self.metrics.port() == 0 {
+            let log = self.log_path();
+            let from = self.log_from;
+            let child = self.child.as_mut().expect("a running worker");
+            self.metrics = listening_addr(child, &log, from).await;
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok((200, _)) = self.http_get("/readyz").await {
@@ -430,18 +481,17 @@ impl TestWorker {
     /// Starts one more worker process on the same database, queue and SMTP
     /// server; returns its metrics address.
     pub async fn spawn_replica(&mut self) -> SocketAddr {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let n = self.replicas.len() + 1;
-        let log = std::fs::File::create(log_dir().join(format!("{}-replica{n}.log", self.prefix)))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_user-lifecycle"))
+        let path = log_dir().join(format!("{}-replica{n}.log", self.prefix));
+        let log = std::fs::File::create(&path).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_user-lifecycle"))
             .arg("run")
             .envs(&self.env)
-            .env("METRICS_ADDR", addr.to_string())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn a replica");
+        let addr = listening_addr(&mut child, &path, 0).await;
         self.replicas.push((child, addr));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while http_get(addr, "/readyz").await.map(|(s, _)| s).unwrap_or(0) != 200 {
