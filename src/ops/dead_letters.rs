@@ -21,6 +21,8 @@
 //! started, so messages dead-lettered meanwhile (by a running worker, or by
 //! a replay that failed again) are left for the next run.
 
+use std::time::Duration;
+
 use lapin::message::Delivery;
 use lapin::options::{BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -30,6 +32,9 @@ use super::OpsError;
 use crate::broker::Topology;
 use crate::broker::publisher::header_str;
 use crate::domain::envelope::{self, MAX_MESSAGE_BYTES};
+
+/// How long `put_back` waits for the queue to count the messages it returned.
+const REQUEUE_WAIT: Duration = Duration::from_secs(5);
 
 /// Bytes of a body shown by `--show-body`.
 pub const BODY_PREVIEW_BYTES: usize = 200;
@@ -148,7 +153,10 @@ impl DeadLetterQueue {
     }
 
     /// Puts `held` back into the queue (`nack` + requeue), one by one in
-    /// the order given, which must be the order taken.
+    /// the order given, which must be the order taken, and waits until the
+    /// queue counts them as ready again: a quorum queue applies a requeue
+    /// after the channel has sent it, and the next tool run must find every
+    /// message waiting, or its turn would not be full.
     pub async fn put_back<'a>(
         &self,
         held: impl IntoIterator<Item = &'a Held>,
@@ -157,14 +165,31 @@ impl DeadLetterQueue {
             multiple: false,
             requeue: true,
         };
+        let mut returned = 0u32;
         for h in held {
             h.delivery
                 .acker
                 .nack(requeue)
                 .await
                 .map_err(OpsError::broker("putting a dead letter back"))?;
+            returned += 1;
         }
-        Ok(())
+        let deadline = tokio::time::Instant::now() + REQUEUE_WAIT;
+        loop {
+            let ready = ready_messages(&self.channel, &self.topology.dead_queue).await?;
+            if ready >= returned {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    ready,
+                    returned,
+                    "the dead-letter queue has not counted every message put back yet"
+                );
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Closes the channel (the broker has then processed every ack and nack
