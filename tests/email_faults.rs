@@ -423,6 +423,47 @@ async fn an_smtp_server_slower_than_mail_timeout_counts_as_a_retry_and_the_email
 }
 
 #[tokio::test]
+async fn an_email_queued_past_half_its_lease_is_claimed_anew_and_still_goes_out_once() {
+    // One SMTP connection that takes 400 ms per message and a 2 s lease:
+    // of 8 emails claimed together, the later ones wait in the relay's queue
+    // past half their lease. Sent on that claim they could be claimed and
+    // sent again meanwhile; they must be handed back and claimed anew.
+    let (mut w, manager) =
+        TestWorker::with_active_manager(&[("OUTBOX_LEASE", "2s"), ("MAIL_POOL_SIZE", "1")]).await;
+    w.smtp
+        .answer_with(Answer::SlowAccept(Duration::from_millis(400)));
+    let recipients = invite_all(&mut w, &manager, "queued", 8).await;
+
+    for to in &recipients {
+        w.smtp.wait_for(to, 1, WAIT).await;
+    }
+    outbox_settles(&w).await;
+    // Let a second copy of any of them arrive if one was on its way.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let f = figures(&w, "queued past half the lease", &recipients).await;
+    each_got_exactly_one(&w, &recipients).await;
+    assert_eq!(f.duplicates, 0);
+    assert_eq!(f.failed, 0.0);
+
+    let log = std::fs::read_to_string(format!(
+        "{}/target/test-logs/{}.log",
+        env!("CARGO_MANIFEST_DIR"),
+        w.prefix
+    ))
+    .unwrap_or_default();
+    let handed_back = log
+        .lines()
+        .filter(|l| l.contains("claim too old to send on"))
+        .count();
+    println!("[queued past half the lease] {handed_back} claim(s) handed back");
+    assert!(
+        handed_back > 0,
+        "8 emails at 400 ms each on one connection outlast half a 2 s lease: \
+         some claims must have been handed back"
+    );
+}
+
+#[tokio::test]
 async fn an_email_refused_4xx_until_mail_max_attempts_is_marked_failed_with_the_reason() {
     let (mut w, manager) = TestWorker::with_active_manager(&[("MAIL_MAX_ATTEMPTS", "3")]).await;
     w.smtp.answer_with(Answer::Transient);

@@ -5,7 +5,7 @@ use mailin::{Action, Handler, Response, SessionBuilder};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -81,7 +81,7 @@ impl Sink {
             to: vec![],
             data: vec![],
         };
-        serve_smtp(stream, ip, "bench-sink", handler).await;
+        serve_smtp(stream, ip, "bench-sink", handler, Duration::ZERO).await;
     }
 
     /// Keep the body of messages to `address` (to read a token from it).
@@ -118,12 +118,15 @@ impl Sink {
 }
 
 /// Speaks SMTP on `stream` with mailin's state machine and `handler` until
-/// the client leaves. Shared by the benchmark's sink and the tests' server.
+/// the client leaves, taking `accept_delay` to answer the end of each
+/// message (a slow server, for tests). Shared by the benchmark's sink and
+/// the tests' server.
 pub async fn serve_smtp<H: Handler>(
     stream: tokio::net::TcpStream,
     ip: IpAddr,
     name: &str,
     handler: H,
+    accept_delay: Duration,
 ) {
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
@@ -143,6 +146,9 @@ pub async fn serve_smtp<H: Handler>(
             Ok(_) => {}
         }
         let response = session.process(&line);
+        if !accept_delay.is_zero() && line == b".\r\n" {
+            tokio::time::sleep(accept_delay).await;
+        }
         match response.action {
             Action::NoReply => {}
             Action::Reply | Action::UpgradeTls => {

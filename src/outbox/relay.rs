@@ -107,37 +107,38 @@ impl Relay {
     /// is due for up to `flush` (a pass that has started finishes) and hands
     /// back whatever it still holds.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>, flush: Duration) {
-        let emails = tokio::spawn(self.clone().lane(Lane::Emails, shutdown.clone(), flush));
-        self.clone().lane(Lane::Publications, shutdown, flush).await;
+        let emails = tokio::spawn(self.clone().email_lane(shutdown.clone(), flush));
+        self.clone().publication_lane(shutdown, flush).await;
         let _ = emails.await;
         self.release().await;
     }
 
-    async fn lane(
+    /// The publication lane, in passes: claim a batch, publish it, claim
+    /// again while batches come back full, else wait for a wake-up or a
+    /// second. Publishing is quick, so a pass has no tail worth streaming.
+    async fn publication_lane(
         self: Arc<Self>,
-        lane: Lane,
         mut shutdown: watch::Receiver<bool>,
         flush: Duration,
     ) {
-        let wakeup = match lane {
-            Lane::Publications => &self.wakeup.publications,
-            Lane::Emails => &self.wakeup.emails,
-        };
+        let wakeup = &self.wakeup.publications;
         loop {
             if *shutdown.borrow() {
                 let deadline = tokio::time::Instant::now() + flush;
                 while tokio::time::Instant::now() < deadline {
-                    match self.pass(lane).await {
+                    match self.publish_pass().await {
                         Ok(n) if n > 0 => continue,
                         _ => break,
                     }
                 }
                 return;
             }
-            match self.pass(lane).await {
+            match self.publish_pass().await {
                 Ok(n) if n as i64 >= self.settings.batch => continue,
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, lane = lane.name(), "outbox pass failed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, lane = Lane::Publications.name(), "outbox pass failed")
+                }
             }
             tokio::select! {
                 _ = wakeup.notified() => {}
@@ -158,64 +159,141 @@ impl Relay {
         }
     }
 
-    /// One pass of `lane`: claim a batch and deliver it. Returns the rows claimed.
-    pub async fn pass(&self, lane: Lane) -> Result<usize, StoreError> {
-        let rows = outbox::claim(
+    /// Claims up to `limit` due rows of `lane` for this relay.
+    async fn claim(&self, lane: Lane, limit: i64) -> Result<Vec<ClaimedRow>, StoreError> {
+        outbox::claim(
             &self.pool,
-            self.settings.batch,
+            limit,
             self.settings.lease,
             self.owner,
             lane.kinds(),
         )
-        .await?;
+        .await
+    }
+
+    /// One pass of the publication lane: claim a batch and publish it.
+    /// Returns the rows claimed.
+    async fn publish_pass(&self) -> Result<usize, StoreError> {
+        let rows = self.claim(Lane::Publications, self.settings.batch).await?;
         let claimed = rows.len();
-        match lane {
-            Lane::Publications => self.publish_all(rows).await?,
-            Lane::Emails => self.send_all(rows).await?,
-        }
+        self.publish_all(rows).await?;
         Ok(claimed)
     }
 
-    /// Sends `rows`, `concurrency` at a time. Sent rows are marked sent by
-    /// a second loop as they come in: everything sent while the previous
-    /// update ran goes in the next one, so under load one UPDATE covers many
-    /// emails. A send holds its permit until its row is marked, so at most
-    /// `concurrency` emails are ever sent-or-sending but not yet marked: the
-    /// most a crash can make the next relay send twice.
-    async fn send_all(&self, rows: Vec<ClaimedRow>) -> Result<(), StoreError> {
+    /// The email lane: one continuous stream of rows rather than passes, so
+    /// the SMTP pool never idles while the last emails of a pass finish and
+    /// the next claim runs. A claimer keeps up to `batch` claimed rows queued
+    /// ahead of the senders and claims more whenever half that room is free;
+    /// on shutdown it claims what is due for up to `flush`, and the rows it
+    /// queued but were not sent by then are handed back by `release`.
+    async fn email_lane(self: Arc<Self>, shutdown: watch::Receiver<bool>, flush: Duration) {
+        let room = usize::try_from(self.settings.batch).unwrap_or(1).max(2);
+        let (queue, queued) = tokio::sync::mpsc::channel::<ClaimedRow>(room);
+        let give_up = std::sync::atomic::AtomicBool::new(false);
+        let claiming = self.claim_emails(queue, room / 2, shutdown, flush, &give_up);
+        let sending = self.send_stream(queued, &give_up);
+        tokio::join!(claiming, sending);
+    }
+
+    /// Claims due emails into `queue`, `chunk` at most at a time, until
+    /// shutdown (plus `flush`); sets `give_up` when it stops for good.
+    async fn claim_emails(
+        &self,
+        queue: tokio::sync::mpsc::Sender<ClaimedRow>,
+        chunk: usize,
+        mut shutdown: watch::Receiver<bool>,
+        flush: Duration,
+        give_up: &std::sync::atomic::AtomicBool,
+    ) {
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            if deadline.is_none() && *shutdown.borrow() {
+                deadline = Some(tokio::time::Instant::now() + flush);
+            }
+            let until = deadline.unwrap_or_else(far_future);
+            // Room first: rows are claimed only when the senders can take them.
+            let permits = tokio::select! {
+                permits = queue.reserve_many(chunk) => permits,
+                _ = tokio::time::sleep_until(until) => break,
+            };
+            let Ok(permits) = permits else { break };
+            let limit = i64::try_from(chunk).unwrap_or(i64::MAX);
+            match self.claim(Lane::Emails, limit).await {
+                Ok(rows) => {
+                    let full = rows.len() == chunk;
+                    for (permit, row) in permits.zip(rows) {
+                        permit.send(row);
+                    }
+                    if full {
+                        continue;
+                    }
+                    if deadline.is_some() {
+                        break; // stopping, and nothing more is due
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, lane = Lane::Emails.name(), "outbox claim failed")
+                }
+            }
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                break;
+            }
+            tokio::select! {
+                _ = self.wakeup.emails.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = crate::shutdown::requested(&mut shutdown) => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+        if deadline.is_some() {
+            give_up.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Sends the rows of `queued`, `concurrency` at a time, until the queue
+    /// closes. Sent rows are marked sent by a second loop as they come in:
+    /// everything sent while the previous update ran goes in the next one,
+    /// so under load one UPDATE covers many emails. A send holds its permit
+    /// until its row is marked, so at most `concurrency` emails are ever
+    /// sent-or-sending but not yet marked: the most a crash can make the
+    /// next relay send twice. Once `give_up` is set, queued rows are no
+    /// longer sent (`release` hands them back).
+    async fn send_stream(
+        &self,
+        queued: tokio::sync::mpsc::Receiver<ClaimedRow>,
+        give_up: &std::sync::atomic::AtomicBool,
+    ) {
         let concurrency = self.settings.concurrency.max(1);
         let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
         let (sent_tx, mut sent_rx) =
             tokio::sync::mpsc::unbounded_channel::<(i64, tokio::sync::OwnedSemaphorePermit)>();
-        let failure = std::sync::Mutex::new(None::<StoreError>);
+        let rows = futures_util::stream::unfold(queued, |mut queued| async move {
+            queued.recv().await.map(|row| (row, queued))
+        });
         let sending = async {
-            futures_util::stream::iter(rows)
-                .for_each_concurrent(concurrency, |row| {
-                    let sent_tx = sent_tx.clone();
-                    let permits = permits.clone();
-                    let failure = &failure;
-                    async move {
-                        let Ok(permit) = permits.acquire_owned().await else {
-                            return;
-                        };
-                        match self.deliver_email(row).await {
-                            Ok(Some(id)) => {
-                                let _ = sent_tx.send((id, permit));
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                if let Ok(mut first) = failure.lock() {
-                                    first.get_or_insert(e);
-                                }
-                            }
-                        }
+            rows.for_each_concurrent(concurrency, |row| {
+                let sent_tx = sent_tx.clone();
+                let permits = permits.clone();
+                async move {
+                    if give_up.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
                     }
-                })
-                .await;
+                    let Ok(permit) = permits.acquire_owned().await else {
+                        return;
+                    };
+                    match self.deliver_email(row).await {
+                        Ok(Some(id)) => {
+                            let _ = sent_tx.send((id, permit));
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %e, lane = Lane::Emails.name(), "recording an email outcome failed"),
+                    }
+                }
+            })
+            .await;
             drop(sent_tx);
         };
         let marking = async {
-            let mut result = Ok(());
             while let Some(first) = sent_rx.recv().await {
                 let mut sent = vec![first];
                 while let Ok(more) = sent_rx.try_recv() {
@@ -223,19 +301,15 @@ impl Relay {
                 }
                 let ids: Vec<i64> = sent.iter().map(|(id, _)| *id).collect();
                 if let Err(e) = outbox::mark_sent(&self.pool, &ids).await {
-                    result = Err(e);
+                    // Their lease runs out and they are sent again: the
+                    // duplicates the permits bound.
+                    tracing::warn!(error = %e, rows = ids.len(), "marking emails sent failed");
                 }
                 // The permits go back only now.
                 drop(sent);
             }
-            result
         };
-        let ((), marked) = tokio::join!(sending, marking);
-        marked?;
-        match failure.into_inner() {
-            Ok(Some(e)) => Err(e),
-            _ => Ok(()),
-        }
+        tokio::join!(sending, marking);
     }
 
     async fn publish_all(&self, rows: Vec<ClaimedRow>) -> Result<(), StoreError> {
@@ -282,6 +356,17 @@ impl Relay {
     /// Sends one email row; a row that is sent is returned to be marked
     /// sent (with its neighbours), any other outcome is recorded here.
     async fn deliver_email(&self, row: ClaimedRow) -> Result<Option<i64>, StoreError> {
+        // A send is bounded by half the lease, so it may start only while
+        // half the lease is left: otherwise another relay could claim the
+        // row mid-send. A row queued that long goes back to be claimed anew.
+        if row.claimed_at.elapsed() > self.settings.lease / 2 {
+            tracing::debug!(
+                outbox_id = row.id,
+                "claim too old to send on; handing it back"
+            );
+            outbox::unclaim(&self.pool, row.id, self.owner).await?;
+            return Ok(None);
+        }
         let job: EmailJob = match serde_json::from_value(row.payload.clone()) {
             Ok(job) => job,
             Err(e) => {
@@ -400,6 +485,11 @@ async fn publish_row(publisher: &Publisher, row: &ClaimedRow) -> Result<Pending,
             "an email row is not published".into(),
         )),
     }
+}
+
+/// A deadline that never comes.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 #[cfg(test)]

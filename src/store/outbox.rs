@@ -71,6 +71,8 @@ pub struct ClaimedRow {
     pub attempts: i32,
     /// When the row was written.
     pub created_at: DateTime<Utc>,
+    /// When the claim was asked for: its lease runs from (at the latest) here.
+    pub claimed_at: std::time::Instant,
 }
 
 /// Writes `rows` in `tx`.
@@ -97,6 +99,7 @@ pub async fn claim(
     kinds: &[OutboxKind],
 ) -> Result<Vec<ClaimedRow>, StoreError> {
     let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+    let claimed_at = std::time::Instant::now();
     let rows = sqlx::query(
         "UPDATE outbox SET claimed_until = now() + $2 * interval '1 millisecond', attempts = attempts + 1,
             claimed_by = $3
@@ -128,6 +131,7 @@ pub async fn claim(
                 payload: r.try_get("payload")?,
                 attempts: r.try_get("attempts")?,
                 created_at: r.try_get("created_at")?,
+                claimed_at,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -180,6 +184,20 @@ pub async fn mark_failed(pool: &PgPool, id: i64, error: &str) -> Result<(), Stor
     )
     .bind(id)
     .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Hands back one row `owner` claimed and did not deliver, due at once;
+/// the attempt it was claimed for is not counted.
+pub async fn unclaim(pool: &PgPool, id: i64, owner: Uuid) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE outbox SET claimed_until = NULL, claimed_by = NULL, attempts = greatest(attempts - 1, 0)
+         WHERE id = $1 AND claimed_by = $2 AND sent_at IS NULL AND failed_at IS NULL",
+    )
+    .bind(id)
+    .bind(owner)
     .execute(pool)
     .await?;
     Ok(())

@@ -87,6 +87,9 @@ pub enum Answer {
     Down,
     /// The server greets only after this long (slower than `MAIL_TIMEOUT`).
     Slow(Duration),
+    /// Accepts each message, but only this long after its end (on
+    /// connections opened from then on).
+    SlowAccept(Duration),
 }
 
 #[derive(Default)]
@@ -125,7 +128,7 @@ impl Handler for Session {
     fn data_end(&mut self) -> Response {
         let mut state = self.state.lock().unwrap();
         match state.answer.unwrap_or(Answer::Accept) {
-            Answer::Accept | Answer::Slow(_) => {
+            Answer::Accept | Answer::Slow(_) | Answer::SlowAccept(_) => {
                 state.mails.push(Mail {
                     to: std::mem::take(&mut self.to),
                     raw: std::mem::take(&mut self.data),
@@ -163,9 +166,11 @@ impl SmtpServer {
 
     async fn serve(&self, stream: tokio::net::TcpStream, ip: IpAddr) {
         let answer = self.state.lock().unwrap().answer;
+        let mut accept_delay = Duration::ZERO;
         match answer {
             Some(Answer::Down) => return,
             Some(Answer::Slow(delay)) => tokio::time::sleep(delay).await,
+            Some(Answer::SlowAccept(delay)) => accept_delay = delay,
             _ => {}
         }
         let handler = Session {
@@ -174,7 +179,8 @@ impl SmtpServer {
             to: vec![],
             data: vec![],
         };
-        user_lifecycle::bench::sink::serve_smtp(stream, ip, "test-smtp", handler).await;
+        user_lifecycle::bench::sink::serve_smtp(stream, ip, "test-smtp", handler, accept_delay)
+            .await;
     }
 
     /// The URL for `MAIL_URL`.
