@@ -14,11 +14,14 @@ use crate::config::Settings;
 use crate::domain::user::UserStatus;
 use crate::handler::{Handler, HandlerSettings};
 use crate::mail::{Mailer, Renderer};
-use crate::outbox::{Relay, RelaySettings, Wakeup};
+use crate::outbox::{Handoff, Relay, RelaySettings, Wakeup};
 use crate::telemetry::health::Health;
 use crate::telemetry::http::{self, Endpoints};
 use crate::telemetry::metrics;
 use crate::{scheduler, store};
+
+/// Outbox rows the relay claims per pass (and emails it keeps queued).
+const RELAY_BATCH: i64 = 500;
 
 fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
@@ -27,6 +30,8 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 /// Runs the worker until SIGTERM or Ctrl-C.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let prometheus = metrics::install().context("cannot install the metrics recorder")?;
+    // Before the first command, not during it.
+    crate::domain::phone::PhoneNumber::preload();
     let health = Health::default();
 
     let renderer =
@@ -82,12 +87,24 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let http_task = tokio::spawn(http::serve(listener, endpoints, stop_rx.clone()));
 
+    // Commands write their outbox rows claimed by this worker's relay and
+    // hand them over after the commit; rows the queues cannot take go back
+    // to the table for any relay.
+    let relay_owner = uuid::Uuid::new_v4();
+    let (handoff, handoff_queues) = Handoff::new(
+        relay_owner,
+        settings.outbox_lease,
+        2 * RELAY_BATCH as usize,
+        relay_notify.clone(),
+        pool.clone(),
+    );
     let handler = Handler::new(
         pool.clone(),
         HandlerSettings {
             activation_ttl: chrono_duration(settings.activation_ttl),
             password_reset_ttl: chrono_duration(settings.password_reset_ttl),
             resend_cooldown: chrono_duration(settings.resend_cooldown),
+            claim: Some(handoff.claim()),
         },
     );
     let deps = Arc::new(consumer::Deps {
@@ -95,7 +112,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         pool: pool.clone(),
         health: health.clone(),
         max_deliveries: settings.command_max_deliveries.max(1),
-        relay: relay_notify.clone(),
+        handoff,
         // A quarter of the pool applies commands (each transaction takes
         // every delivery that is waiting); the relay and the scheduler keep
         // the rest. Few big transactions beat many small ones: a commit
@@ -116,13 +133,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     ));
 
     let relay = Arc::new(Relay::new(
+        relay_owner,
         pool.clone(),
         Arc::new(renderer),
         Arc::new(mailer),
         sessions_rx,
         relay_notify.clone(),
         RelaySettings {
-            batch: 500,
+            batch: RELAY_BATCH,
             lease: settings.outbox_lease,
             max_attempts: settings.mail_max_attempts,
             retry_base: settings.outbox_retry_base,
@@ -130,7 +148,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         },
     ));
     let (relay_stop_tx, relay_stop_rx) = watch::channel(false);
-    let relay_task = tokio::spawn(relay.clone().run(relay_stop_rx, Duration::from_secs(5)));
+    let relay_task = tokio::spawn(relay.clone().run(
+        handoff_queues,
+        relay_stop_rx,
+        Duration::from_secs(5),
+    ));
 
     let mut jobs = scheduler::start(
         pool.clone(),

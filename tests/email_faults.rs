@@ -423,11 +423,11 @@ async fn an_smtp_server_slower_than_mail_timeout_counts_as_a_retry_and_the_email
 }
 
 #[tokio::test]
-async fn an_email_queued_past_half_its_lease_is_claimed_anew_and_still_goes_out_once() {
+async fn an_email_queued_past_half_its_lease_has_its_claim_renewed_and_still_goes_out_once() {
     // One SMTP connection that takes 400 ms per message and a 2 s lease:
-    // of 8 emails claimed together, the later ones wait in the relay's queue
+    // of 8 emails queued together, the later ones wait in the relay's queue
     // past half their lease. Sent on that claim they could be claimed and
-    // sent again meanwhile; they must be handed back and claimed anew.
+    // sent again meanwhile; their claim must be renewed first.
     let (mut w, manager) =
         TestWorker::with_active_manager(&[("OUTBOX_LEASE", "2s"), ("MAIL_POOL_SIZE", "1")]).await;
     w.smtp
@@ -451,15 +451,15 @@ async fn an_email_queued_past_half_its_lease_is_claimed_anew_and_still_goes_out_
         w.prefix
     ))
     .unwrap_or_default();
-    let handed_back = log
+    let renewed = log
         .lines()
-        .filter(|l| l.contains("claim too old to send on"))
+        .filter(|l| l.contains("claim renewed before sending"))
         .count();
-    println!("[queued past half the lease] {handed_back} claim(s) handed back");
+    println!("[queued past half the lease] {renewed} claim(s) renewed");
     assert!(
-        handed_back > 0,
+        renewed > 0,
         "8 emails at 400 ms each on one connection outlast half a 2 s lease: \
-         some claims must have been handed back"
+         some claims must have been renewed"
     );
 }
 

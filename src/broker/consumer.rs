@@ -42,8 +42,8 @@ pub struct Deps {
     pub pool: PgPool,
     /// Readiness: the database flag is kept current here.
     pub health: Health,
-    /// Woken after each commit so the relay delivers at once.
-    pub relay: Arc<crate::outbox::Wakeup>,
+    /// Takes the outbox rows each commit wrote to this worker's relay.
+    pub handoff: Arc<crate::outbox::Handoff>,
     /// Transactions applying commands at once.
     pub concurrency: usize,
     /// Most deliveries applied in one transaction (those already waiting).
@@ -453,9 +453,9 @@ async fn settle(
     let mut attempt = 0;
     loop {
         match result {
-            Ok(Handled::Processed(reply, funnel)) => {
+            Ok(Handled::Processed(reply, funnel, rows)) => {
+                deps.handoff.deliver(rows).await;
                 ack(&delivery).await;
-                deps.relay.wake();
                 for step in funnel {
                     match step {
                         FunnelStep::Invited => metrics::invites("invited", 1),

@@ -170,14 +170,20 @@ impl Handler {
         {
             return Err(Stop { at });
         }
-        if store::audit::insert(tx, &audit).await.is_err()
-            || store::outbox::insert(tx, &rows).await.is_err()
-        {
+        if store::audit::insert(tx, &audit).await.is_err() {
             return Err(Stop { at: 0 });
         }
+        let Ok(claimed) = store::outbox::insert(tx, rows, self.settings.claim).await else {
+            return Err(Stop { at: 0 });
+        };
+        // The batch's rows travel with its first command: they are handed
+        // over together, after the one commit.
+        let mut claimed = Some(claimed);
         Ok(replies
             .into_iter()
-            .map(|(reply, funnel)| Handled::Processed(reply, funnel))
+            .map(|(reply, funnel)| {
+                Handled::Processed(reply, funnel, claimed.take().unwrap_or_default())
+            })
             .collect())
     }
 }

@@ -29,7 +29,7 @@ use crate::domain::envelope::Envelope;
 use crate::domain::ids::UserId;
 use crate::domain::reply::{Rejection, Reply};
 use crate::domain::trace::TraceParent;
-use crate::store::outbox::{NewOutboxRow, OutboxKind};
+use crate::store::outbox::{ClaimedRow, NewOutboxRow, OutboxKind};
 use crate::store::{self, StoreError, Tx};
 
 pub use batch::BatchItem;
@@ -45,6 +45,10 @@ pub struct HandlerSettings {
     pub password_reset_ttl: Duration,
     /// Minimum time between two emails of the same kind to one user.
     pub resend_cooldown: Duration,
+    /// The claim this worker's relay takes on the outbox rows a command
+    /// writes, to deliver them straight after the commit; `None` leaves
+    /// them for any relay to claim.
+    pub claim: Option<store::outbox::Claim>,
 }
 
 /// Where a reply goes: the request's `reply_to` and correlation id.
@@ -71,8 +75,10 @@ pub enum FunnelStep {
 #[derive(Debug)]
 pub enum Handled {
     /// Processed now: its reply and effects are in the outbox; the funnel
-    /// steps are what it changed, for metrics recorded after the commit.
-    Processed(Reply, Vec<FunnelStep>),
+    /// steps are what it changed, for metrics recorded after the commit;
+    /// the rows are its outbox rows claimed for this worker's relay (see
+    /// [`HandlerSettings::claim`]), to hand over.
+    Processed(Reply, Vec<FunnelStep>, Vec<ClaimedRow>),
     /// Processed before: here is the stored reply, nothing else happened.
     Duplicate(Reply),
 }
@@ -171,13 +177,16 @@ impl Handler {
         raw: &[u8],
     ) -> Result<Handled, HandleError> {
         let id = envelope.id.as_str();
+        let mut fx = Effects::default();
+        let parsed = Command::parse(envelope.kind, &envelope.data);
+        // The command applies from here: validity windows (token lifetimes,
+        // cooldowns) start after the parsing, not before it.
         let ctx = Ctx {
             command_id: id.to_owned(),
             actor: envelope.actor,
             now: Utc::now(),
         };
-        let mut fx = Effects::default();
-        let command = match Command::parse(envelope.kind, &envelope.data) {
+        let command = match parsed {
             Ok(command) => command,
             Err(field) => {
                 fx.dead_letter(envelope.kind, &field.to_string(), raw, reply_to);
@@ -234,9 +243,9 @@ impl Handler {
         if let Some(address) = reply_to {
             rows.push(reply_row(address, &reply, envelope.traceparent.as_ref()));
         }
-        store::outbox::insert(&mut tx, &rows).await?;
+        let claimed = store::outbox::insert(&mut tx, rows, self.settings.claim).await?;
         tx.commit().await?;
-        Ok(Handled::Processed(reply, funnel))
+        Ok(Handled::Processed(reply, funnel, claimed))
     }
 
     async fn apply(
@@ -295,7 +304,7 @@ pub fn reply_row(
 /// The reply's status as a metrics outcome label.
 pub fn outcome_label(handled: &Handled) -> &'static str {
     match handled {
-        Handled::Processed(r, _) => r.status.as_str(),
+        Handled::Processed(r, _, _) => r.status.as_str(),
         Handled::Duplicate(_) => "duplicate",
     }
 }

@@ -5,8 +5,10 @@
 //! so a slow SMTP server never delays a reply. Safe with several workers:
 //! rows are claimed with `FOR UPDATE SKIP LOCKED` and a lease.
 
+pub mod handoff;
 pub mod relay;
 
+pub use handoff::{Handoff, HandoffQueues};
 pub use relay::{Relay, RelaySettings};
 
 use tokio::sync::Notify;

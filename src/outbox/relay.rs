@@ -14,6 +14,7 @@ use crate::broker::{Publisher, SessionWatch};
 use crate::domain::notification::EmailJob;
 use crate::mail::{Mailer, Renderer, message};
 use crate::outbox::Wakeup;
+use crate::outbox::handoff::HandoffQueues;
 use crate::store::StoreError;
 use crate::store::outbox::{self, ClaimedRow, OutboxKind};
 use crate::telemetry::metrics;
@@ -82,8 +83,10 @@ enum Delivery {
 }
 
 impl Relay {
-    /// A relay over `pool` delivering through `mailer` and the current session.
+    /// The relay `owner` over `pool`, delivering through `mailer` and the
+    /// current session.
     pub fn new(
+        owner: uuid::Uuid,
         pool: PgPool,
         renderer: Arc<Renderer>,
         mailer: Arc<Mailer>,
@@ -92,7 +95,7 @@ impl Relay {
         settings: RelaySettings,
     ) -> Relay {
         Relay {
-            owner: uuid::Uuid::new_v4(),
+            owner,
             pool,
             renderer,
             mailer,
@@ -102,29 +105,49 @@ impl Relay {
         }
     }
 
-    /// Delivers until `shutdown` in two lanes (publications, emails), each
-    /// waking on notifications and once a second; then keeps delivering what
-    /// is due for up to `flush` (a pass that has started finishes) and hands
-    /// back whatever it still holds.
-    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>, flush: Duration) {
-        let emails = tokio::spawn(self.clone().email_lane(shutdown.clone(), flush));
-        self.clone().publication_lane(shutdown, flush).await;
+    /// Delivers until `shutdown` in two lanes (publications, emails): rows
+    /// handed over by commands as they come, rows left in the table on
+    /// wake-ups and once a second. Then keeps delivering what is due for up
+    /// to `flush` and hands back whatever it still holds.
+    pub async fn run(
+        self: Arc<Self>,
+        queues: HandoffQueues,
+        shutdown: watch::Receiver<bool>,
+        flush: Duration,
+    ) {
+        let emails = tokio::spawn(self.clone().email_lane(
+            queues.emails,
+            queues.emails_sender,
+            shutdown.clone(),
+            flush,
+        ));
+        self.clone()
+            .publication_lane(queues.publications, shutdown, flush)
+            .await;
         let _ = emails.await;
         self.release().await;
     }
 
-    /// The publication lane, in passes: claim a batch, publish it, claim
-    /// again while batches come back full, else wait for a wake-up or a
-    /// second. Publishing is quick, so a pass has no tail worth streaming.
+    /// The publication lane: publishes handed-over rows as they arrive, and
+    /// claims what is left in the table in passes (on a wake-up, and at
+    /// least once a second), again at once while passes come back full.
     async fn publication_lane(
         self: Arc<Self>,
+        mut handed: tokio::sync::mpsc::Receiver<ClaimedRow>,
         mut shutdown: watch::Receiver<bool>,
         flush: Duration,
     ) {
         let wakeup = &self.wakeup.publications;
+        let mut next_pass = tokio::time::Instant::now();
         loop {
             if *shutdown.borrow() {
                 let deadline = tokio::time::Instant::now() + flush;
+                while let Ok(first) = handed.try_recv() {
+                    let rows = self.drain(first, &mut handed);
+                    if let Err(e) = self.publish_all(rows).await {
+                        tracing::warn!(error = %e, lane = Lane::Publications.name(), "publishing failed");
+                    }
+                }
                 while tokio::time::Instant::now() < deadline {
                     match self.publish_pass().await {
                         Ok(n) if n > 0 => continue,
@@ -133,19 +156,47 @@ impl Relay {
                 }
                 return;
             }
-            match self.publish_pass().await {
-                Ok(n) if n as i64 >= self.settings.batch => continue,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, lane = Lane::Publications.name(), "outbox pass failed")
+            if tokio::time::Instant::now() >= next_pass {
+                next_pass = tokio::time::Instant::now() + Duration::from_secs(1);
+                match self.publish_pass().await {
+                    Ok(n) if n as i64 >= self.settings.batch => {
+                        next_pass = tokio::time::Instant::now();
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, lane = Lane::Publications.name(), "outbox pass failed")
+                    }
                 }
             }
             tokio::select! {
-                _ = wakeup.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                Some(first) = handed.recv() => {
+                    let rows = self.drain(first, &mut handed);
+                    if let Err(e) = self.publish_all(rows).await {
+                        tracing::warn!(error = %e, lane = Lane::Publications.name(), "publishing failed");
+                    }
+                }
+                _ = wakeup.notified() => next_pass = tokio::time::Instant::now(),
+                _ = tokio::time::sleep_until(next_pass) => {}
                 _ = crate::shutdown::requested(&mut shutdown) => {}
             }
         }
+    }
+
+    /// `first` and whatever else is waiting in `handed`, up to a batch.
+    fn drain(
+        &self,
+        first: ClaimedRow,
+        handed: &mut tokio::sync::mpsc::Receiver<ClaimedRow>,
+    ) -> Vec<ClaimedRow> {
+        let mut rows = vec![first];
+        while (rows.len() as i64) < self.settings.batch {
+            match handed.try_recv() {
+                Ok(row) => rows.push(row),
+                Err(_) => break,
+            }
+        }
+        rows
     }
 
     /// Hands back the rows this relay claimed but did not deliver.
@@ -182,16 +233,27 @@ impl Relay {
 
     /// The email lane: one continuous stream of rows rather than passes, so
     /// the SMTP pool never idles while the last emails of a pass finish and
-    /// the next claim runs. A claimer keeps up to `batch` claimed rows queued
-    /// ahead of the senders and claims more whenever half that room is free;
-    /// on shutdown it claims what is due for up to `flush`, and the rows it
-    /// queued but were not sent by then are handed back by `release`.
-    async fn email_lane(self: Arc<Self>, shutdown: watch::Receiver<bool>, flush: Duration) {
-        let room = usize::try_from(self.settings.batch).unwrap_or(1).max(2);
-        let (queue, queued) = tokio::sync::mpsc::channel::<ClaimedRow>(room);
+    /// the next claim runs. Commands hand their emails to `queued`; a
+    /// claimer adds what is left in the table, claiming whenever half of
+    /// `batch` is free in the queue. On shutdown the claimer claims what is
+    /// due for up to `flush`; rows queued but not sent by then are handed
+    /// back by `release`.
+    async fn email_lane(
+        self: Arc<Self>,
+        queued: tokio::sync::mpsc::Receiver<ClaimedRow>,
+        queue: tokio::sync::mpsc::Sender<ClaimedRow>,
+        shutdown: watch::Receiver<bool>,
+        flush: Duration,
+    ) {
+        let chunk = usize::try_from(self.settings.batch).unwrap_or(1).max(2) / 2;
         let give_up = std::sync::atomic::AtomicBool::new(false);
-        let claiming = self.claim_emails(queue, room / 2, shutdown, flush, &give_up);
-        let sending = self.send_stream(queued, &give_up);
+        let (done, claimer_done) = watch::channel(false);
+        let claiming = async {
+            self.claim_emails(queue, chunk, shutdown, flush, &give_up)
+                .await;
+            done.send_replace(true);
+        };
+        let sending = self.send_stream(queued, claimer_done, &give_up);
         tokio::join!(claiming, sending);
     }
 
@@ -250,8 +312,8 @@ impl Relay {
         }
     }
 
-    /// Sends the rows of `queued`, `concurrency` at a time, until the queue
-    /// closes. Sent rows are marked sent by a second loop as they come in:
+    /// Sends the rows of `queued`, `concurrency` at a time, until the
+    /// claimer is `done` and the queue is empty. Sent rows are marked sent by a second loop as they come in:
     /// everything sent while the previous update ran goes in the next one,
     /// so under load one UPDATE covers many emails. A send holds its permit
     /// until its row is marked, so at most `concurrency` emails are ever
@@ -261,15 +323,33 @@ impl Relay {
     async fn send_stream(
         &self,
         queued: tokio::sync::mpsc::Receiver<ClaimedRow>,
+        done: watch::Receiver<bool>,
         give_up: &std::sync::atomic::AtomicBool,
     ) {
         let concurrency = self.settings.concurrency.max(1);
         let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
         let (sent_tx, mut sent_rx) =
             tokio::sync::mpsc::unbounded_channel::<(i64, tokio::sync::OwnedSemaphorePermit)>();
-        let rows = futures_util::stream::unfold(queued, |mut queued| async move {
-            queued.recv().await.map(|row| (row, queued))
-        });
+        // Commands keep a sender on the queue: the stream ends when the
+        // claimer is done and the queue empty, not when it closes.
+        let rows =
+            futures_util::stream::unfold((queued, done), |(mut queued, mut done)| async move {
+                loop {
+                    if *done.borrow() {
+                        let row = queued.try_recv().ok()?;
+                        return Some((row, (queued, done)));
+                    }
+                    tokio::select! {
+                        row = queued.recv() => return row.map(|row| (row, (queued, done))),
+                        changed = done.changed() => {
+                            if changed.is_err() {
+                                let row = queued.try_recv().ok()?;
+                                return Some((row, (queued, done)));
+                            }
+                        }
+                    }
+                }
+            });
         let sending = async {
             rows.for_each_concurrent(concurrency, |row| {
                 let sent_tx = sent_tx.clone();
@@ -357,15 +437,22 @@ impl Relay {
     /// sent (with its neighbours), any other outcome is recorded here.
     async fn deliver_email(&self, row: ClaimedRow) -> Result<Option<i64>, StoreError> {
         // A send is bounded by half the lease, so it may start only while
-        // half the lease is left: otherwise another relay could claim the
-        // row mid-send. A row queued that long goes back to be claimed anew.
+        // half the lease is left: otherwise another relay (or this one's
+        // claimer) could claim the row mid-send. A row queued that long has
+        // its claim renewed first, unless another claim took it meanwhile.
         if row.claimed_at.elapsed() > self.settings.lease / 2 {
-            tracing::debug!(
-                outbox_id = row.id,
-                "claim too old to send on; handing it back"
-            );
-            outbox::unclaim(&self.pool, row.id, self.owner).await?;
-            return Ok(None);
+            let renewed = outbox::renew(
+                &self.pool,
+                row.id,
+                self.owner,
+                row.attempts,
+                self.settings.lease,
+            )
+            .await?;
+            tracing::debug!(outbox_id = row.id, renewed, "claim renewed before sending");
+            if !renewed {
+                return Ok(None);
+            }
         }
         let job: EmailJob = match serde_json::from_value(row.payload.clone()) {
             Ok(job) => job,

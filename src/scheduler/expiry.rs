@@ -109,7 +109,7 @@ pub async fn sweep(pool: &PgPool, batch: i64, relay: &Wakeup) -> Result<SweepRep
         let started = std::time::Instant::now();
         let expired = expire_batch(&mut tx, now, limit).await?;
         let rows: Vec<NewOutboxRow> = expired.iter().flat_map(|i| rows_for(i, now)).collect();
-        insert(&mut tx, &rows).await?;
+        insert(&mut tx, rows, None).await?;
         tx.commit().await?;
         let held = started.elapsed();
         report.longest_batch = report.longest_batch.max(held);

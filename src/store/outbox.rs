@@ -75,19 +75,83 @@ pub struct ClaimedRow {
     pub claimed_at: std::time::Instant,
 }
 
-/// Writes `rows` in `tx`.
-pub async fn insert(tx: &mut Tx<'_>, rows: &[NewOutboxRow]) -> Result<(), StoreError> {
+/// A claim taken on rows as they are written: the relay of `owner` will
+/// deliver them, and no other relay may before `lease` has run out.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim {
+    /// The relay that delivers them.
+    pub owner: Uuid,
+    /// How long the claim lasts.
+    pub lease: Duration,
+}
+
+/// Writes `rows` in `tx`. With a `claim`, they are written already claimed
+/// (one attempt counted) and returned for that relay to deliver once the
+/// transaction has committed; without, they wait for a relay to claim them.
+pub async fn insert(
+    tx: &mut Tx<'_>,
+    rows: Vec<NewOutboxRow>,
+    claim: Option<Claim>,
+) -> Result<Vec<ClaimedRow>, StoreError> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
-    let payloads: Vec<Value> = rows.iter().map(|r| r.payload.clone()).collect();
-    sqlx::query("INSERT INTO outbox (kind, payload) SELECT * FROM UNNEST($1::text[], $2::jsonb[])")
+    let payloads: Vec<&Value> = rows.iter().map(|r| &r.payload).collect();
+    let Some(claim) = claim else {
+        sqlx::query(
+            "INSERT INTO outbox (kind, payload) SELECT * FROM UNNEST($1::text[], $2::jsonb[])",
+        )
         .bind(kinds)
         .bind(payloads)
         .execute(&mut **tx)
         .await?;
-    Ok(())
+        return Ok(Vec::new());
+    };
+    let message_ids: Vec<Uuid> = rows.iter().map(|_| Uuid::new_v4()).collect();
+    // The lease runs from the statement (`clock_timestamp`), not from the
+    // transaction's start, and `claimed_at` is taken before it: the relay's
+    // view of the lease is never longer than the database's.
+    let claimed_at = std::time::Instant::now();
+    let written = sqlx::query(
+        "INSERT INTO outbox (kind, payload, message_id, claimed_by, claimed_until, attempts)
+         SELECT k, p, m, $4, clock_timestamp() + $5 * interval '1 millisecond', 1
+         FROM UNNEST($1::text[], $2::jsonb[], $3::uuid[]) AS t(k, p, m)
+         RETURNING id, message_id, created_at",
+    )
+    .bind(kinds)
+    .bind(payloads)
+    .bind(&message_ids)
+    .bind(claim.owner)
+    .bind(claim.lease.as_millis() as f64)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut written: std::collections::HashMap<Uuid, (i64, DateTime<Utc>)> = written
+        .into_iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<Uuid, _>("message_id")?,
+                (r.try_get("id")?, r.try_get("created_at")?),
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    rows.into_iter()
+        .zip(message_ids)
+        .map(|(row, message_id)| {
+            let (id, created_at) = written
+                .remove(&message_id)
+                .ok_or_else(|| StoreError::corrupt("outbox", "a written row was not returned"))?;
+            Ok(ClaimedRow {
+                id,
+                kind: row.kind,
+                message_id,
+                payload: row.payload,
+                attempts: 1,
+                created_at,
+                claimed_at,
+            })
+        })
+        .collect()
 }
 
 /// Claims up to `limit` due rows of `kinds` for `lease` on behalf of relay `owner`.
@@ -189,14 +253,41 @@ pub async fn mark_failed(pool: &PgPool, id: i64, error: &str) -> Result<(), Stor
     Ok(())
 }
 
-/// Hands back one row `owner` claimed and did not deliver, due at once;
-/// the attempt it was claimed for is not counted.
-pub async fn unclaim(pool: &PgPool, id: i64, owner: Uuid) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE outbox SET claimed_until = NULL, claimed_by = NULL, attempts = greatest(attempts - 1, 0)
-         WHERE id = $1 AND claimed_by = $2 AND sent_at IS NULL AND failed_at IS NULL",
+/// Extends `owner`'s claim on row `id` by `lease` from now, if that claim
+/// (the one counted as attempt `attempts`) still holds and the row is not
+/// settled. False when another claim has taken the row since.
+pub async fn renew(
+    pool: &PgPool,
+    id: i64,
+    owner: Uuid,
+    attempts: i32,
+    lease: Duration,
+) -> Result<bool, StoreError> {
+    let renewed = sqlx::query(
+        "UPDATE outbox SET claimed_until = clock_timestamp() + $4 * interval '1 millisecond'
+         WHERE id = $1 AND claimed_by = $2 AND attempts = $3 AND sent_at IS NULL AND failed_at IS NULL",
     )
     .bind(id)
+    .bind(owner)
+    .bind(attempts)
+    .bind(lease.as_millis() as f64)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(renewed == 1)
+}
+
+/// Hands back rows `owner` claimed and did not deliver, due at once; the
+/// attempt they were claimed for is not counted.
+pub async fn unclaim(pool: &PgPool, ids: &[i64], owner: Uuid) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE outbox SET claimed_until = NULL, claimed_by = NULL, attempts = greatest(attempts - 1, 0)
+         WHERE id = ANY($1) AND claimed_by = $2 AND sent_at IS NULL AND failed_at IS NULL",
+    )
+    .bind(ids)
     .bind(owner)
     .execute(pool)
     .await?;
