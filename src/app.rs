@@ -30,8 +30,6 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 /// Runs the worker until SIGTERM or Ctrl-C.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let prometheus = metrics::install().context("cannot install the metrics recorder")?;
-    // Before the first command, not during it.
-    crate::domain::phone::PhoneNumber::preload();
     let health = Health::default();
 
     let renderer =

@@ -29,13 +29,6 @@ const MAX_INPUT: usize = 64;
 pub struct PhoneNumber(String);
 
 impl PhoneNumber {
-    /// Loads the number metadata now rather than on the first command that
-    /// carries a phone number (the `phonenumber` crate builds it lazily,
-    /// which takes a noticeable moment): call once at start-up.
-    pub fn preload() {
-        let _ = PhoneNumber::parse("+31 20 123 4567", None);
-    }
-
     /// Parses a phone number; one without a leading `+` is read as a number
     /// of `country`, and is refused when there is no country.
     ///
