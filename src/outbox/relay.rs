@@ -143,10 +143,7 @@ impl Relay {
             if *shutdown.borrow() {
                 let deadline = tokio::time::Instant::now() + flush;
                 while let Ok(first) = handed.try_recv() {
-                    let rows = self.drain(first, &mut handed);
-                    if let Err(e) = self.publish_all(rows).await {
-                        tracing::warn!(error = %e, lane = Lane::Publications.name(), "publishing failed");
-                    }
+                    self.publish_handed(first, &mut handed).await;
                 }
                 while tokio::time::Instant::now() < deadline {
                     match self.publish_pass().await {
@@ -170,12 +167,7 @@ impl Relay {
                 }
             }
             tokio::select! {
-                Some(first) = handed.recv() => {
-                    let rows = self.drain(first, &mut handed);
-                    if let Err(e) = self.publish_all(rows).await {
-                        tracing::warn!(error = %e, lane = Lane::Publications.name(), "publishing failed");
-                    }
-                }
+                Some(first) = handed.recv() => self.publish_handed(first, &mut handed).await,
                 _ = wakeup.notified() => next_pass = tokio::time::Instant::now(),
                 _ = tokio::time::sleep_until(next_pass) => {}
                 _ = crate::shutdown::requested(&mut shutdown) => {}
@@ -183,12 +175,12 @@ impl Relay {
         }
     }
 
-    /// `first` and whatever else is waiting in `handed`, up to a batch.
-    fn drain(
+    /// Publishes `first` and whatever else is waiting in `handed`, up to a batch.
+    async fn publish_handed(
         &self,
         first: ClaimedRow,
         handed: &mut tokio::sync::mpsc::Receiver<ClaimedRow>,
-    ) -> Vec<ClaimedRow> {
+    ) {
         let mut rows = vec![first];
         while (rows.len() as i64) < self.settings.batch {
             match handed.try_recv() {
@@ -196,7 +188,9 @@ impl Relay {
                 Err(_) => break,
             }
         }
-        rows
+        if let Err(e) = self.publish_all(rows).await {
+            tracing::warn!(error = %e, lane = Lane::Publications.name(), "publishing failed");
+        }
     }
 
     /// Hands back the rows this relay claimed but did not deliver.
@@ -313,9 +307,10 @@ impl Relay {
     }
 
     /// Sends the rows of `queued`, `concurrency` at a time, until the
-    /// claimer is `done` and the queue is empty. Sent rows are marked sent by a second loop as they come in:
-    /// everything sent while the previous update ran goes in the next one,
-    /// so under load one UPDATE covers many emails. A send holds its permit
+    /// claimer is `done` and the queue is empty. Sent rows are marked sent
+    /// by a second loop as they come in: everything sent while the previous
+    /// update ran goes in the next one, so under load one UPDATE covers many
+    /// emails. A send holds its permit
     /// until its row is marked, so at most `concurrency` emails are ever
     /// sent-or-sending but not yet marked: the most a crash can make the
     /// next relay send twice. Once `give_up` is set, queued rows are no
@@ -334,21 +329,15 @@ impl Relay {
         // claimer is done and the queue empty, not when it closes.
         let rows =
             futures_util::stream::unfold((queued, done), |(mut queued, mut done)| async move {
-                loop {
-                    if *done.borrow() {
-                        let row = queued.try_recv().ok()?;
-                        return Some((row, (queued, done)));
-                    }
+                let mut finished = *done.borrow();
+                while !finished {
                     tokio::select! {
                         row = queued.recv() => return row.map(|row| (row, (queued, done))),
-                        changed = done.changed() => {
-                            if changed.is_err() {
-                                let row = queued.try_recv().ok()?;
-                                return Some((row, (queued, done)));
-                            }
-                        }
+                        changed = done.changed() => finished = changed.is_err() || *done.borrow(),
                     }
                 }
+                let row = queued.try_recv().ok()?;
+                Some((row, (queued, done)))
             });
         let sending = async {
             rows.for_each_concurrent(concurrency, |row| {
