@@ -102,7 +102,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             activation_ttl: chrono_duration(settings.activation_ttl),
             password_reset_ttl: chrono_duration(settings.password_reset_ttl),
             resend_cooldown: chrono_duration(settings.resend_cooldown),
-            claim: Some(handoff.claim()),
+            handoff: Some(handoff.clone()),
         },
     );
     let deps = Arc::new(consumer::Deps {

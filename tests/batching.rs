@@ -135,3 +135,67 @@ async fn commands_waiting_together_are_applied_once_each_and_a_refusal_among_the
     );
     assert_eq!(w.dead_letters_waiting().await, 1, "the invalid one, once");
 }
+
+#[tokio::test]
+async fn a_command_waiting_behind_invites_sees_them_written_and_a_case_variant_is_refused() {
+    let (mut w, manager) = TestWorker::with_active_manager(&[]).await;
+    assert!(w.terminate().await.success());
+
+    // Invites are written together, but a command of another kind behind
+    // them must find them as if each had been applied alone, in order.
+    let mut envelopes = invite_envelopes(&manager, "acme", "o", 6);
+    let lookup = CommandClient::envelope(
+        "check_email",
+        serde_json::json!({"email": "o2@load.example"}),
+        Some(&manager),
+    );
+    // The same address in other letters, two invites later: refused.
+    let variant = CommandClient::envelope(
+        "invite_user",
+        invite_data("acme", "O4@LOAD.example"),
+        Some(&manager),
+    );
+    envelopes.insert(3, lookup.clone());
+    envelopes.push(variant.clone());
+    let ids = w.publish_all(&envelopes).await;
+
+    w.spawn();
+    w.wait_ready().await;
+    let replies = w.replies_for(&ids, Duration::from_secs(60)).await;
+    let first = |envelope: &Value| replies[envelope["id"].as_str().unwrap()][0].clone();
+
+    let looked_up = first(&lookup);
+    assert_eq!(looked_up["status"], "applied", "{looked_up}");
+    assert_eq!(
+        looked_up["data"],
+        serde_json::json!({"exists": true, "same_organization": true, "status": "invited"}),
+        "the invite before it is visible to it"
+    );
+    let refused = first(&variant);
+    assert_eq!(refused["status"], "rejected", "{refused}");
+    assert_eq!(refused["code"], "email_taken", "{refused}");
+    for envelope in envelopes
+        .iter()
+        .filter(|e| e["type"] == "invite_user" && e["id"] != variant["id"])
+    {
+        assert_eq!(first(envelope)["status"], "applied", "{}", first(envelope));
+    }
+    let invited = w
+        .count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
+        .await;
+    assert_eq!(invited, 6, "each distinct address invited once");
+    let tokens = w
+        .count(
+            "SELECT count(*) FROM tokens t JOIN users u ON u.id = t.user_id
+             WHERE u.email LIKE '%@load.example' AND t.purpose = 'activation'",
+        )
+        .await;
+    assert_eq!(tokens, 6, "one activation token per invitee");
+    let transactions = w
+        .count("SELECT count(DISTINCT at) FROM audit_log WHERE action = 'user.invited'")
+        .await;
+    assert!(
+        transactions < 6,
+        "6 invites waiting together took {transactions} transactions"
+    );
+}

@@ -53,8 +53,11 @@ pub struct InviteFigures {
     pub commands: usize,
     /// Rate offered (commands/s), or null for as fast as possible.
     pub offered_per_s: Option<f64>,
-    /// Commands answered per second, first publish to last reply.
+    /// Commands done end to end per second: first publish to the last reply
+    /// or email, whichever came later.
     pub commands_per_s: f64,
+    /// Commands answered per second, first publish to last reply.
+    pub replies_per_s: f64,
     /// Emails delivered per second, first publish to last email.
     pub emails_per_s: f64,
     /// Publish → reply.
@@ -191,15 +194,13 @@ pub async fn run(
         while let Ok((id, at, applied)) = rx.try_recv() {
             answered.entry(id).or_insert((at, applied));
         }
-        if answered.len() >= n {
-            for (to, at) in sink.arrivals() {
-                if let Some(id) = email_of.get(&to) {
-                    emails.entry(id.clone()).or_insert(at);
-                }
+        for (to, at) in sink.take_arrivals() {
+            if let Some(id) = email_of.get(&to) {
+                emails.entry(id.clone()).or_insert(at);
             }
-            if emails.len() >= n {
-                break;
-            }
+        }
+        if answered.len() >= n && emails.len() >= n {
+            break;
         }
         if Instant::now() > deadline {
             return Err(BenchError::new(format!(
@@ -228,7 +229,12 @@ pub async fn run(
     Ok(InviteFigures {
         commands: n,
         offered_per_s: rate,
-        commands_per_s: n as f64 / last_reply.duration_since(started).as_secs_f64(),
+        commands_per_s: n as f64
+            / last_reply
+                .max(last_email)
+                .duration_since(started)
+                .as_secs_f64(),
+        replies_per_s: n as f64 / last_reply.duration_since(started).as_secs_f64(),
         emails_per_s: n as f64 / last_email.duration_since(started).as_secs_f64(),
         reply_ms: Percentiles::of(
             answered

@@ -303,7 +303,7 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
                 activation_ttl: chrono::Duration::days(7),
                 password_reset_ttl: chrono::Duration::hours(1),
                 resend_cooldown: chrono::Duration::seconds(60),
-                claim: None,
+                handoff: None,
             },
         );
         let manager =

@@ -86,6 +86,12 @@ impl Report {
             ratio(i.commands_per_s, raw.consume_ack_per_s),
         );
         row(
+            "  replies/s",
+            format!("{:.0}", i.replies_per_s),
+            "",
+            ratio(i.replies_per_s, raw.consume_ack_per_s),
+        );
+        row(
             "  emails/s",
             format!("{:.0}", i.emails_per_s),
             "",

@@ -28,17 +28,25 @@ struct Session {
     received: Arc<Mutex<Received>>,
     to: Vec<String>,
     data: Vec<u8>,
+    keep: bool,
 }
 
 impl Handler for Session {
     fn data_start(&mut self, _: &str, _: &str, _: bool, to: &[String]) -> Response {
-        self.to = to.to_vec();
+        self.to = to.iter().map(|t| t.to_ascii_lowercase()).collect();
         self.data.clear();
+        // Bodies are kept only for the few addresses asked for.
+        self.keep = self
+            .received
+            .lock()
+            .is_ok_and(|r| !r.keep.is_empty() && self.to.iter().any(|t| r.keep.contains(t)));
         mailin::response::OK
     }
 
     fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.data.extend_from_slice(buf);
+        if self.keep {
+            self.data.extend_from_slice(buf);
+        }
         Ok(())
     }
 
@@ -46,7 +54,6 @@ impl Handler for Session {
         let now = Instant::now();
         if let Ok(mut r) = self.received.lock() {
             for to in self.to.drain(..) {
-                let to = to.to_ascii_lowercase();
                 if r.keep.contains(&to) {
                     r.bodies.insert(to.clone(), std::mem::take(&mut self.data));
                 }
@@ -80,6 +87,7 @@ impl Sink {
             received: self.received.clone(),
             to: vec![],
             data: vec![],
+            keep: false,
         };
         serve_smtp(stream, ip, "bench-sink", handler, Duration::ZERO).await;
     }
@@ -101,11 +109,12 @@ impl Sink {
             .cloned()
     }
 
-    /// Every arrival so far: recipient and time.
-    pub fn arrivals(&self) -> Vec<(String, Instant)> {
+    /// The arrivals since the last call (or [`Sink::clear`]): recipient
+    /// and time. Taken, not copied: the run polls this while it measures.
+    pub fn take_arrivals(&self) -> Vec<(String, Instant)> {
         self.received
             .lock()
-            .map(|r| r.arrivals.clone())
+            .map(|mut r| std::mem::take(&mut r.arrivals))
             .unwrap_or_default()
     }
 

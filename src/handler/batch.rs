@@ -120,13 +120,20 @@ impl Handler {
         let mut replies: Vec<(Reply, Vec<super::FunnelStep>)> = Vec::with_capacity(batch.len());
         let mut rows = Vec::with_capacity(batch.len() * 3);
         let mut audit = Vec::with_capacity(batch.len());
-        let mut cache = InviteCache::default();
+        let mut cache = InviteCache::deferring();
+        // Where in the batch the invites kept back in `cache` are.
+        let mut deferred_at = Vec::new();
         for (at, item) in batch.iter().enumerate() {
             let envelope = item.envelope;
             // Invalid data is recorded with its dead-letter copy on the single path.
             let Ok(command) = Command::parse(envelope.kind, &envelope.data) else {
                 return Err(Stop { at });
             };
+            let invite = matches!(command, Command::InviteUser(_));
+            if !invite {
+                // Another kind of command may read what the invites wrote.
+                write_invites(tx, &mut cache, &mut deferred_at).await?;
+            }
             let ctx = Ctx {
                 command_id: envelope.id.as_str().to_owned(),
                 actor: envelope.actor,
@@ -140,6 +147,9 @@ impl Handler {
             let Ok(data) = applied else {
                 return Err(Stop { at });
             };
+            if invite {
+                deferred_at.push(at);
+            }
             let reply = Reply::applied(envelope.id.as_str(), data);
             let funnel = fx.funnel_steps();
             audit.extend(fx.take_audit());
@@ -149,6 +159,7 @@ impl Handler {
             }
             replies.push((reply, funnel));
         }
+        write_invites(tx, &mut cache, &mut deferred_at).await?;
         let records: Vec<(&str, &str, &Reply)> = batch
             .iter()
             .zip(&replies)
@@ -173,7 +184,8 @@ impl Handler {
         if store::audit::insert(tx, &audit).await.is_err() {
             return Err(Stop { at: 0 });
         }
-        let Ok(claimed) = store::outbox::insert(tx, rows, self.settings.claim).await else {
+        let claim = self.settings.claim_for(&rows);
+        let Ok(claimed) = store::outbox::insert(tx, rows, claim).await else {
             return Err(Stop { at: 0 });
         };
         // The batch's rows travel with its first command: they are handed
@@ -197,6 +209,31 @@ fn distinct_prefix(items: &[BatchItem<'_>]) -> usize {
         .position(|item| !seen.insert(item.envelope.id.as_str()))
         .unwrap_or(items.len())
         .max(1)
+}
+
+/// Writes the invites `cache` kept back, in one statement; stops the batch
+/// at the first whose email was taken (alone, it is refused) or at the
+/// first of them if the statement fails.
+async fn write_invites(
+    tx: &mut Tx<'_>,
+    cache: &mut InviteCache,
+    deferred_at: &mut Vec<usize>,
+) -> Result<(), Stop> {
+    let users = cache.take_deferred();
+    if users.is_empty() {
+        return Ok(());
+    }
+    let first = deferred_at.first().copied().unwrap_or(0);
+    let written = store::users::insert_invited_many(tx, &users)
+        .await
+        .map_err(|_| Stop { at: first })?;
+    if let Some(taken) = written.iter().position(|w| !w) {
+        return Err(Stop {
+            at: deferred_at.get(taken).copied().unwrap_or(first),
+        });
+    }
+    deferred_at.clear();
+    Ok(())
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::domain::reply::{Reason, Rejection};
 use crate::domain::token::{SecretToken, TokenPurpose};
 use crate::domain::user::{self, Scope, UserStatus};
 use crate::store::audit::AuditEntry;
-use crate::store::users::{NewUserRow, UserRecord};
+use crate::store::users::{InvitedUsers, NewUserRow, UserRecord};
 use crate::store::{Tx, accounts, tokens, users};
 
 /// The activation email for a user.
@@ -69,14 +69,34 @@ type OrganizationAccounts = (String, BTreeSet<String>, BTreeSet<String>);
 /// What consecutive invites in one transaction share: the acting managers
 /// (locked by the transaction once loaded) and the organizations' accounts.
 /// An invite changes neither, so the batch keeps them until a command of
-/// another kind runs (see `handler::batch`), which clears them.
+/// another kind runs (see `handler::batch`), which clears them. In a batch
+/// the invited users themselves wait here too, to be written in one
+/// statement before any other kind of command runs and before the commit.
 #[derive(Debug, Default)]
 pub(super) struct InviteCache {
     actors: HashMap<UserId, Arc<UserRecord>>,
     organizations: HashMap<OrganizationId, Arc<OrganizationAccounts>>,
+    deferred: Option<InvitedUsers>,
 }
 
 impl InviteCache {
+    /// A cache that keeps invited users back for [`InviteCache::take_deferred`]
+    /// instead of writing each at once.
+    pub(super) fn deferring() -> InviteCache {
+        InviteCache {
+            deferred: Some(InvitedUsers::default()),
+            ..InviteCache::default()
+        }
+    }
+
+    /// The invited users kept back so far, to be written now.
+    pub(super) fn take_deferred(&mut self) -> InvitedUsers {
+        self.deferred
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
     /// Forgets everything (another kind of command may change it).
     pub(super) fn clear(&mut self) {
         self.actors.clear();
@@ -156,27 +176,26 @@ pub(super) async fn invite(
     note_user(user_id);
     let expires_at = ctx.now + settings.activation_ttl;
     let token = new_secret()?;
-    let inserted = users::insert_invited(
-        tx,
-        NewUserRow {
-            id: user_id,
-            organization_id: &c.organization_id,
-            scope: &c.scope,
-            user: &c.user,
-            grant: &c.grant,
-            invited_by: Some(actor.snapshot.id),
-            activation_expires_at: expires_at,
-            activation_token: &token.hash(),
-            issued_at: ctx.now,
-        },
-    )
-    .await?;
-    if !inserted {
-        return Err(Rejection::new(
-            Reason::EmailTaken,
-            "a user with this email address already exists",
-        )
-        .into());
+    let token_hash = token.hash();
+    let row = NewUserRow {
+        id: user_id,
+        organization_id: &c.organization_id,
+        scope: &c.scope,
+        user: &c.user,
+        grant: &c.grant,
+        invited_by: Some(actor.snapshot.id),
+        activation_expires_at: expires_at,
+        activation_token: &token_hash,
+        issued_at: ctx.now,
+    };
+    // In a batch the write waits (the batch stops here if the email was taken).
+    match cache.deferred.as_mut() {
+        Some(deferred) => deferred.push(row),
+        None => {
+            if !users::insert_invited(tx, row).await? {
+                return Err(email_taken().into());
+            }
+        }
     }
     let access = json!({
         "role": c.grant.role,
@@ -225,6 +244,14 @@ pub(super) async fn invite(
         .job(&token),
     );
     Ok(json!({"user_id": user_id, "status": "invited", "activation_expires_at": expires_at}))
+}
+
+/// The refusal of an invite whose email address is already a user's.
+fn email_taken() -> Rejection {
+    Rejection::new(
+        Reason::EmailTaken,
+        "a user with this email address already exists",
+    )
 }
 
 /// `resend_activation`.

@@ -22,6 +22,7 @@ mod tokens;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use std::sync::Arc;
 use thiserror::Error;
 
 use crate::domain::command::Command;
@@ -29,6 +30,7 @@ use crate::domain::envelope::Envelope;
 use crate::domain::ids::UserId;
 use crate::domain::reply::{Rejection, Reply};
 use crate::domain::trace::TraceParent;
+use crate::outbox::Handoff;
 use crate::store::outbox::{ClaimedRow, NewOutboxRow, OutboxKind};
 use crate::store::{self, StoreError, Tx};
 
@@ -45,10 +47,18 @@ pub struct HandlerSettings {
     pub password_reset_ttl: Duration,
     /// Minimum time between two emails of the same kind to one user.
     pub resend_cooldown: Duration,
-    /// The claim this worker's relay takes on the outbox rows a command
-    /// writes, to deliver them straight after the commit; `None` leaves
-    /// them for any relay to claim.
-    pub claim: Option<store::outbox::Claim>,
+    /// This worker's relay, which claims the outbox rows a command writes
+    /// to deliver them straight after the commit; `None` leaves them for
+    /// any relay to claim.
+    pub handoff: Option<Arc<Handoff>>,
+}
+
+impl HandlerSettings {
+    /// The claim `rows` are written with (see [`Handoff::claim`]).
+    fn claim_for(&self, rows: &[NewOutboxRow]) -> Option<store::outbox::Claim> {
+        let emails = rows.iter().filter(|r| r.kind == OutboxKind::Email).count();
+        self.handoff.as_ref().map(|h| h.claim(emails))
+    }
 }
 
 /// Where a reply goes: the request's `reply_to` and correlation id.
@@ -243,7 +253,8 @@ impl Handler {
         if let Some(address) = reply_to {
             rows.push(reply_row(address, &reply, envelope.traceparent.as_ref()));
         }
-        let claimed = store::outbox::insert(&mut tx, rows, self.settings.claim).await?;
+        let claim = self.settings.claim_for(&rows);
+        let claimed = store::outbox::insert(&mut tx, rows, claim).await?;
         tx.commit().await?;
         Ok(Handled::Processed(reply, funnel, claimed))
     }

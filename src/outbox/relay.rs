@@ -323,7 +323,7 @@ impl Relay {
     ) {
         let concurrency = self.settings.concurrency.max(1);
         let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
-        let (sent_tx, mut sent_rx) =
+        let (sent_tx, sent_rx) =
             tokio::sync::mpsc::unbounded_channel::<(i64, tokio::sync::OwnedSemaphorePermit)>();
         // Commands keep a sender on the queue: the stream ends when the
         // claimer is done and the queue empty, not when it closes.
@@ -362,22 +362,21 @@ impl Relay {
             .await;
             drop(sent_tx);
         };
-        let marking = async {
-            while let Some(first) = sent_rx.recv().await {
-                let mut sent = vec![first];
-                while let Ok(more) = sent_rx.try_recv() {
-                    sent.push(more);
-                }
-                let ids: Vec<i64> = sent.iter().map(|(id, _)| *id).collect();
-                if let Err(e) = outbox::mark_sent(&self.pool, &ids).await {
-                    // Their lease runs out and they are sent again: the
-                    // duplicates the permits bound.
-                    tracing::warn!(error = %e, rows = ids.len(), "marking emails sent failed");
-                }
-                // The permits go back only now.
-                drop(sent);
+        // Sent rows are marked as they come in, `MARKS_IN_FLIGHT` updates at
+        // a time: everything sent while those ran goes in the next one.
+        let batches = futures_util::stream::unfold(sent_rx, |mut sent_rx| async move {
+            let first = sent_rx.recv().await?;
+            let mut sent = vec![first];
+            while let Ok(more) = sent_rx.try_recv() {
+                sent.push(more);
             }
-        };
+            Some((sent, sent_rx))
+        });
+        let pool = self.pool.clone();
+        let marking = batches.for_each_concurrent(MARKS_IN_FLIGHT, move |sent| {
+            let pool = pool.clone();
+            mark_emails_sent(pool, sent)
+        });
         tokio::join!(sending, marking);
     }
 
@@ -564,6 +563,22 @@ async fn publish_row(publisher: &Publisher, row: &ClaimedRow) -> Result<Pending,
 }
 
 /// A deadline that never comes.
+/// Marks `sent` emails sent; their permits go back only then.
+async fn mark_emails_sent(pool: sqlx::PgPool, sent: Vec<(i64, tokio::sync::OwnedSemaphorePermit)>) {
+    let ids: Vec<i64> = sent.iter().map(|(id, _)| *id).collect();
+    if let Err(e) = outbox::mark_sent(&pool, &ids).await {
+        // Their lease runs out and they are sent again: the duplicates the
+        // permits bound.
+        tracing::warn!(error = %e, rows = ids.len(), "marking emails sent failed");
+    }
+    drop(sent);
+}
+
+/// Updates marking emails sent that may run at once: a send waits for its
+/// row's mark before its permit goes back, so a second update in flight
+/// keeps the senders from idling behind the first.
+const MARKS_IN_FLIGHT: usize = 2;
+
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }

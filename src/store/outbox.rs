@@ -83,11 +83,23 @@ pub struct Claim {
     pub owner: Uuid,
     /// How long the claim lasts.
     pub lease: Duration,
+    /// Whether email rows are claimed too. Without room in the relay's
+    /// email queue they are written unclaimed, to wait in the table for its
+    /// claimer, instead of being claimed and handed straight back.
+    pub emails: bool,
 }
 
-/// Writes `rows` in `tx`. With a `claim`, they are written already claimed
-/// (one attempt counted) and returned for that relay to deliver once the
-/// transaction has committed; without, they wait for a relay to claim them.
+impl Claim {
+    /// Whether this claim takes rows of `kind`.
+    pub fn takes(&self, kind: OutboxKind) -> bool {
+        kind != OutboxKind::Email || self.emails
+    }
+}
+
+/// Writes `rows` in `tx`. With a `claim`, the rows it takes are written
+/// already claimed (one attempt counted) and returned for that relay to
+/// deliver once the transaction has committed; the others wait for a relay
+/// to claim them.
 pub async fn insert(
     tx: &mut Tx<'_>,
     rows: Vec<NewOutboxRow>,
@@ -98,7 +110,7 @@ pub async fn insert(
     }
     let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
     let payloads: Vec<&Value> = rows.iter().map(|r| &r.payload).collect();
-    let Some(claim) = claim else {
+    let Some(claim) = claim.filter(|c| rows.iter().any(|r| c.takes(r.kind))) else {
         sqlx::query(
             "INSERT INTO outbox (kind, payload) SELECT * FROM UNNEST($1::text[], $2::jsonb[])",
         )
@@ -108,6 +120,7 @@ pub async fn insert(
         .await?;
         return Ok(Vec::new());
     };
+    let claimed: Vec<bool> = rows.iter().map(|r| claim.takes(r.kind)).collect();
     let message_ids: Vec<Uuid> = rows.iter().map(|_| Uuid::new_v4()).collect();
     // The lease runs from the statement (`clock_timestamp`), not from the
     // transaction's start, and `claimed_at` is taken before it: the relay's
@@ -115,8 +128,11 @@ pub async fn insert(
     let claimed_at = std::time::Instant::now();
     let written = sqlx::query(
         "INSERT INTO outbox (kind, payload, message_id, claimed_by, claimed_until, attempts)
-         SELECT k, p, m, $4, clock_timestamp() + $5 * interval '1 millisecond', 1
-         FROM UNNEST($1::text[], $2::jsonb[], $3::uuid[]) AS t(k, p, m)
+         SELECT k, p, m,
+                CASE WHEN c THEN $4 END,
+                CASE WHEN c THEN clock_timestamp() + $5 * interval '1 millisecond' END,
+                CASE WHEN c THEN 1 ELSE 0 END
+         FROM UNNEST($1::text[], $2::jsonb[], $3::uuid[], $6::bool[]) AS t(k, p, m, c)
          RETURNING id, message_id, created_at",
     )
     .bind(kinds)
@@ -124,6 +140,7 @@ pub async fn insert(
     .bind(&message_ids)
     .bind(claim.owner)
     .bind(claim.lease.as_millis() as f64)
+    .bind(&claimed)
     .fetch_all(&mut **tx)
     .await?;
     let mut written: std::collections::HashMap<Uuid, (i64, DateTime<Utc>)> = written
@@ -137,7 +154,9 @@ pub async fn insert(
         .collect::<Result<_, sqlx::Error>>()?;
     rows.into_iter()
         .zip(message_ids)
-        .map(|(row, message_id)| {
+        .zip(claimed)
+        .filter(|(_, claimed)| *claimed)
+        .map(|((row, message_id), _)| {
             let (id, created_at) = written
                 .remove(&message_id)
                 .ok_or_else(|| StoreError::corrupt("outbox", "a written row was not returned"))?;

@@ -248,6 +248,137 @@ pub async fn insert_invited(tx: &mut Tx<'_>, row: NewUserRow<'_>) -> Result<bool
     Ok(inserted == 1)
 }
 
+/// Invited users waiting to be written together, column by column: a batch
+/// of invites is one statement instead of one per invite.
+#[derive(Debug, Default)]
+pub struct InvitedUsers {
+    ids: Vec<Uuid>,
+    organization_ids: Vec<String>,
+    delivery_account_ids: Vec<Option<String>>,
+    kinds: Vec<&'static str>,
+    emails: Vec<String>,
+    first_names: Vec<String>,
+    last_names: Vec<String>,
+    phones: Vec<String>,
+    countries: Vec<String>,
+    locales: Vec<String>,
+    roles: Vec<&'static str>,
+    permissions: Vec<Value>,
+    contract_accounts: Vec<Option<Value>>,
+    delivery_accounts: Vec<Option<Value>>,
+    invited_by: Vec<Option<Uuid>>,
+    expires_at: Vec<DateTime<Utc>>,
+    token_hashes: Vec<Vec<u8>>,
+    issued_at: Vec<DateTime<Utc>>,
+}
+
+impl InvitedUsers {
+    /// Adds one invited user (and its first activation token).
+    pub fn push(&mut self, row: NewUserRow<'_>) {
+        let u = row.user;
+        self.ids.push(row.id.as_uuid());
+        self.organization_ids
+            .push(row.organization_id.as_str().to_owned());
+        self.delivery_account_ids
+            .push(row.scope.delivery_account().map(|d| d.as_str().to_owned()));
+        self.kinds.push(u.kind.as_str());
+        self.emails.push(u.email.as_str().to_owned());
+        self.first_names.push(u.first_name.as_str().to_owned());
+        self.last_names.push(u.last_name.as_str().to_owned());
+        self.phones.push(u.phone.as_str().to_owned());
+        self.countries.push(u.country.as_str().to_owned());
+        self.locales.push(u.locale.as_str().to_owned());
+        self.roles.push(row.grant.role.as_str());
+        self.permissions
+            .push(Value::from(row.grant.permissions.names()));
+        self.contract_accounts
+            .push(row.grant.contract_accounts.ids().map(Value::from));
+        self.delivery_accounts
+            .push(row.grant.delivery_accounts.ids().map(Value::from));
+        self.invited_by.push(row.invited_by.map(|i| i.as_uuid()));
+        self.expires_at.push(row.activation_expires_at);
+        self.token_hashes
+            .push(row.activation_token.as_bytes().to_vec());
+        self.issued_at.push(row.issued_at);
+    }
+
+    /// The users' ids, in the order they were added.
+    pub fn ids(&self) -> &[Uuid] {
+        &self.ids
+    }
+
+    /// Whether none is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Inserts `users` with their first activation tokens, in one statement and
+/// in the order they were added; returns whether each was written, in that
+/// order (false: its email was taken, by an existing user or by an earlier
+/// one of `users`; nothing written for it).
+pub async fn insert_invited_many(
+    tx: &mut Tx<'_>,
+    users: &InvitedUsers,
+) -> Result<Vec<bool>, StoreError> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let written: Vec<Uuid> = sqlx::query_scalar(
+        "WITH input AS (
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                 $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+                 $12::jsonb[], $13::jsonb[], $14::jsonb[], $15::uuid[], $16::timestamptz[],
+                 $17::bytea[], $18::timestamptz[])
+                 WITH ORDINALITY AS t(id, organization_id, delivery_account_id, kind, email,
+                     first_name, last_name, phone, country, locale, role, permissions,
+                     contract_accounts, delivery_accounts, invited_by, expires_at, hash,
+                     issued_at, position)),
+         invited AS (
+             INSERT INTO users (id, organization_id, delivery_account_id, kind, email, first_name,
+                 last_name, phone, country, locale, role, permissions, contract_accounts,
+                 delivery_accounts, status, invited_by, activation_expires_at)
+             SELECT id, organization_id, delivery_account_id, kind, email, first_name,
+                 last_name, phone, country, locale, role,
+                 ARRAY(SELECT jsonb_array_elements_text(permissions)),
+                 CASE WHEN contract_accounts IS NOT NULL
+                     THEN ARRAY(SELECT jsonb_array_elements_text(contract_accounts)) END,
+                 CASE WHEN delivery_accounts IS NOT NULL
+                     THEN ARRAY(SELECT jsonb_array_elements_text(delivery_accounts)) END,
+                 'invited', invited_by, expires_at
+             FROM input ORDER BY position
+             ON CONFLICT ((lower(email))) DO NOTHING
+             RETURNING id),
+         issued AS (
+             INSERT INTO tokens (hash, user_id, purpose, created_at, expires_at)
+             SELECT input.hash, input.id, 'activation', input.issued_at, input.expires_at
+             FROM input JOIN invited USING (id))
+         SELECT id FROM invited",
+    )
+    .bind(&users.ids)
+    .bind(&users.organization_ids)
+    .bind(&users.delivery_account_ids)
+    .bind(&users.kinds)
+    .bind(&users.emails)
+    .bind(&users.first_names)
+    .bind(&users.last_names)
+    .bind(&users.phones)
+    .bind(&users.countries)
+    .bind(&users.locales)
+    .bind(&users.roles)
+    .bind(&users.permissions)
+    .bind(&users.contract_accounts)
+    .bind(&users.delivery_accounts)
+    .bind(&users.invited_by)
+    .bind(&users.expires_at)
+    .bind(&users.token_hashes)
+    .bind(&users.issued_at)
+    .fetch_all(&mut **tx)
+    .await?;
+    let written: std::collections::HashSet<Uuid> = written.into_iter().collect();
+    Ok(users.ids.iter().map(|id| written.contains(id)).collect())
+}
+
 /// Marks an invited or expired user invited again until `expires_at` (resend).
 pub async fn reinvite(
     tx: &mut Tx<'_>,
