@@ -1,8 +1,8 @@
 //! Claims due outbox rows, delivers them, marks them sent or schedules a retry.
 
 use futures_util::StreamExt;
-use lettre::Address;
 use lettre::message::Mailbox;
+use lettre::{Address, Message};
 use serde_json::Value;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -339,18 +339,32 @@ impl Relay {
                 let row = queued.try_recv().ok()?;
                 Some((row, (queued, done)))
             });
+        // Twice as many emails are in hand as may be sending: the next ones
+        // are rendered and built while the permits wait for their marks.
         let sending = async {
-            rows.for_each_concurrent(concurrency, |row| {
+            rows.for_each_concurrent(2 * concurrency, |row| {
                 let sent_tx = sent_tx.clone();
                 let permits = permits.clone();
                 async move {
-                    if give_up.load(std::sync::atomic::Ordering::Relaxed) {
+                    let stopped = || give_up.load(std::sync::atomic::Ordering::Relaxed);
+                    if stopped() {
                         return;
                     }
+                    let email = match self.prepare_email(row).await {
+                        Ok(Some(email)) => email,
+                        Ok(None) => return,
+                        Err(e) => {
+                            tracing::warn!(error = %e, lane = Lane::Emails.name(), "recording an email outcome failed");
+                            return;
+                        }
+                    };
                     let Ok(permit) = permits.acquire_owned().await else {
                         return;
                     };
-                    match self.deliver_email(row).await {
+                    if stopped() {
+                        return;
+                    }
+                    match self.deliver_email(email).await {
                         Ok(Some(id)) => {
                             let _ = sent_tx.send((id, permit));
                         }
@@ -421,9 +435,33 @@ impl Relay {
         outbox::mark_sent(&self.pool, &sent).await
     }
 
-    /// Sends one email row; a row that is sent is returned to be marked
-    /// sent (with its neighbours), any other outcome is recorded here.
-    async fn deliver_email(&self, row: ClaimedRow) -> Result<Option<i64>, StoreError> {
+    /// Reads an email row and renders and builds its message. A row that
+    /// cannot become a message is recorded failed here (`None`).
+    async fn prepare_email(&self, row: ClaimedRow) -> Result<Option<ReadyEmail>, StoreError> {
+        let job: EmailJob = match serde_json::from_value(row.payload.clone()) {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::error!(outbox_id = row.id, error = %e, "email row does not parse; marking it failed");
+                metrics::email("unknown", "failed");
+                outbox::mark_failed(&self.pool, row.id, &format!("payload does not parse: {e}"))
+                    .await?;
+                return Ok(None);
+            }
+        };
+        match self.build(&row, &job) {
+            Ok(message) => Ok(Some(ReadyEmail { row, job, message })),
+            Err(error) => {
+                self.record(&row, &job, Delivery::Failed(error), Duration::ZERO)
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Sends one prepared email; a row that is sent is returned to be
+    /// marked sent (with its neighbours), any other outcome is recorded here.
+    async fn deliver_email(&self, email: ReadyEmail) -> Result<Option<i64>, StoreError> {
+        let ReadyEmail { row, job, message } = email;
         // A send is bounded by half the lease, so it may start only while
         // half the lease is left: otherwise another relay (or this one's
         // claimer) could claim the row mid-send. A row queued that long has
@@ -442,20 +480,21 @@ impl Relay {
                 return Ok(None);
             }
         }
-        let job: EmailJob = match serde_json::from_value(row.payload.clone()) {
-            Ok(job) => job,
-            Err(e) => {
-                tracing::error!(outbox_id = row.id, error = %e, "email row does not parse; marking it failed");
-                metrics::email("unknown", "failed");
-                outbox::mark_failed(&self.pool, row.id, &format!("payload does not parse: {e}"))
-                    .await?;
-                return Ok(None);
-            }
-        };
-        let template = job.template.as_str();
         let started = std::time::Instant::now();
-        let outcome = self.send(&row, &job).await;
-        let elapsed = started.elapsed();
+        let outcome = self.transmit(message).await;
+        self.record(&row, &job, outcome, started.elapsed()).await
+    }
+
+    /// Records the `outcome` of one attempt at `row` (`elapsed` sending);
+    /// returns the row's id if it was sent, for marking.
+    async fn record(
+        &self,
+        row: &ClaimedRow,
+        job: &EmailJob,
+        outcome: Delivery,
+        elapsed: Duration,
+    ) -> Result<Option<i64>, StoreError> {
+        let template = job.template.as_str();
         match outcome {
             Delivery::Sent => {
                 tracing::debug!(outbox_id = row.id, template, user_id = ?job.user_id, "email sent");
@@ -483,31 +522,38 @@ impl Relay {
         }
     }
 
-    async fn send(&self, row: &ClaimedRow, job: &EmailJob) -> Delivery {
-        let rendered = match self.renderer.render(job) {
-            Ok(r) => r,
-            Err(e) => return Delivery::Failed(e.to_string()),
-        };
-        let address: Address = match job.to.parse() {
-            Ok(a) => a,
-            Err(e) => return Delivery::Failed(format!("recipient address rejected: {e}")),
-        };
+    /// Renders `job` and builds its message; an error says why it never can be.
+    fn build(&self, row: &ClaimedRow, job: &EmailJob) -> Result<Message, String> {
+        let rendered = self.renderer.render(job).map_err(|e| e.to_string())?;
+        let address: Address = job
+            .to
+            .parse()
+            .map_err(|e| format!("recipient address rejected: {e}"))?;
         let to = Mailbox::new(Some(job.to_name.clone()), address);
         let id = message::message_id(row.message_id, self.mailer.from());
-        let built = match message::build(self.mailer.from(), to, id, rendered) {
-            Ok(m) => m,
-            Err(e) => return Delivery::Failed(format!("message cannot be built: {e}")),
-        };
+        message::build(self.mailer.from(), to, id, rendered)
+            .map_err(|e| format!("message cannot be built: {e}"))
+    }
+
+    /// Hands `message` to the mail transport.
+    async fn transmit(&self, message: Message) -> Delivery {
         // A send never outlives half the lease, so no other relay can claim
         // the row while this one may still be sending it.
         let limit = self.settings.lease / 2;
-        match tokio::time::timeout(limit, self.mailer.send(built)).await {
+        match tokio::time::timeout(limit, self.mailer.send(message)).await {
             Ok(Ok(())) => Delivery::Sent,
             Ok(Err(e)) if e.permanent => Delivery::Failed(e.detail),
             Ok(Err(e)) => Delivery::Retry(e.detail),
             Err(_) => Delivery::Retry(format!("sending took longer than {limit:?}")),
         }
     }
+}
+
+/// An email row with its job and built message, waiting to be sent.
+struct ReadyEmail {
+    row: ClaimedRow,
+    job: EmailJob,
+    message: Message,
 }
 
 async fn publish_row(publisher: &Publisher, row: &ClaimedRow) -> Result<Pending, PublishError> {
