@@ -87,7 +87,7 @@ pub enum Handled {
     /// Processed now: its reply and effects are in the outbox; the funnel
     /// steps are what it changed, for metrics recorded after the commit;
     /// the rows are its outbox rows claimed for this worker's relay (see
-    /// [`HandlerSettings::claim`]), to hand over.
+    /// [`HandlerSettings::handoff`]), to hand over.
     Processed(Reply, Vec<FunnelStep>, Vec<ClaimedRow>),
     /// Processed before: here is the stored reply, nothing else happened.
     Duplicate(Reply),

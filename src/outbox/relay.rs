@@ -308,13 +308,12 @@ impl Relay {
 
     /// Sends the rows of `queued`, `concurrency` at a time, until the
     /// claimer is `done` and the queue is empty. Sent rows are marked sent
-    /// by a second loop as they come in: everything sent while the previous
-    /// update ran goes in the next one, so under load one UPDATE covers many
-    /// emails. A send holds its permit
-    /// until its row is marked, so at most `concurrency` emails are ever
-    /// sent-or-sending but not yet marked: the most a crash can make the
-    /// next relay send twice. Once `give_up` is set, queued rows are no
-    /// longer sent (`release` hands them back).
+    /// as they come in, [`MARKS_IN_FLIGHT`] updates at a time, so under load
+    /// one UPDATE covers many emails. A send holds its permit until its row
+    /// is marked, so at most `concurrency` emails are ever sent-or-sending
+    /// but not yet marked: the most a crash can make the next relay send
+    /// twice. Once `give_up` is set, queued rows are no longer sent
+    /// (`release` hands them back).
     async fn send_stream(
         &self,
         queued: tokio::sync::mpsc::Receiver<ClaimedRow>,
@@ -376,8 +375,7 @@ impl Relay {
             .await;
             drop(sent_tx);
         };
-        // Sent rows are marked as they come in, `MARKS_IN_FLIGHT` updates at
-        // a time: everything sent while those ran goes in the next one.
+        // Everything sent while the updates in flight ran goes in the next one.
         let batches = futures_util::stream::unfold(sent_rx, |mut sent_rx| async move {
             let first = sent_rx.recv().await?;
             let mut sent = vec![first];

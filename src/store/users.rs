@@ -212,40 +212,9 @@ pub struct NewUserRow<'a> {
 /// statement. False (and nothing written) when the email is taken
 /// (case-insensitive).
 pub async fn insert_invited(tx: &mut Tx<'_>, row: NewUserRow<'_>) -> Result<bool, StoreError> {
-    let u = row.user;
-    let inserted = sqlx::query(
-        "WITH invited AS (
-             INSERT INTO users (id, organization_id, delivery_account_id, kind, email, first_name,
-                 last_name, phone, country, locale, role, permissions, contract_accounts,
-                 delivery_accounts, status, invited_by, activation_expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'invited', $15, $16)
-             ON CONFLICT ((lower(email))) DO NOTHING
-             RETURNING id)
-         INSERT INTO tokens (hash, user_id, purpose, created_at, expires_at)
-         SELECT $17, id, 'activation', $18, $16 FROM invited",
-    )
-    .bind(row.id.as_uuid())
-    .bind(row.organization_id.as_str())
-    .bind(row.scope.delivery_account().map(|d| d.as_str()))
-    .bind(u.kind.as_str())
-    .bind(u.email.as_str())
-    .bind(u.first_name.as_str())
-    .bind(u.last_name.as_str())
-    .bind(u.phone.as_str())
-    .bind(u.country.as_str())
-    .bind(u.locale.as_str())
-    .bind(row.grant.role.as_str())
-    .bind(row.grant.permissions.names())
-    .bind(row.grant.contract_accounts.ids())
-    .bind(row.grant.delivery_accounts.ids())
-    .bind(row.invited_by.map(|i| i.as_uuid()))
-    .bind(row.activation_expires_at)
-    .bind(row.activation_token.as_bytes())
-    .bind(row.issued_at)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
+    let mut users = InvitedUsers::default();
+    users.push(row);
+    Ok(insert_invited_many(tx, &users).await? == [true])
 }
 
 /// Invited users waiting to be written together, column by column: a batch
@@ -300,11 +269,6 @@ impl InvitedUsers {
         self.token_hashes
             .push(row.activation_token.as_bytes().to_vec());
         self.issued_at.push(row.issued_at);
-    }
-
-    /// The users' ids, in the order they were added.
-    pub fn ids(&self) -> &[Uuid] {
-        &self.ids
     }
 
     /// Whether none is waiting.
