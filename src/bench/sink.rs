@@ -65,7 +65,10 @@ impl Handler for Session {
 }
 
 impl Sink {
-    /// Starts listening on a free local port.
+    /// Starts listening on a free local port. A failed `accept` (a client
+    /// that reset before it was taken, no file descriptor left for a
+    /// moment) is reported and the sink goes on listening: a sink that
+    /// stopped would fail the worker's next connections and stall the run.
     pub async fn start() -> std::io::Result<Sink> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let sink = Sink {
@@ -74,9 +77,17 @@ impl Sink {
         };
         let s = sink.clone();
         tokio::spawn(async move {
-            while let Ok((stream, peer)) = listener.accept().await {
-                let s = s.clone();
-                tokio::spawn(async move { s.serve(stream, peer.ip()).await });
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        let s = s.clone();
+                        tokio::spawn(async move { s.serve(stream, peer.ip()).await });
+                    }
+                    Err(e) => {
+                        eprintln!("the SMTP sink could not accept a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
             }
         });
         Ok(sink)
