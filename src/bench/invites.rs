@@ -10,6 +10,9 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+/// How long a run may go without a single reply or email before it fails.
+const STALLED_AFTER: Duration = Duration::from_secs(60);
 use tokio::sync::mpsc;
 
 use super::BenchError;
@@ -190,6 +193,9 @@ pub async fn run(
     let mut answered: HashMap<String, (Instant, bool)> = HashMap::with_capacity(n);
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut emails: HashMap<String, Instant> = HashMap::with_capacity(n);
+    // A run that stops moving (an email failed for good, a worker stuck)
+    // fails after a minute instead of waiting out the deadline.
+    let mut progress = (0, 0, Instant::now());
     loop {
         while let Ok((id, at, applied)) = rx.try_recv() {
             answered.entry(id).or_insert((at, applied));
@@ -205,6 +211,17 @@ pub async fn run(
         if Instant::now() > deadline {
             return Err(BenchError::new(format!(
                 "incomplete after 10 minutes: {} replies, {} emails of {n}",
+                answered.len(),
+                emails.len()
+            )));
+        }
+        if (answered.len(), emails.len()) != (progress.0, progress.1) {
+            progress = (answered.len(), emails.len(), Instant::now());
+        } else if progress.2.elapsed() > STALLED_AFTER {
+            return Err(BenchError::new(format!(
+                "stalled: no reply or email for {} s, {} replies and {} emails of {n}; \
+                 the worker's log (path above) says why",
+                STALLED_AFTER.as_secs(),
                 answered.len(),
                 emails.len()
             )));
