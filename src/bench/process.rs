@@ -112,6 +112,17 @@ impl WorkerProcess {
     }
 }
 
+/// A run that ends early (an error, a stall) must not leave its worker
+/// running: it would hold the benchmark's database and consume its queue.
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 async fn readyz(addr: std::net::SocketAddr) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
