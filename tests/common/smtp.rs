@@ -155,10 +155,20 @@ impl SmtpServer {
             arrived: Arc::default(),
         };
         let s = server.clone();
+        // A failed accept (a client that reset first) must not stop the
+        // server: the worker's next connections would be refused.
         tokio::spawn(async move {
-            while let Ok((stream, peer)) = listener.accept().await {
-                let s = s.clone();
-                tokio::spawn(async move { s.serve(stream, peer.ip()).await });
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        let s = s.clone();
+                        tokio::spawn(async move { s.serve(stream, peer.ip()).await });
+                    }
+                    Err(e) => {
+                        eprintln!("the test SMTP server could not accept a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
             }
         });
         server
