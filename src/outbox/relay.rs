@@ -3,6 +3,7 @@
 use futures_util::StreamExt;
 use lettre::message::Mailbox;
 use lettre::{Address, Message};
+use serde::Deserialize;
 use serde_json::Value;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -436,7 +437,8 @@ impl Relay {
     /// Reads an email row and renders and builds its message. A row that
     /// cannot become a message is recorded failed here (`None`).
     async fn prepare_email(&self, row: ClaimedRow) -> Result<Option<ReadyEmail>, StoreError> {
-        let job: EmailJob = match serde_json::from_value(row.payload.clone()) {
+        // Read from the row's JSON in place: no deep copy of it per email.
+        let job = match EmailJob::deserialize(&row.payload) {
             Ok(job) => job,
             Err(e) => {
                 tracing::error!(outbox_id = row.id, error = %e, "email row does not parse; marking it failed");
