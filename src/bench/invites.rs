@@ -10,15 +10,15 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-
-/// How long a run may go without a single reply or email before it fails.
-const STALLED_AFTER: Duration = Duration::from_secs(60);
 use tokio::sync::mpsc;
 
 use super::BenchError;
 use super::process::WorkerProcess;
 use super::sink::Sink;
 use crate::broker::client::CommandClient;
+
+/// How long a run may go without a single reply or email before it fails.
+const STALLED_AFTER: Duration = Duration::from_secs(60);
 
 /// p50, p95 and p99 of a latency, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -195,7 +195,8 @@ pub async fn run(
     let mut emails: HashMap<String, Instant> = HashMap::with_capacity(n);
     // A run that stops moving (an email failed for good, a worker stuck)
     // fails after a minute instead of waiting out the deadline.
-    let mut progress = (0, 0, Instant::now());
+    let mut seen = (0, 0);
+    let mut moved_at = Instant::now();
     loop {
         while let Ok((id, at, applied)) = rx.try_recv() {
             answered.entry(id).or_insert((at, applied));
@@ -215,9 +216,10 @@ pub async fn run(
                 emails.len()
             )));
         }
-        if (answered.len(), emails.len()) != (progress.0, progress.1) {
-            progress = (answered.len(), emails.len(), Instant::now());
-        } else if progress.2.elapsed() > STALLED_AFTER {
+        if (answered.len(), emails.len()) != seen {
+            seen = (answered.len(), emails.len());
+            moved_at = Instant::now();
+        } else if moved_at.elapsed() > STALLED_AFTER {
             return Err(BenchError::new(format!(
                 "stalled: no reply or email for {} s, {} replies and {} emails of {n}; \
                  the worker's log (path above) says why",

@@ -65,10 +65,7 @@ impl Handler for Session {
 }
 
 impl Sink {
-    /// Starts listening on a free local port. A failed `accept` (a client
-    /// that reset before it was taken, no file descriptor left for a
-    /// moment) is reported and the sink goes on listening: a sink that
-    /// stopped would fail the worker's next connections and stall the run.
+    /// Starts listening on a free local port.
     pub async fn start() -> std::io::Result<Sink> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let sink = Sink {
@@ -76,19 +73,9 @@ impl Sink {
             received: Arc::default(),
         };
         let s = sink.clone();
-        tokio::spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        let s = s.clone();
-                        tokio::spawn(async move { s.serve(stream, peer.ip()).await });
-                    }
-                    Err(e) => {
-                        eprintln!("the SMTP sink could not accept a connection: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-            }
+        accept_forever(listener, "the SMTP sink", move |stream, ip| {
+            let s = s.clone();
+            async move { s.serve(stream, ip).await }
         });
         Ok(sink)
     }
@@ -135,6 +122,32 @@ impl Sink {
             r.arrivals.clear();
         }
     }
+}
+
+/// Accepts connections on `listener` for as long as the process runs and
+/// serves each with `serve` on a task of its own. A failed `accept` (a
+/// client that reset before it was taken, no file descriptor left for a
+/// moment) is reported under `name` and listening goes on: a server that
+/// stopped would refuse the worker's next connections. Shared by the
+/// benchmark's sink and the tests' server.
+pub fn accept_forever<F, Fut>(listener: TcpListener, name: &'static str, serve: F)
+where
+    F: Fn(tokio::net::TcpStream, IpAddr) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    tokio::spawn(serve(stream, peer.ip()));
+                }
+                Err(e) => {
+                    eprintln!("{name} could not accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    });
 }
 
 /// Speaks SMTP on `stream` with mailin's state machine and `handler` until

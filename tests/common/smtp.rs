@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use user_lifecycle::bench::sink::accept_forever;
 
 /// One message as the server received it.
 #[derive(Debug, Clone)]
@@ -155,21 +156,9 @@ impl SmtpServer {
             arrived: Arc::default(),
         };
         let s = server.clone();
-        // A failed accept (a client that reset first) must not stop the
-        // server: the worker's next connections would be refused.
-        tokio::spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        let s = s.clone();
-                        tokio::spawn(async move { s.serve(stream, peer.ip()).await });
-                    }
-                    Err(e) => {
-                        eprintln!("the test SMTP server could not accept a connection: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                }
-            }
+        accept_forever(listener, "the test SMTP server", move |stream, ip| {
+            let s = s.clone();
+            async move { s.serve(stream, ip).await }
         });
         server
     }
