@@ -188,13 +188,8 @@ async fn each_got_exactly_one(w: &TestWorker, recipients: &[String]) {
 
 /// Whether the worker's log has an ERROR line with `message` about outbox row `id`.
 fn logged_as_error(w: &TestWorker, message: &str, id: i64) -> bool {
-    let path = format!(
-        "{}/target/test-logs/{}.log",
-        env!("CARGO_MANIFEST_DIR"),
-        w.prefix
-    );
-    let log = std::fs::read_to_string(path).unwrap_or_default();
-    log.lines()
+    w.log()
+        .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .any(|l| {
             l["level"] == "ERROR"
@@ -445,12 +440,7 @@ async fn an_email_queued_past_half_its_lease_has_its_claim_renewed_and_still_goe
     assert_eq!(f.duplicates, 0);
     assert_eq!(f.failed, 0.0);
 
-    let log = std::fs::read_to_string(format!(
-        "{}/target/test-logs/{}.log",
-        env!("CARGO_MANIFEST_DIR"),
-        w.prefix
-    ))
-    .unwrap_or_default();
+    let log = w.log();
     let renewed = log
         .lines()
         .filter(|l| l.contains("claim renewed before sending"))

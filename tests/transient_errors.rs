@@ -321,9 +321,12 @@ async fn a_lock_released_between_in_process_retries_lets_the_command_apply_with_
     assert_eq!(w.dead_letters_waiting().await, 0);
     assert!(processed(&w, &resend_id).await);
     assert_eq!(
-        w.metric(r#"user_lifecycle_commands_total{type="resend_activation",outcome="applied"}"#)
-            .await,
-        Some(1.0)
+        w.metric_reaches(
+            r#"user_lifecycle_commands_total{type="resend_activation",outcome="applied"}"#,
+            1.0
+        )
+        .await,
+        1.0
     );
     assert!(
         w.events_of("user.activation_resent").await.is_empty(),

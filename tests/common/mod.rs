@@ -463,6 +463,35 @@ impl TestWorker {
             .collect()
     }
 
+    /// The worker's log so far (JSON lines, one file per test worker).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(log_dir().join(format!("{}.log", self.prefix))).unwrap_or_default()
+    }
+
+    /// The worker's JSON log lines once one of them satisfies `wanted`.
+    /// The worker logs after it has handed a command's reply and events on,
+    /// so a test that has seen those may still be ahead of the log; this
+    /// waits up to `WAIT`, then panics naming what it waited for.
+    pub async fn log_lines_once(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let lines: Vec<Value> = self
+                .log()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if lines.iter().any(&wanted) {
+                return lines;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no log line {what} within {WAIT:?} in target/test-logs/{}.log",
+                self.prefix
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Reconnects the test's own AMQP side (after a broker restart).
     pub async fn reconnect_amqp(&mut self) {
         let (amqp, client, events) = connect_amqp(&self.prefix).await;
