@@ -17,7 +17,7 @@ use crate::mail::{Mailer, Renderer, message};
 use crate::outbox::Wakeup;
 use crate::outbox::handoff::HandoffQueues;
 use crate::store::StoreError;
-use crate::store::outbox::{self, ClaimedRow, OutboxKind};
+use crate::store::outbox::{self, ClaimedRow, Lane, OutboxKind};
 use crate::telemetry::metrics;
 
 /// How the relay claims and retries.
@@ -50,31 +50,6 @@ pub struct Relay {
 pub fn retry_delay(base: Duration, attempts: i32) -> Duration {
     let factor = 1u32 << attempts.clamp(1, 20).saturating_sub(1);
     base.saturating_mul(factor).min(Duration::from_secs(3600))
-}
-
-/// The two independent streams of outbox rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lane {
-    /// Events, replies and dead letters, through the broker.
-    Publications,
-    /// Emails, through the mail transport.
-    Emails,
-}
-
-impl Lane {
-    fn kinds(self) -> &'static [OutboxKind] {
-        match self {
-            Lane::Publications => &[OutboxKind::Event, OutboxKind::Reply, OutboxKind::DeadLetter],
-            Lane::Emails => &[OutboxKind::Email],
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Lane::Publications => "publications",
-            Lane::Emails => "emails",
-        }
-    }
 }
 
 enum Delivery {
@@ -207,14 +182,7 @@ impl Relay {
 
     /// Claims up to `limit` due rows of `lane` for this relay.
     async fn claim(&self, lane: Lane, limit: i64) -> Result<Vec<ClaimedRow>, StoreError> {
-        outbox::claim(
-            &self.pool,
-            limit,
-            self.settings.lease,
-            self.owner,
-            lane.kinds(),
-        )
-        .await
+        outbox::claim(&self.pool, lane, limit, self.settings.lease, self.owner).await
     }
 
     /// One pass of the publication lane: claim a batch and publish it.
@@ -608,7 +576,6 @@ async fn publish_row(publisher: &Publisher, row: &ClaimedRow) -> Result<Pending,
     }
 }
 
-/// A deadline that never comes.
 /// Marks `sent` emails sent; their permits go back only then.
 async fn mark_emails_sent(pool: sqlx::PgPool, sent: Vec<(i64, tokio::sync::OwnedSemaphorePermit)>) {
     let ids: Vec<i64> = sent.iter().map(|(id, _)| *id).collect();
@@ -625,6 +592,7 @@ async fn mark_emails_sent(pool: sqlx::PgPool, sent: Vec<(i64, tokio::sync::Owned
 /// keeps the senders from idling behind the first.
 const MARKS_IN_FLIGHT: usize = 2;
 
+/// A deadline that never comes.
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }

@@ -47,6 +47,60 @@ impl OutboxKind {
     }
 }
 
+/// The two independent streams of outbox rows, each with its own relay
+/// lane and its own index of due rows (a claim for one never reads the
+/// other's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Events, replies and dead letters, through the broker.
+    Publications,
+    /// Emails, through the mail transport.
+    Emails,
+}
+
+impl Lane {
+    /// The lane's name in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lane::Publications => "publications",
+            Lane::Emails => "emails",
+        }
+    }
+
+    /// The statement that claims this lane's due rows (`$1` limit, `$2`
+    /// lease in ms, `$3` owner). Its kind condition is written as in the
+    /// lane's partial index, so the planner uses that index; public so a
+    /// test can check the plan.
+    pub fn claim_sql(self) -> &'static str {
+        match self {
+            Lane::Emails => CLAIM_EMAILS,
+            Lane::Publications => CLAIM_PUBLICATIONS,
+        }
+    }
+}
+
+/// Claims due rows (see [`claim`]); `{kind}` is the lane's condition.
+macro_rules! claim_sql {
+    ($kind:literal) => {
+        concat!(
+            "UPDATE outbox SET claimed_until = now() + $2 * interval '1 millisecond', attempts = attempts + 1,
+                claimed_by = $3
+             WHERE id IN (
+                 SELECT id FROM outbox
+                 WHERE sent_at IS NULL AND failed_at IS NULL AND ",
+            $kind,
+            " AND available_at <= now()
+                   AND (claimed_until IS NULL OR claimed_until < now())
+                 ORDER BY available_at, id
+                 LIMIT $1
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING id, kind, message_id, payload, attempts, created_at"
+        )
+    };
+}
+const CLAIM_EMAILS: &str = claim_sql!("kind = 'email'");
+const CLAIM_PUBLICATIONS: &str = claim_sql!("kind <> 'email'");
+
 /// A row to write.
 #[derive(Debug, Clone)]
 pub struct NewOutboxRow {
@@ -173,35 +227,21 @@ pub async fn insert(
         .collect()
 }
 
-/// Claims up to `limit` due rows of `kinds` for `lease` on behalf of relay `owner`.
+/// Claims up to `limit` due rows of `lane` for `lease` on behalf of relay `owner`.
 pub async fn claim(
     pool: &PgPool,
+    lane: Lane,
     limit: i64,
     lease: Duration,
     owner: Uuid,
-    kinds: &[OutboxKind],
 ) -> Result<Vec<ClaimedRow>, StoreError> {
-    let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
     let claimed_at = std::time::Instant::now();
-    let rows = sqlx::query(
-        "UPDATE outbox SET claimed_until = now() + $2 * interval '1 millisecond', attempts = attempts + 1,
-            claimed_by = $3
-         WHERE id IN (
-             SELECT id FROM outbox
-             WHERE sent_at IS NULL AND failed_at IS NULL AND available_at <= now()
-               AND (claimed_until IS NULL OR claimed_until < now())
-               AND kind = ANY($4)
-             ORDER BY available_at, id
-             LIMIT $1
-             FOR UPDATE SKIP LOCKED)
-         RETURNING id, kind, message_id, payload, attempts, created_at",
-    )
-    .bind(limit)
-    .bind(lease.as_millis() as f64)
-    .bind(owner)
-    .bind(kinds)
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query(lane.claim_sql())
+        .bind(limit)
+        .bind(lease.as_millis() as f64)
+        .bind(owner)
+        .fetch_all(pool)
+        .await?;
     let mut claimed = rows
         .into_iter()
         .map(|r| {
@@ -315,10 +355,16 @@ pub async fn unclaim(pool: &PgPool, ids: &[i64], owner: Uuid) -> Result<(), Stor
 
 /// Hands back the undelivered rows `owner` still holds (graceful stop);
 /// the attempt they were claimed for is not counted. Returns how many.
+/// Read through both lanes' indexes of due rows, not the whole table.
 pub async fn release(pool: &PgPool, owner: Uuid) -> Result<u64, StoreError> {
     Ok(sqlx::query(
         "UPDATE outbox SET claimed_until = NULL, claimed_by = NULL, attempts = greatest(attempts - 1, 0)
-         WHERE claimed_by = $1 AND sent_at IS NULL AND failed_at IS NULL AND claimed_until > now()",
+         WHERE id IN (
+             SELECT id FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL AND kind = 'email'
+               AND claimed_by = $1 AND claimed_until > now()
+             UNION ALL
+             SELECT id FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL AND kind <> 'email'
+               AND claimed_by = $1 AND claimed_until > now())",
     )
     .bind(owner)
     .execute(pool)
