@@ -234,8 +234,11 @@ pub struct Settings {
     /// Longest one email send may take (connect and SMTP dialogue).
     #[arg(long, env = "MAIL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub mail_timeout: Duration,
-    /// Pooled SMTP connections (and emails sent at once).
-    #[arg(long, env = "MAIL_POOL_SIZE", default_value_t = 8)]
+    /// Pooled SMTP connections (and emails sent at once). A send keeps its
+    /// slot until its row is marked sent, so 8 capped one worker near
+    /// 1,100 emails/s here and let emails queue for seconds at 1,000
+    /// invites/s; 16 keeps up (see the note in README's Benchmark).
+    #[arg(long, env = "MAIL_POOL_SIZE", default_value_t = 16)]
     pub mail_pool_size: u32,
     /// Attempts before an email is marked failed.
     #[arg(long, env = "MAIL_MAX_ATTEMPTS", default_value_t = 8)]
