@@ -79,16 +79,33 @@ impl Lane {
     }
 }
 
-/// Claims due rows (see [`claim`]); `{kind}` is the lane's condition.
+/// The due rows of the email lane, word for word as its partial index
+/// `outbox_due_emails_idx` says it (migration 0003): a statement that words
+/// it otherwise is planned without that index. Every query of due rows is
+/// built from this and [`due_publications`].
+macro_rules! due_emails {
+    () => {
+        "sent_at IS NULL AND failed_at IS NULL AND kind = 'email'"
+    };
+}
+/// The due rows of the publication lane, as `outbox_due_publications_idx` says it.
+macro_rules! due_publications {
+    () => {
+        "sent_at IS NULL AND failed_at IS NULL AND kind <> 'email'"
+    };
+}
+pub(crate) use {due_emails, due_publications};
+
+/// Claims the due rows `$due` describes (see [`claim`]).
 macro_rules! claim_sql {
-    ($kind:literal) => {
+    ($due:expr) => {
         concat!(
             "UPDATE outbox SET claimed_until = now() + $2 * interval '1 millisecond', attempts = attempts + 1,
                 claimed_by = $3
              WHERE id IN (
                  SELECT id FROM outbox
-                 WHERE sent_at IS NULL AND failed_at IS NULL AND ",
-            $kind,
+                 WHERE ",
+            $due,
             " AND available_at <= now()
                    AND (claimed_until IS NULL OR claimed_until < now())
                  ORDER BY available_at, id
@@ -98,8 +115,8 @@ macro_rules! claim_sql {
         )
     };
 }
-const CLAIM_EMAILS: &str = claim_sql!("kind = 'email'");
-const CLAIM_PUBLICATIONS: &str = claim_sql!("kind <> 'email'");
+const CLAIM_EMAILS: &str = claim_sql!(due_emails!());
+const CLAIM_PUBLICATIONS: &str = claim_sql!(due_publications!());
 
 /// A row to write.
 #[derive(Debug, Clone)]
@@ -357,15 +374,15 @@ pub async fn unclaim(pool: &PgPool, ids: &[i64], owner: Uuid) -> Result<(), Stor
 /// the attempt they were claimed for is not counted. Returns how many.
 /// Read through both lanes' indexes of due rows, not the whole table.
 pub async fn release(pool: &PgPool, owner: Uuid) -> Result<u64, StoreError> {
-    Ok(sqlx::query(
+    Ok(sqlx::query(concat!(
         "UPDATE outbox SET claimed_until = NULL, claimed_by = NULL, attempts = greatest(attempts - 1, 0)
-         WHERE id IN (
-             SELECT id FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL AND kind = 'email'
-               AND claimed_by = $1 AND claimed_until > now()
-             UNION ALL
-             SELECT id FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL AND kind <> 'email'
-               AND claimed_by = $1 AND claimed_until > now())",
-    )
+         WHERE id IN (SELECT id FROM outbox WHERE ",
+        due_emails!(),
+        " AND claimed_by = $1 AND claimed_until > now()
+             UNION ALL SELECT id FROM outbox WHERE ",
+        due_publications!(),
+        " AND claimed_by = $1 AND claimed_until > now())"
+    ))
     .bind(owner)
     .execute(pool)
     .await?

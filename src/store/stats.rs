@@ -3,6 +3,7 @@
 use sqlx::{PgPool, Row};
 
 use super::StoreError;
+use super::outbox::{due_emails, due_publications};
 
 /// Point-in-time figures the telemetry exports as gauges.
 #[derive(Debug, Clone, Default)]
@@ -23,17 +24,17 @@ pub async fn read(pool: &PgPool) -> Result<Stats, StoreError> {
         .into_iter()
         .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    // One part per lane, each as its partial index of due rows is written
-    // (migration 0003), so neither reads the delivered rows kept for a week.
-    let row = sqlx::query(
+    // One part per lane, each through its index of due rows, so neither
+    // reads the delivered rows kept for a week.
+    let row = sqlx::query(concat!(
         "SELECT COALESCE(sum(n), 0)::bigint AS n,
                 COALESCE(EXTRACT(EPOCH FROM now() - min(oldest))::float8, 0) AS age
-         FROM (SELECT count(*) AS n, min(created_at) AS oldest FROM outbox
-               WHERE sent_at IS NULL AND failed_at IS NULL AND kind = 'email'
-               UNION ALL
-               SELECT count(*), min(created_at) FROM outbox
-               WHERE sent_at IS NULL AND failed_at IS NULL AND kind <> 'email') AS lanes",
-    )
+         FROM (SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE ",
+        due_emails!(),
+        " UNION ALL SELECT count(*), min(created_at) FROM outbox WHERE ",
+        due_publications!(),
+        ") AS lanes"
+    ))
     .fetch_one(pool)
     .await?;
     Ok(Stats {
