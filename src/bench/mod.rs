@@ -80,6 +80,9 @@ pub struct BenchOptions {
 
 /// The worker's database connections (its default), used for the raw insert run too.
 const WORKER_CONNECTIONS: usize = 10;
+
+/// The worker's default `CONSUMER_PREFETCH`, for the messaging-alone run.
+const WORKER_PREFETCH: u16 = 256;
 /// The sweep's batch size (the worker's default).
 const SWEEP_BATCH: i64 = 500;
 
@@ -117,12 +120,14 @@ async fn delete_topology(amqp_url: &str, prefix: &str) {
     for q in [
         format!("{prefix}.commands"),
         format!("{prefix}.commands.dead"),
+        format!("{prefix}.raw"),
+        format!("{prefix}.raw_commands"),
     ] {
         let _ = ch
             .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
             .await;
     }
-    for x in ["commands", "dead", "events"] {
+    for x in ["commands", "dead", "events", "raw_events"] {
         let _ = ch
             .exchange_delete(
                 format!("{prefix}.{x}").as_str().into(),
@@ -161,6 +166,13 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
         32,
     )
     .await?;
+    eprintln!(
+        "raw limits: the messaging of {} commands alone (publish, consume, reply and event confirmed, ack)…",
+        options.commands
+    );
+    report.raw.command_messaging_per_s =
+        raw::command_messaging(&options.amqp_url, prefix, options.commands, WORKER_PREFETCH)
+            .await?;
     let pool = store::migrate(db_url).await?;
     let pool = {
         pool.close().await;

@@ -1,16 +1,19 @@
 //! The machine's raw limits, measured in the same run as the worker:
 //! consume + ack of persistent messages from a quorum queue doing no work,
-//! and single-row insert transactions on as many connections as the worker.
+//! single-row insert transactions on as many connections as the worker, and
+//! the AMQP traffic of a command alone (no database, no email), which bounds
+//! what any worker can reach end to end on the same broker.
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 use sqlx::PgPool;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::BenchError;
 
@@ -82,6 +85,207 @@ pub async fn consume_ack(
         .queue_delete(queue.into(), QueueDeleteOptions::default())
         .await?;
     let _ = conn.close(200, "bye".into()).await;
+    Ok(rate)
+}
+
+/// Commands per second that a command's messaging alone allows: N
+/// persistent commands published with confirms to a quorum queue while a
+/// consumer on its own connection takes what is waiting (up to `prefetch`),
+/// publishes a reply to the sender's queue and a persistent event to a topic
+/// exchange for each, waits for their confirms, then acks each delivery, as
+/// the worker does; timed from the first publish until the sender has every
+/// reply. The worker does the same plus a transaction and an email per
+/// command, so it can never be faster than this.
+pub async fn command_messaging(
+    amqp_url: &str,
+    prefix: &str,
+    n: usize,
+    prefetch: u16,
+) -> Result<f64, BenchError> {
+    let queue = format!("{prefix}.raw_commands");
+    let exchange = format!("{prefix}.raw_events");
+    let portal = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
+    let setup = portal.create_channel().await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    setup
+        .queue_declare(queue.as_str().into(), durable, args)
+        .await?;
+    setup
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let reply_queue = setup
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let reply_to = reply_queue.name().as_str().to_owned();
+    let mut replies = setup
+        .basic_consume(
+            reply_to.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+
+    let worker = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
+    let consume = worker.create_channel().await?;
+    consume
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let mut deliveries = consume
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let publish = worker.create_channel().await?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let events = exchange.clone();
+    let responder = tokio::spawn(async move {
+        let reply = vec![b'r'; 300];
+        let event = vec![b'e'; 700];
+        let mut answered = 0;
+        while answered < n {
+            let Some(first) = deliveries.next().await else {
+                break;
+            };
+            let mut batch = vec![first?];
+            while batch.len() < usize::from(prefetch) {
+                match deliveries.next().now_or_never() {
+                    Some(Some(delivery)) => batch.push(delivery?),
+                    Some(None) | None => break,
+                }
+            }
+            let mut confirms = Vec::with_capacity(2 * batch.len());
+            for delivery in &batch {
+                let to = delivery
+                    .properties
+                    .reply_to()
+                    .as_ref()
+                    .map(|r| r.as_str().to_owned())
+                    .unwrap_or_default();
+                let correlation = delivery.properties.correlation_id().clone();
+                let mut props = BasicProperties::default();
+                if let Some(id) = correlation {
+                    props = props.with_correlation_id(id);
+                }
+                confirms.push(
+                    publish
+                        .basic_publish(
+                            "".into(),
+                            to.as_str().into(),
+                            BasicPublishOptions::default(),
+                            &reply,
+                            props,
+                        )
+                        .await?,
+                );
+                confirms.push(
+                    publish
+                        .basic_publish(
+                            events.as_str().into(),
+                            "user.invited".into(),
+                            BasicPublishOptions::default(),
+                            &event,
+                            BasicProperties::default().with_delivery_mode(2),
+                        )
+                        .await?,
+                );
+            }
+            for confirm in confirms {
+                if !matches!(confirm.await?, Confirmation::Ack(None)) {
+                    return Err(BenchError::new("a reply or event was not confirmed"));
+                }
+            }
+            for delivery in &batch {
+                delivery.acker.ack(BasicAckOptions::default()).await?;
+            }
+            answered += batch.len();
+        }
+        Ok::<_, BenchError>(())
+    });
+
+    let sender = portal.create_channel().await?;
+    sender
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let command = vec![b'c'; 600];
+    let started = Instant::now();
+    for i in 0..n {
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_reply_to(reply_to.as_str().into())
+            .with_correlation_id(i.to_string().as_str().into());
+        sender
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &command,
+                props,
+            )
+            .await?;
+        if i % 500 == 499 {
+            sender.wait_for_confirms().await?;
+        }
+    }
+    sender.wait_for_confirms().await?;
+    let mut received = 0;
+    while received < n {
+        match tokio::time::timeout(Duration::from_secs(60), replies.next()).await {
+            Ok(Some(reply)) => {
+                reply?;
+                received += 1;
+            }
+            Ok(None) | Err(_) => {
+                return Err(BenchError::new(format!(
+                    "raw command messaging stalled after {received} of {n} replies"
+                )));
+            }
+        }
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    responder
+        .await
+        .map_err(|e| BenchError::new(e.to_string()))??;
+    setup
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await?;
+    setup
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await?;
+    let _ = worker.close(200, "bye".into()).await;
+    let _ = portal.close(200, "bye".into()).await;
     Ok(rate)
 }
 

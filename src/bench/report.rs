@@ -12,6 +12,9 @@ pub struct Raw {
     pub consume_ack_per_s: f64,
     /// Single-row insert transactions per second on the worker's connection count.
     pub insert_tx_per_s: f64,
+    /// Commands per second a command's AMQP traffic alone allows (publish,
+    /// consume, reply and event published with confirms, ack; no work).
+    pub command_messaging_per_s: f64,
 }
 
 /// The worker process itself.
@@ -67,6 +70,12 @@ impl Report {
             String::new(),
         );
         row(
+            "raw command messaging, no work (cmd/s)",
+            format!("{:.0}", raw.command_messaging_per_s),
+            "",
+            String::new(),
+        );
+        row(
             "worker start to ready (ms)",
             format!("{:.0}", self.worker.start_to_ready_ms),
             "< 1000",
@@ -84,6 +93,12 @@ impl Report {
             format!("{:.0}", i.commands_per_s),
             ">= 3000, >= 15% of raw",
             ratio(i.commands_per_s, raw.consume_ack_per_s),
+        );
+        row(
+            "  of the messaging alone",
+            String::new(),
+            "",
+            ratio(i.commands_per_s, raw.command_messaging_per_s),
         );
         row(
             "  replies/s",
@@ -199,5 +214,64 @@ impl Report {
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        Report {
+            raw: Raw {
+                consume_ack_per_s: 10_000.0,
+                insert_tx_per_s: 5_000.0,
+                command_messaging_per_s: 6_000.0,
+            },
+            invite: InviteFigures {
+                commands: 20_000,
+                commands_per_s: 1_500.0,
+                ..Default::default()
+            },
+            expiry: Some(ExpiryFigures::default()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_json_carries_every_figure_the_issue_names_for_comparing_commits() {
+        let json = serde_json::to_value(report()).unwrap();
+        for path in [
+            "/raw/consume_ack_per_s",
+            "/raw/insert_tx_per_s",
+            "/raw/command_messaging_per_s",
+            "/invite/commands_per_s",
+            "/invite/emails_per_s",
+            "/invite/reply_ms/p50",
+            "/invite/reply_ms/p95",
+            "/invite/reply_ms/p99",
+            "/invite/email_ms/p99",
+            "/invite/peak_rss_mib",
+            "/expiry/rows_per_s",
+            "/expiry/raw_update_rows_per_s",
+            "/expiry/max_batch_ms",
+        ] {
+            assert!(json.pointer(path).is_some_and(|v| v.is_number()), "{path}");
+        }
+    }
+
+    #[test]
+    fn the_table_gives_end_to_end_as_a_share_of_the_raw_rate_and_of_the_messaging_alone() {
+        let table = report().table();
+        let line = |figure: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(figure))
+                .unwrap_or_else(|| panic!("no row {figure:?} in\n{table}"))
+                .to_owned()
+        };
+        assert!(line("raw command messaging, no work").contains("6000"));
+        assert!(line("invite_user end to end").ends_with("15.0%"));
+        assert!(line("  of the messaging alone").ends_with("25.0%"));
     }
 }
