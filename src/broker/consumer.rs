@@ -342,8 +342,10 @@ struct Incoming {
 }
 
 /// Handles the deliveries that arrived together: poison is dead-lettered
-/// one by one, the commands are applied as one batch, then each is settled
-/// (acked, answered, retried or handed back) in arrival order.
+/// one by one, the commands are applied as one batch, then the applied ones
+/// are acked together (one trip to the connection's I/O loop for all of
+/// them, not one per command) and each of the others is settled (answered,
+/// retried or handed back) in arrival order.
 async fn process(
     deliveries: Vec<Delivery>,
     deps: &Deps,
@@ -368,12 +370,54 @@ async fn process(
             .collect();
         deps.handler.handle_batch(&items).await
     };
+    let mut applied = Vec::with_capacity(incoming.len());
+    let mut others = Vec::new();
     for (command, result) in incoming.into_iter().zip(results) {
+        match result {
+            Ok(Handled::Processed(reply, funnel, rows)) => {
+                deps.handoff.deliver(rows).await;
+                applied.push((command, reply, funnel));
+            }
+            other => others.push((command, other)),
+        }
+    }
+    futures_util::future::join_all(applied.iter().map(|(command, ..)| ack(&command.delivery)))
+        .await;
+    for (command, reply, funnel) in applied {
+        command.span.in_scope(|| {
+            handled(
+                command.envelope.kind.as_str(),
+                &reply,
+                funnel,
+                command.started,
+            )
+        });
+    }
+    for (command, result) in others {
         let span = command.span.clone();
         settle(command, result, deps, publisher, db_down)
             .instrument(span)
             .await;
     }
+}
+
+/// Counts and logs a command that was applied and acked.
+fn handled(kind: &'static str, reply: &Reply, funnel: Vec<FunnelStep>, started: Instant) {
+    for step in funnel {
+        match step {
+            FunnelStep::Invited => metrics::invites("invited", 1),
+            FunnelStep::Activated(after) => {
+                metrics::invites("activated", 1);
+                metrics::time_to_activate(after);
+            }
+            FunnelStep::Removed => metrics::invites("removed", 1),
+        }
+    }
+    if reply.status == ReplyStatus::Invalid {
+        metrics::dead_lettered("invalid_data");
+    }
+    tracing::info!(status = reply.status.as_str(), code = %reply.code, "command handled");
+    metrics::command(kind, reply.status.as_str(), started.elapsed());
 }
 
 /// Parses `delivery` as a command envelope; anything else is dead-lettered
@@ -432,8 +476,9 @@ async fn admit(delivery: Delivery, publisher: &Publisher) -> Option<Incoming> {
     })
 }
 
-/// Acks, answers and counts a handled command; retries a failed one a few
-/// times in-process, then hands it back or dead-letters it.
+/// Answers and acks a duplicate; retries a failed command a few times
+/// in-process (acking and counting it once applied), then hands it back or
+/// dead-letters it.
 async fn settle(
     command: Incoming,
     first: Result<Handled, HandleError>,
@@ -456,21 +501,7 @@ async fn settle(
             Ok(Handled::Processed(reply, funnel, rows)) => {
                 deps.handoff.deliver(rows).await;
                 ack(&delivery).await;
-                for step in funnel {
-                    match step {
-                        FunnelStep::Invited => metrics::invites("invited", 1),
-                        FunnelStep::Activated(after) => {
-                            metrics::invites("activated", 1);
-                            metrics::time_to_activate(after);
-                        }
-                        FunnelStep::Removed => metrics::invites("removed", 1),
-                    }
-                }
-                if reply.status == ReplyStatus::Invalid {
-                    metrics::dead_lettered("invalid_data");
-                }
-                tracing::info!(status = reply.status.as_str(), code = %reply.code, "command handled");
-                metrics::command(kind, reply.status.as_str(), started.elapsed());
+                handled(kind, &reply, funnel, started);
                 return;
             }
             Ok(Handled::Duplicate(reply)) => {
