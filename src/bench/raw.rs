@@ -268,8 +268,18 @@ pub async fn command_messaging(
                 received += 1;
             }
             Ok(None) | Err(_) => {
+                let cause = if responder.is_finished() {
+                    match responder.await {
+                        Ok(Err(e)) => format!(": the consuming side failed: {e}"),
+                        Err(e) => format!(": the consuming side failed: {e}"),
+                        Ok(Ok(())) => String::new(),
+                    }
+                } else {
+                    responder.abort();
+                    String::new()
+                };
                 return Err(BenchError::new(format!(
-                    "raw command messaging stalled after {received} of {n} replies"
+                    "raw command messaging stalled after {received} of {n} replies{cause}"
                 )));
             }
         }
