@@ -2,10 +2,7 @@
 //! worker, timed until every reply and every activation email has arrived.
 
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -15,7 +12,7 @@ use tokio::sync::mpsc;
 use super::BenchError;
 use super::process::WorkerProcess;
 use super::sink::Sink;
-use crate::broker::client::CommandClient;
+use crate::broker::client::{CommandClient, private_reply_queue};
 
 /// How long a run may go without a single reply or email before it fails.
 const STALLED_AFTER: Duration = Duration::from_secs(60);
@@ -90,29 +87,7 @@ pub async fn run(
 ) -> Result<InviteFigures, BenchError> {
     let conn = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
     let replies_channel = conn.create_channel().await?;
-    let queue = replies_channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    let reply_to = queue.name().as_str().to_owned();
-    let mut replies = replies_channel
-        .basic_consume(
-            reply_to.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let (reply_to, mut replies) = private_reply_queue(&replies_channel).await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<(String, Instant, bool)>();
     let collector = tokio::spawn(async move {
         while let Some(Ok(d)) = replies.next().await {

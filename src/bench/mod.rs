@@ -80,7 +80,6 @@ pub struct BenchOptions {
 
 /// The worker's database connections (its default), used for the raw insert run too.
 const WORKER_CONNECTIONS: usize = 10;
-
 /// The worker's default `CONSUMER_PREFETCH`, for the messaging-alone run.
 const WORKER_PREFETCH: u16 = 256;
 /// The sweep's batch size (the worker's default).

@@ -10,12 +10,28 @@ use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions,
     QueueDeleteOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use lapin::types::FieldTable;
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 
 use super::BenchError;
+use crate::broker::client::private_reply_queue;
+use crate::broker::topology;
+
+/// Declares `queue` as a durable quorum queue, as the worker's commands queue is.
+async fn declare_quorum_queue(channel: &Channel, queue: &str) -> lapin::Result<()> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.into(), durable, topology::quorum())
+        .await?;
+    Ok(())
+}
 
 /// Messages per second consumed and acked one by one (prefetch `prefetch`).
 pub async fn consume_ack(
@@ -26,21 +42,7 @@ pub async fn consume_ack(
 ) -> Result<f64, BenchError> {
     let conn = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
     let channel = conn.create_channel().await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(LongString::from("quorum")),
-    );
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await?;
+    declare_quorum_queue(&channel, queue).await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
@@ -106,18 +108,7 @@ pub async fn command_messaging(
     let exchange = format!("{prefix}.raw_events");
     let portal = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
     let setup = portal.create_channel().await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(LongString::from("quorum")),
-    );
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    setup
-        .queue_declare(queue.as_str().into(), durable, args)
-        .await?;
+    declare_quorum_queue(&setup, &queue).await?;
     setup
         .exchange_declare(
             exchange.as_str().into(),
@@ -129,29 +120,7 @@ pub async fn command_messaging(
             FieldTable::default(),
         )
         .await?;
-    let reply_queue = setup
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    let reply_to = reply_queue.name().as_str().to_owned();
-    let mut replies = setup
-        .basic_consume(
-            reply_to.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let (reply_to, mut replies) = private_reply_queue(&setup).await?;
 
     let worker = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
     let consume = worker.create_channel().await?;

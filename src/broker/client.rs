@@ -43,6 +43,36 @@ pub struct CommandClient {
     topology: Topology,
 }
 
+/// Declares a server-named queue only this connection uses, gone with it,
+/// and consumes it without acks: where a sender of commands gets its replies.
+/// Returns the queue's name (the `reply_to` to send) and its consumer.
+pub async fn private_reply_queue(channel: &Channel) -> lapin::Result<(String, Consumer)> {
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let name = queue.name().as_str().to_owned();
+    let replies = channel
+        .basic_consume(
+            name.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((name, replies))
+}
+
 impl CommandClient {
     /// Connects and declares the topology and a private reply queue.
     pub async fn connect(url: &str, prefix: &str) -> Result<CommandClient, ClientError> {
@@ -53,29 +83,7 @@ impl CommandClient {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        let reply_queue = queue.name().as_str().to_owned();
-        let replies = channel
-            .basic_consume(
-                reply_queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let (reply_queue, replies) = private_reply_queue(&channel).await?;
         Ok(CommandClient {
             _connection: connection,
             channel,

@@ -95,7 +95,8 @@ impl Topology {
     }
 }
 
-fn quorum() -> FieldTable {
+/// Queue arguments that make a queue a quorum queue.
+pub fn quorum() -> FieldTable {
     let mut args = FieldTable::default();
     args.insert(
         "x-queue-type".into(),
