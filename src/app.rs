@@ -111,11 +111,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         health: health.clone(),
         max_deliveries: settings.command_max_deliveries.max(1),
         handoff,
-        // A quarter of the pool applies commands (each transaction takes
-        // every delivery that is waiting); the relay and the scheduler keep
-        // the rest. Few big transactions beat many small ones: a commit
-        // waits for the disk.
-        concurrency: (settings.database_max_connections as usize / 4).max(1),
+        // Each batch holds one connection; the relay and the scheduler
+        // keep at least one. Few big transactions beat many small ones.
+        concurrency: usize::from(settings.consumer_batches)
+            .min(settings.database_max_connections.saturating_sub(1) as usize)
+            .max(1),
         batch_size: usize::from(settings.consumer_prefetch),
         grace: settings.shutdown_grace,
     });

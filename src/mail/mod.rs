@@ -4,6 +4,7 @@
 //! template stops start-up); messages are multipart text + HTML with a
 //! stable `Message-ID` per outbox row and `Auto-Submitted: auto-generated`.
 
+mod corked;
 pub mod message;
 pub mod smtp_pool;
 pub mod templates;

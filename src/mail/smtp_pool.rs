@@ -6,7 +6,8 @@
 //! round (40 ms on Linux) per message. This pool owns its connections: a
 //! connection goes back only after a clean send, anything else closes it,
 //! every send (connect included) is bounded by `MAIL_TIMEOUT`, and sockets
-//! are opened with `TCP_NODELAY`.
+//! are opened with `TCP_NODELAY`, their writes held until the client reads
+//! (`corked`), so a message and its final `.` go out as one segment.
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -93,7 +94,8 @@ impl SmtpPool {
                     detail: format!("SMTP: cannot connect to {}:{}: {e}", s.host, s.port),
                 })?;
             let _ = tcp.set_nodelay(true);
-            AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello)
+            let stream = Box::new(super::corked::CorkedStream::new(tcp));
+            AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
                 .await
                 .map_err(classify)?
         };

@@ -1,0 +1,161 @@
+//! A TCP stream for the SMTP client that sends what was written when the
+//! client next waits for the server.
+//!
+//! lettre writes a message as two writes, each flushed — the body, then the
+//! `.` line that ends it — before it reads the server's reply. On a socket
+//! with `TCP_NODELAY` that is two segments and two wake-ups of the server
+//! for one message. SMTP (without PIPELINING) never writes without reading
+//! a reply next, so holding writes until the client reads loses no time and
+//! sends each step of the dialogue as one segment: a flush only marks the
+//! data ready, the next read (or shutdown) sends it first.
+
+use lettre::transport::smtp::client::AsyncTokioStream;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Held writes are sent at once past this size, whatever comes next.
+const MAX_HELD: usize = 64 * 1024;
+
+/// A TCP stream whose writes wait for the next read.
+#[derive(Debug)]
+pub struct CorkedStream {
+    tcp: TcpStream,
+    held: Vec<u8>,
+    sent: usize,
+}
+
+impl CorkedStream {
+    /// Wraps a connected socket.
+    pub fn new(tcp: TcpStream) -> CorkedStream {
+        CorkedStream {
+            tcp,
+            held: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    /// Sends everything held; ready when nothing is left.
+    fn poll_send_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.held.len() {
+            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.held[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.held.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for CorkedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send_held(cx))?;
+        Pin::new(&mut this.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CorkedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.held.len() + buf.len() > MAX_HELD {
+            ready!(this.poll_send_held(cx))?;
+            if buf.len() > MAX_HELD {
+                return Pin::new(&mut this.tcp).poll_write(cx, buf);
+            }
+        }
+        this.held.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    /// Marks the data ready; the next read or shutdown sends it.
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send_held(cx))?;
+        Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for CorkedStream {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.peer_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn writes_go_out_together_when_the_client_reads() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut peer, _) = listener.accept().await.unwrap();
+            let mut first = vec![0u8; 64];
+            let n = peer.read(&mut first).await.unwrap();
+            peer.write_all(b"250 ok\r\n").await.unwrap();
+            let mut rest = Vec::new();
+            peer.read_to_end(&mut rest).await.unwrap();
+            (first[..n].to_vec(), rest)
+        });
+        let mut client = CorkedStream::new(TcpStream::connect(addr).await.unwrap());
+        client.write_all(b"body\r\n").await.unwrap();
+        client.flush().await.unwrap();
+        client.write_all(b".\r\n").await.unwrap();
+        client.flush().await.unwrap();
+        let mut reply = [0u8; 8];
+        client.read_exact(&mut reply).await.unwrap();
+        assert_eq!(&reply, b"250 ok\r\n");
+        client.write_all(b"QUIT\r\n").await.unwrap();
+        client.shutdown().await.unwrap();
+        let (first, rest) = server.await.unwrap();
+        assert_eq!(
+            first, b"body\r\n.\r\n",
+            "both writes arrived before the reply was read"
+        );
+        assert_eq!(rest, b"QUIT\r\n", "shutdown sends what was held");
+    }
+
+    #[tokio::test]
+    async fn a_write_larger_than_the_hold_limit_is_sent_whole() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut peer, _) = listener.accept().await.unwrap();
+            let mut all = Vec::new();
+            peer.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        let mut client = CorkedStream::new(TcpStream::connect(addr).await.unwrap());
+        let big: Vec<u8> = (0..MAX_HELD * 2 + 7).map(|i| (i % 251) as u8).collect();
+        client.write_all(b"head").await.unwrap();
+        client.write_all(&big).await.unwrap();
+        client.write_all(b"tail").await.unwrap();
+        client.shutdown().await.unwrap();
+        let all = server.await.unwrap();
+        assert_eq!(all.len(), 4 + big.len() + 4);
+        assert_eq!(&all[..4], b"head");
+        assert_eq!(&all[4..4 + big.len()], &big[..]);
+        assert_eq!(&all[4 + big.len()..], b"tail");
+    }
+}
