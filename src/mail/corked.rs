@@ -104,21 +104,33 @@ impl AsyncTokioStream for CorkedStream {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::task::JoinHandle;
+
+    /// A corked client connected to a local peer that runs `peer`.
+    async fn connected<T, Fut>(peer: impl FnOnce(TcpStream) -> Fut) -> (CorkedStream, JoinHandle<T>)
+    where
+        Fut: std::future::Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        (CorkedStream::new(client), tokio::spawn(peer(accepted)))
+    }
 
     #[tokio::test]
     async fn writes_go_out_together_when_the_client_reads() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (mut peer, _) = listener.accept().await.unwrap();
+        let (mut client, server) = connected(|mut peer| async move {
             let mut first = vec![0u8; 64];
             let n = peer.read(&mut first).await.unwrap();
             peer.write_all(b"250 ok\r\n").await.unwrap();
             let mut rest = Vec::new();
             peer.read_to_end(&mut rest).await.unwrap();
             (first[..n].to_vec(), rest)
-        });
-        let mut client = CorkedStream::new(TcpStream::connect(addr).await.unwrap());
+        })
+        .await;
         client.write_all(b"body\r\n").await.unwrap();
         client.flush().await.unwrap();
         client.write_all(b".\r\n").await.unwrap();
@@ -138,15 +150,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_larger_than_the_hold_limit_is_sent_whole() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (mut peer, _) = listener.accept().await.unwrap();
+        let (mut client, server) = connected(|mut peer| async move {
             let mut all = Vec::new();
             peer.read_to_end(&mut all).await.unwrap();
             all
-        });
-        let mut client = CorkedStream::new(TcpStream::connect(addr).await.unwrap());
+        })
+        .await;
         let big: Vec<u8> = (0..MAX_HELD * 2 + 7).map(|i| (i % 251) as u8).collect();
         client.write_all(b"head").await.unwrap();
         client.write_all(&big).await.unwrap();
