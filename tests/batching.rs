@@ -134,6 +134,50 @@ async fn commands_waiting_together_are_applied_once_each_and_a_refusal_among_the
         "the invalid command sent nothing"
     );
     assert_eq!(w.dead_letters_waiting().await, 1, "the invalid one, once");
+    assert_all_acked_once(w).await;
+}
+
+#[tokio::test]
+async fn batches_in_flight_together_each_ack_only_their_own_deliveries() {
+    // Small batches, three transactions at once: a batch acked with one
+    // frame must never settle a delivery of a batch still in flight.
+    let settings = [("CONSUMER_PREFETCH", "4"), ("CONSUMER_BATCHES", "3")];
+    let (mut w, manager) = TestWorker::with_active_manager(&settings).await;
+    assert!(w.terminate().await.success());
+
+    let envelopes = invite_envelopes(&manager, "acme", "k", 60);
+    let ids = w.publish_all(&envelopes).await;
+    w.spawn();
+    w.wait_ready().await;
+    let replies = w.replies_for(&ids, Duration::from_secs(60)).await;
+    for id in &ids {
+        let got = replies
+            .get(id)
+            .unwrap_or_else(|| panic!("no reply for {id}"));
+        assert_eq!(got.len(), 1, "answered once: {got:?}");
+        assert_eq!(got[0]["status"], "applied", "{}", got[0]);
+    }
+    let invited = w
+        .count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
+        .await;
+    assert_eq!(invited, 60);
+    assert_all_acked_once(w).await;
+}
+
+/// Stops the worker and checks that it acked each delivery exactly once: an
+/// unacked one would be back in the queue once its channel closed, and one
+/// acked twice would have cost the consumer its channel.
+async fn assert_all_acked_once(mut w: TestWorker) {
+    assert!(w.terminate().await.success());
+    assert_eq!(
+        w.messages_waiting("commands").await,
+        0,
+        "a delivery was left unacked"
+    );
+    let log = w.log();
+    for trouble in ["lost its channel", "ack failed", "ack not sent"] {
+        assert!(!log.contains(trouble), "the worker logged {trouble:?}");
+    }
 }
 
 #[tokio::test]

@@ -21,6 +21,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::acks::AckLedger;
 use super::publisher::Publisher;
 use super::session::{Session, backoff};
 use crate::domain::envelope;
@@ -131,6 +132,7 @@ async fn consume(
     let (db_down_tx, mut db_down) = watch::channel(false);
     let db_down_tx = Arc::new(db_down_tx);
     let permits = Arc::new(Semaphore::new(deps.concurrency.max(1)));
+    let ledger = Arc::new(AckLedger::default());
     let mut tasks = JoinSet::new();
     tracing::info!(queue = %queue, "consuming commands");
     let ended = loop {
@@ -158,8 +160,12 @@ async fn consume(
                     let deps = deps.clone();
                     let publisher = session.publisher.clone();
                     let db_down = db_down_tx.clone();
+                    let ledger = ledger.clone();
+                    let open = ledger.open(batch.iter().map(|d| d.delivery_tag).collect());
                     tasks.spawn(async move {
-                        process(batch, &deps, &publisher, &db_down).await;
+                        process(batch, &deps, &publisher, &db_down, &ledger).await;
+                        // Every delivery of the batch is settled by now.
+                        drop(open);
                         drop(permit);
                     });
                     if let Some(e) = lost {
@@ -259,6 +265,20 @@ async fn ack(delivery: &Delivery) {
     }
 }
 
+/// Acks `delivery` and every unsettled delivery before it on its channel.
+async fn ack_up_to(delivery: &Delivery) {
+    let options = BasicAckOptions { multiple: true };
+    match delivery.acker.ack(options).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "ack not sent (channel gone); the redeliveries will be answered as duplicates"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "ack failed; the redeliveries will be answered as duplicates")
+        }
+    }
+}
+
 async fn requeue(delivery: &Delivery) {
     let options = BasicNackOptions {
         requeue: true,
@@ -343,14 +363,15 @@ struct Incoming {
 
 /// Handles the deliveries that arrived together: poison is dead-lettered
 /// one by one, the commands are applied as one batch, then the applied ones
-/// are acked together (one trip to the connection's I/O loop for all of
-/// them, not one per command) and each of the others is settled (answered,
-/// retried or handed back) in arrival order.
+/// are acked together (one frame when `ledger` allows, else one per
+/// command) and each of the others is settled (answered, retried or handed
+/// back) in arrival order.
 async fn process(
     deliveries: Vec<Delivery>,
     deps: &Deps,
     publisher: &Publisher,
     db_down: &watch::Sender<bool>,
+    ledger: &AckLedger,
 ) {
     let mut incoming = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
@@ -381,8 +402,24 @@ async fn process(
             other => others.push((command, other)),
         }
     }
-    futures_util::future::join_all(applied.iter().map(|(command, ..)| ack(&command.delivery)))
-        .await;
+    let tags: Vec<u64> = applied
+        .iter()
+        .map(|(command, ..)| command.delivery.delivery_tag)
+        .collect();
+    let last = ledger.covering(&tags).and_then(|tag| {
+        applied
+            .iter()
+            .find(|(c, ..)| c.delivery.delivery_tag == tag)
+    });
+    match last {
+        Some((command, ..)) if applied.len() > 1 => ack_up_to(&command.delivery).await,
+        _ => {
+            futures_util::future::join_all(
+                applied.iter().map(|(command, ..)| ack(&command.delivery)),
+            )
+            .await;
+        }
+    }
     for (command, reply, funnel) in applied {
         command.span.in_scope(|| {
             handled(

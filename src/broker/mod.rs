@@ -1,6 +1,7 @@
 //! RabbitMQ (lapin): topology, the command consumer, confirmed publishing,
 //! and the connection supervisor that reconnects with backoff.
 
+pub mod acks;
 pub mod client;
 pub mod consumer;
 pub mod publisher;

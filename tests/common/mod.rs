@@ -400,8 +400,14 @@ impl TestWorker {
 
     /// Messages waiting in `P.commands.dead`.
     pub async fn dead_letters_waiting(&self) -> u32 {
+        self.messages_waiting("commands.dead").await
+    }
+
+    /// Messages ready in `P.<queue>` (not those delivered and unacked: a
+    /// stopped worker's unacked deliveries are ready again).
+    pub async fn messages_waiting(&self, queue: &str) -> u32 {
         let channel = self.amqp.create_channel().await.unwrap();
-        let queue = format!("{}.commands.dead", self.prefix);
+        let queue = format!("{}.{queue}", self.prefix);
         let passive = QueueDeclareOptions {
             passive: true,
             ..Default::default()
