@@ -24,6 +24,9 @@ pub enum PublishError {
     /// A mandatory message had no route.
     #[error("unroutable: {0}")]
     Returned(String),
+    /// The outbox row's payload does not read as a publication.
+    #[error("the outbox row does not read as a publication: {0}")]
+    Unreadable(String),
 }
 
 /// A publish in flight; `confirmed` waits for the broker's answer.

@@ -4,7 +4,8 @@
 //! organization) id as `subject`. No event carries a token.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::trace::TraceParent;
@@ -55,6 +56,23 @@ impl EventType {
     }
 }
 
+/// An event as published (CloudEvents 1.0, structured JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct CloudEvent<'a> {
+    specversion: &'static str,
+    /// Its id: unique per event, the AMQP message id too.
+    pub id: String,
+    source: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    subject: &'a str,
+    time: String,
+    datacontenttype: &'static str,
+    data: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a str>,
+}
+
 /// An event about to be stored in the outbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
@@ -76,40 +94,50 @@ impl Event {
         }
     }
 
-    /// The CloudEvents document, with a fresh id, as published.
-    pub fn to_cloudevent(&self, time: DateTime<Utc>, trace: Option<&TraceParent>) -> Value {
-        let mut event = json!({
-            "specversion": "1.0",
-            "id": Uuid::new_v4().to_string(),
-            "source": "user-lifecycle",
-            "type": self.kind.as_str(),
-            "subject": self.subject,
-            "time": time.to_rfc3339_opts(SecondsFormat::Millis, true),
-            "datacontenttype": "application/json",
-            "data": self.data,
-        });
-        if let (Some(trace), Value::Object(map)) = (trace, &mut event) {
-            map.insert(
-                "traceparent".into(),
-                Value::String(trace.as_str().to_owned()),
-            );
+    /// The event as published: a CloudEvents 1.0 envelope around its data,
+    /// with a fresh id, stamped `time`, carrying `trace` if given.
+    pub fn cloudevent<'a>(
+        &'a self,
+        time: DateTime<Utc>,
+        trace: Option<&'a TraceParent>,
+    ) -> CloudEvent<'a> {
+        CloudEvent {
+            specversion: "1.0",
+            id: Uuid::new_v4().to_string(),
+            source: "user-lifecycle",
+            kind: self.kind.as_str(),
+            subject: &self.subject,
+            time: time.to_rfc3339_opts(SecondsFormat::Millis, true),
+            datacontenttype: "application/json",
+            data: &self.data,
+            traceparent: trace.map(TraceParent::as_str),
         }
-        event
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn cloudevent_has_the_contract_attributes() {
         let e = Event::new(EventType::UserInvited, "u-1", json!({"a": 1}));
-        let v = e.to_cloudevent(Utc::now(), None);
+        let v = serde_json::to_value(e.cloudevent(Utc::now(), None)).unwrap();
         assert_eq!(v["specversion"], "1.0");
         assert_eq!(v["source"], "user-lifecycle");
         assert_eq!(v["type"], "user.invited");
         assert_eq!(v["subject"], "u-1");
         assert_eq!(v["data"]["a"], 1);
+        assert_eq!(v["datacontenttype"], "application/json");
+        assert!(
+            v.get("traceparent").is_none(),
+            "no trace, no attribute: {v}"
+        );
+        let trace =
+            TraceParent::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
+        let traced = serde_json::to_value(e.cloudevent(Utc::now(), Some(&trace))).unwrap();
+        assert_eq!(traced["traceparent"], trace.as_str());
+        assert_ne!(traced["id"], v["id"], "each publication its own id");
     }
 }

@@ -66,24 +66,6 @@ pub struct EmailJob {
     pub user_id: Option<String>,
 }
 
-impl EmailJob {
-    /// The outbox payload (infallible, unlike generic serialization).
-    pub fn to_json(&self) -> Value {
-        let mut v = serde_json::json!({
-            "template": self.template.as_str(),
-            "locale": self.locale,
-            "to": self.to,
-            "to_name": self.to_name,
-            "vars": self.vars,
-            "user_id": self.user_id,
-        });
-        if let (Some(token), Value::Object(map)) = (&self.token, &mut v) {
-            map.insert("token".to_owned(), Value::String(token.clone()));
-        }
-        v
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,9 +82,9 @@ mod tests {
             token: Some("t".into()),
             user_id: Some("u".into()),
         };
-        let back: EmailJob = serde_json::from_value(job.to_json()).unwrap();
+        let back: EmailJob = serde_json::from_value(serde_json::to_value(&job).unwrap()).unwrap();
         assert_eq!(back, job);
-        let mut stripped = job.to_json();
+        let mut stripped = serde_json::to_value(&job).unwrap();
         stripped.as_object_mut().unwrap().remove("token");
         let back: EmailJob = serde_json::from_value(stripped).unwrap();
         assert_eq!(back.token, None);

@@ -153,9 +153,15 @@ impl Handler {
             let reply = Reply::applied(envelope.id.as_str(), data);
             let funnel = fx.funnel_steps();
             audit.extend(fx.take_audit());
-            rows.extend(fx.into_rows(ctx.now, envelope.traceparent.as_ref()));
+            let Ok(written) = fx.into_rows(ctx.now, envelope.traceparent.as_ref()) else {
+                return Err(Stop { at });
+            };
+            rows.extend(written);
             if let Some(address) = item.reply_to {
-                rows.push(reply_row(address, &reply, envelope.traceparent.as_ref()));
+                let Ok(row) = reply_row(address, &reply, envelope.traceparent.as_ref()) else {
+                    return Err(Stop { at });
+                };
+                rows.push(row);
             }
             replies.push((reply, funnel));
         }

@@ -16,8 +16,10 @@ use crate::domain::event::{Event, EventType};
 use crate::domain::notification::EmailJob;
 use crate::domain::trace::TraceParent;
 use crate::handler::{FunnelStep, ReplyAddress};
+use crate::store::StoreError;
 use crate::store::audit::{AuditEntry, AuditRow};
 use crate::store::outbox::{NewOutboxRow, OutboxKind};
+use crate::store::payload::Payload;
 
 /// Events, emails and dead letters a command produces.
 #[derive(Debug, Default)]
@@ -93,26 +95,30 @@ impl Effects {
     }
 
     /// The outbox rows, events stamped with `now`.
-    pub fn into_rows(self, now: DateTime<Utc>, trace: Option<&TraceParent>) -> Vec<NewOutboxRow> {
+    pub fn into_rows(
+        self,
+        now: DateTime<Utc>,
+        trace: Option<&TraceParent>,
+    ) -> Result<Vec<NewOutboxRow>, StoreError> {
         let mut rows = Vec::with_capacity(self.events.len() + self.emails.len() + 2);
         for e in &self.events {
             rows.push(NewOutboxRow {
                 kind: OutboxKind::Event,
-                payload: json!({"routing_key": e.kind.as_str(), "body": e.to_cloudevent(now, trace)}),
+                payload: Payload::event(e.kind.as_str(), &e.cloudevent(now, trace))?,
             });
         }
-        for job in self.emails {
+        for job in &self.emails {
             rows.push(NewOutboxRow {
                 kind: OutboxKind::Email,
-                payload: job.to_json(),
+                payload: Payload::new(job)?,
             });
         }
-        if let Some(dead) = self.dead_letter {
+        if let Some(dead) = &self.dead_letter {
             rows.push(NewOutboxRow {
                 kind: OutboxKind::DeadLetter,
-                payload: dead,
+                payload: Payload::new(dead)?,
             });
         }
-        rows
+        Ok(rows)
     }
 }

@@ -32,6 +32,7 @@ use crate::domain::reply::{Rejection, Reply};
 use crate::domain::trace::TraceParent;
 use crate::outbox::Handoff;
 use crate::store::outbox::{ClaimedRow, NewOutboxRow, OutboxKind};
+use crate::store::payload::Payload;
 use crate::store::{self, StoreError, Tx};
 
 pub use batch::BatchItem;
@@ -249,9 +250,9 @@ impl Handler {
         }
         let funnel = fx.funnel_steps();
         store::audit::insert(&mut tx, &fx.take_audit()).await?;
-        let mut rows = fx.into_rows(ctx.now, envelope.traceparent.as_ref());
+        let mut rows = fx.into_rows(ctx.now, envelope.traceparent.as_ref())?;
         if let Some(address) = reply_to {
-            rows.push(reply_row(address, &reply, envelope.traceparent.as_ref()));
+            rows.push(reply_row(address, &reply, envelope.traceparent.as_ref())?);
         }
         let claim = self.settings.claim_for(&rows);
         let claimed = store::outbox::insert(&mut tx, rows, claim).await?;
@@ -300,16 +301,16 @@ pub fn reply_row(
     address: &ReplyAddress,
     reply: &Reply,
     trace: Option<&TraceParent>,
-) -> NewOutboxRow {
-    NewOutboxRow {
+) -> Result<NewOutboxRow, StoreError> {
+    Ok(NewOutboxRow {
         kind: OutboxKind::Reply,
-        payload: json!({
-            "reply_to": address.reply_to,
-            "correlation_id": address.correlation_id,
-            "traceparent": trace.map(TraceParent::as_str),
-            "body": reply,
-        }),
-    }
+        payload: Payload::reply(
+            &address.reply_to,
+            &address.correlation_id,
+            trace.map(TraceParent::as_str),
+            reply,
+        )?,
+    })
 }
 
 /// The reply's status as a metrics outcome label.

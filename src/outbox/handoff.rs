@@ -129,6 +129,7 @@ impl Handoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::payload::Payload;
     use serde_json::json;
 
     fn email_row(id: i64) -> ClaimedRow {
@@ -136,7 +137,7 @@ mod tests {
             id,
             kind: OutboxKind::Email,
             message_id: Uuid::new_v4(),
-            payload: json!({}),
+            payload: Payload::new(&json!({})).unwrap(),
             attempts: 1,
             created_at: chrono::Utc::now(),
             claimed_at: std::time::Instant::now(),

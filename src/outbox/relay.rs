@@ -3,7 +3,6 @@
 use futures_util::StreamExt;
 use lettre::message::Mailbox;
 use lettre::{Address, Message};
-use serde::Deserialize;
 use serde_json::Value;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -18,6 +17,7 @@ use crate::outbox::Wakeup;
 use crate::outbox::handoff::HandoffQueues;
 use crate::store::StoreError;
 use crate::store::outbox::{self, ClaimedRow, Lane, OutboxKind};
+use crate::store::payload::{EventHead, Publication};
 use crate::telemetry::metrics;
 
 /// How the relay claims and retries.
@@ -405,8 +405,7 @@ impl Relay {
     /// Reads an email row and renders and builds its message. A row that
     /// cannot become a message is recorded failed here (`None`).
     async fn prepare_email(&self, row: ClaimedRow) -> Result<Option<ReadyEmail>, StoreError> {
-        // Read from the row's JSON in place: no deep copy of it per email.
-        let job = match EmailJob::deserialize(&row.payload) {
+        let job = match row.payload.read::<EmailJob>() {
             Ok(job) => job,
             Err(e) => {
                 tracing::error!(outbox_id = row.id, error = %e, "email row does not parse; marking it failed");
@@ -525,35 +524,40 @@ struct ReadyEmail {
 }
 
 async fn publish_row(publisher: &Publisher, row: &ClaimedRow) -> Result<Pending, PublishError> {
-    let p = &row.payload;
-    let text = |key: &str| {
-        p.get(key)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let unreadable = |e: serde_json::Error| PublishError::Unreadable(e.to_string());
     match row.kind {
         OutboxKind::Event => {
-            let body = serde_json::to_vec(&p["body"]).unwrap_or_default();
-            let id = p["body"]["id"].as_str().unwrap_or_default().to_owned();
-            let trace = p["body"]["traceparent"].as_str();
+            let p: Publication<'_> = row.payload.read().map_err(unreadable)?;
+            let head: EventHead<'_> = serde_json::from_str(p.body.get()).map_err(unreadable)?;
             publisher
-                .event(&text("routing_key"), &id, &body, trace)
+                .event(
+                    p.routing_key.as_deref().unwrap_or_default(),
+                    &head.id,
+                    p.body.get().as_bytes(),
+                    head.traceparent.as_deref(),
+                )
                 .await
         }
         OutboxKind::Reply => {
-            let body = serde_json::to_vec(&p["body"]).unwrap_or_default();
+            let p: Publication<'_> = row.payload.read().map_err(unreadable)?;
             publisher
                 .reply(
-                    &text("reply_to"),
-                    &text("correlation_id"),
-                    &body,
-                    p["traceparent"].as_str(),
+                    p.reply_to.as_deref().unwrap_or_default(),
+                    p.correlation_id.as_deref().unwrap_or_default(),
+                    p.body.get().as_bytes(),
+                    p.traceparent.as_deref(),
                 )
                 .await
         }
         OutboxKind::DeadLetter => {
             use base64::Engine;
+            let p: Value = row.payload.read().map_err(unreadable)?;
+            let text = |key: &str| {
+                p.get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
             let body = base64::engine::general_purpose::STANDARD
                 .decode(text("body_base64"))
                 .unwrap_or_default();

@@ -20,6 +20,7 @@ use crate::outbox::Wakeup;
 use crate::store::StoreError;
 use crate::store::expiry::{ExpiredInvite, expire_batch};
 use crate::store::outbox::{NewOutboxRow, OutboxKind, insert};
+use crate::store::payload::Payload;
 use crate::telemetry::metrics;
 
 /// What a sweep did.
@@ -33,7 +34,10 @@ pub struct SweepReport {
     pub longest_batch: std::time::Duration,
 }
 
-fn rows_for(invite: &ExpiredInvite, now: chrono::DateTime<Utc>) -> Vec<NewOutboxRow> {
+fn rows_for(
+    invite: &ExpiredInvite,
+    now: chrono::DateTime<Utc>,
+) -> Result<Vec<NewOutboxRow>, StoreError> {
     let event = Event::new(
         EventType::UserInviteExpired,
         invite.user_id,
@@ -46,7 +50,7 @@ fn rows_for(invite: &ExpiredInvite, now: chrono::DateTime<Utc>) -> Vec<NewOutbox
     );
     let mut rows = vec![NewOutboxRow {
         kind: OutboxKind::Event,
-        payload: json!({"routing_key": event.kind.as_str(), "body": event.to_cloudevent(now, None)}),
+        payload: Payload::event(event.kind.as_str(), &event.cloudevent(now, None))?,
     }];
     if let Some(manager) = &invite.inviter {
         let status = UserStatus::parse(&manager.status).unwrap_or(UserStatus::Removed);
@@ -74,11 +78,11 @@ fn rows_for(invite: &ExpiredInvite, now: chrono::DateTime<Utc>) -> Vec<NewOutbox
             };
             rows.push(NewOutboxRow {
                 kind: OutboxKind::Email,
-                payload: job.to_json(),
+                payload: Payload::new(&job)?,
             });
         }
     }
-    rows
+    Ok(rows)
 }
 
 /// How long a sweep transaction aims to hold its row locks.
@@ -108,7 +112,10 @@ pub async fn sweep(pool: &PgPool, batch: i64, relay: &Wakeup) -> Result<SweepRep
         let mut tx = pool.begin().await?;
         let started = std::time::Instant::now();
         let expired = expire_batch(&mut tx, now, limit).await?;
-        let rows: Vec<NewOutboxRow> = expired.iter().flat_map(|i| rows_for(i, now)).collect();
+        let mut rows = Vec::with_capacity(expired.len() * 2);
+        for invite in &expired {
+            rows.extend(rows_for(invite, now)?);
+        }
         insert(&mut tx, rows, None).await?;
         tx.commit().await?;
         let held = started.elapsed();

@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod audit;
 pub mod expiry;
 pub mod outbox;
+pub mod payload;
 pub mod processed;
 pub mod stats;
 pub mod tokens;

@@ -5,11 +5,13 @@
 //! that died is picked up again when its lease runs out.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::value::RawValue;
+use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 use std::time::Duration;
 use uuid::Uuid;
 
+use super::payload::Payload;
 use super::{StoreError, Tx};
 
 /// What a row delivers.
@@ -124,7 +126,7 @@ pub struct NewOutboxRow {
     /// What it delivers.
     pub kind: OutboxKind,
     /// Kind-specific JSON.
-    pub payload: Value,
+    pub payload: Payload,
 }
 
 /// A row claimed for delivery.
@@ -137,7 +139,7 @@ pub struct ClaimedRow {
     /// Stable per row: the email's `Message-ID`, the event's id.
     pub message_id: Uuid,
     /// Kind-specific JSON.
-    pub payload: Value,
+    pub payload: Payload,
     /// Delivery attempts so far, this one included.
     pub attempts: i32,
     /// When the row was written.
@@ -180,7 +182,7 @@ pub async fn insert(
         return Ok(Vec::new());
     }
     let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
-    let payloads: Vec<&Value> = rows.iter().map(|r| &r.payload).collect();
+    let payloads: Vec<Json<&RawValue>> = rows.iter().map(|r| Json(r.payload.raw())).collect();
     let Some(claim) = claim.filter(|c| rows.iter().any(|r| c.takes(r.kind))) else {
         sqlx::query(
             "INSERT INTO outbox (kind, payload) SELECT * FROM UNNEST($1::text[], $2::jsonb[])",
@@ -268,7 +270,7 @@ pub async fn claim(
                 kind: OutboxKind::parse(&kind)
                     .ok_or_else(|| StoreError::corrupt("outbox", format!("kind {kind}")))?,
                 message_id: r.try_get("message_id")?,
-                payload: r.try_get("payload")?,
+                payload: Payload::from_raw(r.try_get("payload")?),
                 attempts: r.try_get("attempts")?,
                 created_at: r.try_get("created_at")?,
                 claimed_at,
