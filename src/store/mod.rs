@@ -147,6 +147,11 @@ pub async fn connect_with_timeouts(
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        // No ping before each use (a round trip per transaction, claim and
+        // mark): a connection that died is found out by the statement that
+        // uses it, which fails as "unavailable" and is retried, and sqlx
+        // closes that connection.
+        .test_before_acquire(false)
         .connect_with(options)
         .await?;
     Ok(pool)
