@@ -169,9 +169,30 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
         "raw limits: the messaging of {} commands alone (publish, consume, reply and event confirmed, ack)…",
         options.commands
     );
-    report.raw.command_messaging_per_s =
-        raw::command_messaging(&options.amqp_url, prefix, options.commands, WORKER_PREFETCH)
-            .await?;
+    report.raw.command_messaging_per_s = raw::command_messaging(
+        &options.amqp_url,
+        prefix,
+        options.commands,
+        WORKER_PREFETCH,
+        None,
+    )
+    .await?
+    .per_s;
+    if options.latency_commands > 0 {
+        eprintln!(
+            "raw limits: the messaging of {} commands alone at {}/s…",
+            options.latency_commands, options.latency_rate
+        );
+        let paced = raw::command_messaging(
+            &options.amqp_url,
+            prefix,
+            options.latency_commands,
+            WORKER_PREFETCH,
+            Some(options.latency_rate),
+        )
+        .await?;
+        report.raw.command_messaging_reply_ms = Some(paced.reply_ms);
+    }
     let pool = store::migrate(db_url).await?;
     let pool = {
         pool.close().await;

@@ -18,8 +18,18 @@ use sqlx::PgPool;
 use std::time::{Duration, Instant};
 
 use super::BenchError;
+use super::invites::Percentiles;
 use crate::broker::client::private_reply_queue;
 use crate::broker::topology;
+
+/// The AMQP traffic of commands alone, as fast as it goes or at a rate.
+#[derive(Debug, Clone, Copy)]
+pub struct Messaging {
+    /// Commands answered per second, first publish to last reply.
+    pub per_s: f64,
+    /// Publish to reply.
+    pub reply_ms: Percentiles,
+}
 
 /// Declares `queue` as a durable quorum queue, as the worker's commands queue is.
 async fn declare_quorum_queue(channel: &Channel, queue: &str) -> lapin::Result<()> {
@@ -103,7 +113,8 @@ pub async fn command_messaging(
     prefix: &str,
     n: usize,
     prefetch: u16,
-) -> Result<f64, BenchError> {
+    rate: Option<f64>,
+) -> Result<Messaging, BenchError> {
     let queue = format!("{prefix}.raw_commands");
     let exchange = format!("{prefix}.raw_events");
     let portal = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
@@ -204,17 +215,43 @@ pub async fn command_messaging(
         Ok::<_, BenchError>(())
     });
 
+    // Replies are timed as they arrive, while the commands are still going out.
+    let collector = tokio::spawn(async move {
+        let mut arrivals: Vec<(Option<usize>, Instant)> = Vec::with_capacity(n);
+        while arrivals.len() < n {
+            match tokio::time::timeout(Duration::from_secs(60), replies.next()).await {
+                Ok(Some(Ok(reply))) => {
+                    let at = Instant::now();
+                    let index = reply
+                        .properties
+                        .correlation_id()
+                        .as_ref()
+                        .and_then(|c| c.as_str().parse::<usize>().ok());
+                    arrivals.push((index, at));
+                }
+                Ok(Some(Err(_))) | Ok(None) | Err(_) => return Err(arrivals.len()),
+            }
+        }
+        Ok(arrivals)
+    });
+
     let sender = portal.create_channel().await?;
     sender
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let command = vec![b'c'; 600];
+    let interval = rate.map(|r| Duration::from_secs_f64(1.0 / r));
+    let mut sent = Vec::with_capacity(n);
     let started = Instant::now();
     for i in 0..n {
+        if let Some(interval) = interval {
+            tokio::time::sleep_until((started + interval.mul_f64(i as f64)).into()).await;
+        }
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_reply_to(reply_to.as_str().into())
             .with_correlation_id(i.to_string().as_str().into());
+        sent.push(Instant::now());
         sender
             .basic_publish(
                 "".into(),
@@ -229,31 +266,36 @@ pub async fn command_messaging(
         }
     }
     sender.wait_for_confirms().await?;
-    let mut received = 0;
-    while received < n {
-        match tokio::time::timeout(Duration::from_secs(60), replies.next()).await {
-            Ok(Some(reply)) => {
-                reply?;
-                received += 1;
-            }
-            Ok(None) | Err(_) => {
-                let cause = if responder.is_finished() {
-                    match responder.await {
-                        Ok(Err(e)) => format!(": the consuming side failed: {e}"),
-                        Err(e) => format!(": the consuming side failed: {e}"),
-                        Ok(Ok(())) => String::new(),
-                    }
-                } else {
-                    responder.abort();
-                    String::new()
-                };
-                return Err(BenchError::new(format!(
-                    "raw command messaging stalled after {received} of {n} replies{cause}"
-                )));
-            }
+    let arrivals = match collector.await {
+        Ok(Ok(arrivals)) => arrivals,
+        Ok(Err(received)) => {
+            let cause = if responder.is_finished() {
+                match responder.await {
+                    Ok(Err(e)) => format!(": the consuming side failed: {e}"),
+                    Err(e) => format!(": the consuming side failed: {e}"),
+                    Ok(Ok(())) => String::new(),
+                }
+            } else {
+                responder.abort();
+                String::new()
+            };
+            return Err(BenchError::new(format!(
+                "raw command messaging stalled after {received} of {n} replies{cause}"
+            )));
         }
-    }
-    let rate = n as f64 / started.elapsed().as_secs_f64();
+        Err(e) => return Err(BenchError::new(e.to_string())),
+    };
+    let last = arrivals.iter().map(|(_, at)| *at).max().unwrap_or(started);
+    let per_s = n as f64 / last.duration_since(started).as_secs_f64();
+    let reply_ms = Percentiles::of(
+        arrivals
+            .iter()
+            .filter_map(|(i, at)| {
+                let sent = sent.get((*i)?)?;
+                Some(at.duration_since(*sent).as_secs_f64() * 1000.0)
+            })
+            .collect(),
+    );
     responder
         .await
         .map_err(|e| BenchError::new(e.to_string()))??;
@@ -265,7 +307,7 @@ pub async fn command_messaging(
         .await?;
     let _ = worker.close(200, "bye".into()).await;
     let _ = portal.close(200, "bye".into()).await;
-    Ok(rate)
+    Ok(Messaging { per_s, reply_ms })
 }
 
 /// Single-row insert transactions per second on `connections` connections.

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::expiry::ExpiryFigures;
-use super::invites::InviteFigures;
+use super::invites::{InviteFigures, Percentiles};
 
 /// The machine's raw limits.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -15,6 +15,9 @@ pub struct Raw {
     /// Commands per second a command's AMQP traffic alone allows (publish,
     /// consume, reply and event published with confirms, ack; no work).
     pub command_messaging_per_s: f64,
+    /// Publish to reply of that traffic alone at the latency run's rate:
+    /// the floor under the worker's latency on this machine, this run.
+    pub command_messaging_reply_ms: Option<Percentiles>,
 }
 
 /// The worker process itself.
@@ -159,6 +162,14 @@ impl Report {
                 "p99 < 25",
                 String::new(),
             );
+            if let Some(floor) = &raw.command_messaging_reply_ms {
+                row(
+                    "  the messaging alone: reply p50/p95/p99 (ms)",
+                    format!("{:.1} / {:.1} / {:.1}", floor.p50, floor.p95, floor.p99),
+                    "",
+                    String::new(),
+                );
+            }
             row(
                 "  email p50/p95/p99 (ms)",
                 format!(
@@ -227,12 +238,21 @@ mod tests {
                 consume_ack_per_s: 10_000.0,
                 insert_tx_per_s: 5_000.0,
                 command_messaging_per_s: 6_000.0,
+                command_messaging_reply_ms: Some(Percentiles {
+                    p50: 3.0,
+                    p95: 7.5,
+                    p99: 12.3,
+                }),
             },
             invite: InviteFigures {
                 commands: 20_000,
                 commands_per_s: 1_500.0,
                 ..Default::default()
             },
+            latency: Some(InviteFigures {
+                offered_per_s: Some(1_000.0),
+                ..Default::default()
+            }),
             expiry: Some(ExpiryFigures::default()),
             ..Default::default()
         }
@@ -255,6 +275,7 @@ mod tests {
             "/expiry/rows_per_s",
             "/expiry/raw_update_rows_per_s",
             "/expiry/max_batch_ms",
+            "/raw/command_messaging_reply_ms/p99",
         ] {
             assert!(json.pointer(path).is_some_and(|v| v.is_number()), "{path}");
         }
@@ -271,6 +292,10 @@ mod tests {
                 .to_owned()
         };
         assert!(line("raw command messaging, no work").contains("6000"));
+        assert!(
+            line("  the messaging alone: reply").contains("3.0 / 7.5 / 12.3"),
+            "the latency floor sits under the worker's latency row"
+        );
         assert!(line("invite_user end to end").ends_with("15.0%"));
         assert!(line("  of the messaging alone").ends_with("25.0%"));
     }
