@@ -453,8 +453,14 @@ fn handled(kind: &'static str, reply: &Reply, funnel: Vec<FunnelStep>, started: 
     if reply.status == ReplyStatus::Invalid {
         metrics::dead_lettered("invalid_data");
     }
-    tracing::info!(status = reply.status.as_str(), code = %reply.code, "command handled");
-    metrics::command(kind, reply.status.as_str(), started.elapsed());
+    let took = started.elapsed();
+    tracing::info!(
+        status = reply.status.as_str(),
+        code = %reply.code,
+        took_ms = took.as_secs_f64() * 1000.0,
+        "command handled"
+    );
+    metrics::command(kind, reply.status.as_str(), took);
 }
 
 /// Parses `delivery` as a command envelope; anything else is dead-lettered
