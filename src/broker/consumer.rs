@@ -254,27 +254,22 @@ fn header_str(delivery: &Delivery, key: &str) -> Option<String> {
 }
 
 async fn ack(delivery: &Delivery) {
-    match delivery.acker.ack(BasicAckOptions::default()).await {
-        Ok(true) => {}
-        Ok(false) => tracing::warn!(
-            "ack not sent (channel gone); the redelivery will be answered as a duplicate"
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "ack failed; the redelivery will be answered as a duplicate")
-        }
-    }
+    send_ack(delivery, BasicAckOptions::default()).await;
 }
 
 /// Acks `delivery` and every unsettled delivery before it on its channel.
 async fn ack_up_to(delivery: &Delivery) {
-    let options = BasicAckOptions { multiple: true };
+    send_ack(delivery, BasicAckOptions { multiple: true }).await;
+}
+
+async fn send_ack(delivery: &Delivery, options: BasicAckOptions) {
     match delivery.acker.ack(options).await {
         Ok(true) => {}
         Ok(false) => tracing::warn!(
-            "ack not sent (channel gone); the redeliveries will be answered as duplicates"
+            "ack not sent (channel gone); a redelivery will be answered as a duplicate"
         ),
         Err(e) => {
-            tracing::warn!(error = %e, "ack failed; the redeliveries will be answered as duplicates")
+            tracing::warn!(error = %e, "ack failed; a redelivery will be answered as a duplicate")
         }
     }
 }
@@ -406,13 +401,9 @@ async fn process(
         .iter()
         .map(|(command, ..)| command.delivery.delivery_tag)
         .collect();
-    let last = ledger.covering(&tags).and_then(|tag| {
-        applied
-            .iter()
-            .find(|(c, ..)| c.delivery.delivery_tag == tag)
-    });
-    match last {
-        Some((command, ..)) if applied.len() > 1 => ack_up_to(&command.delivery).await,
+    let combined = applied.len() > 1 && ledger.covering(&tags).is_some();
+    match applied.iter().max_by_key(|(c, ..)| c.delivery.delivery_tag) {
+        Some((command, ..)) if combined => ack_up_to(&command.delivery).await,
         _ => {
             futures_util::future::join_all(
                 applied.iter().map(|(command, ..)| ack(&command.delivery)),

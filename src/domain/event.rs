@@ -60,8 +60,8 @@ impl EventType {
 #[derive(Debug, Clone, Serialize)]
 pub struct CloudEvent<'a> {
     specversion: &'static str,
-    /// Its id: unique per event, the AMQP message id too.
-    pub id: String,
+    // Unique per event; the relay publishes it as the AMQP message id.
+    id: String,
     source: &'static str,
     #[serde(rename = "type")]
     kind: &'static str,
