@@ -1,8 +1,9 @@
 //! Applies many commands in one transaction when they arrive together.
 //!
 //! Under load the consumer hands over every delivery that is waiting at
-//! once. Committing them together costs one commit, one idempotency insert
-//! and one outbox insert per batch instead of per command, and no guarantee
+//! once. Committing them together costs one commit and one closing
+//! statement (idempotency records, audit and outbox rows, see
+//! `store::closing`) per batch instead of per command, and no guarantee
 //! changes: each command's work, its record and its outbox rows still commit
 //! together, just alongside its neighbours'. The batch is optimistic: the
 //! moment one command is refused, is a duplicate or fails, the batch is
@@ -20,6 +21,7 @@ use super::{Ctx, Effects, HandleError, Handled, Handler, ReplyAddress, reply_row
 use crate::domain::command::Command;
 use crate::domain::envelope::Envelope;
 use crate::domain::reply::Reply;
+use crate::store::closing::{Closing, Record};
 use crate::store::{self, Tx};
 
 /// One delivery's command, as the consumer hands it over.
@@ -110,8 +112,9 @@ impl Handler {
         }
     }
 
-    /// Writes `batch` in `tx`: each command's work, then everyone's
-    /// idempotency records, audit rows and outbox rows, one statement each.
+    /// Writes `batch` in `tx`: each command's work, then everyone's held-back
+    /// invites, idempotency records, audit rows and outbox rows, in one
+    /// statement.
     async fn write_batch(
         &self,
         tx: &mut Tx<'_>,
@@ -165,38 +168,41 @@ impl Handler {
             }
             replies.push((reply, funnel));
         }
-        write_invites(tx, &mut cache, &mut deferred_at).await?;
-        let records: Vec<(&str, &str, &Reply)> = batch
+        // The invites still held back are written with everyone's records,
+        // audit rows and outbox rows, in one statement.
+        let invited = cache.take_deferred();
+        let records: Vec<Record<'_>> = batch
             .iter()
             .zip(&replies)
-            .map(|(item, (reply, _))| {
-                (
-                    item.envelope.id.as_str(),
-                    item.envelope.kind.as_str(),
-                    reply,
-                )
+            .map(|(item, (reply, _))| Record {
+                command_id: item.envelope.id.as_str(),
+                command_type: item.envelope.kind.as_str(),
+                reply,
             })
             .collect();
-        let recorded = match store::processed::record_many(tx, &records).await {
-            Ok(ids) => ids.into_iter().collect::<HashSet<String>>(),
-            Err(_) => return Err(Stop { at: 0 }),
+        let claim = self.settings.claim_for(&rows);
+        let closing = Closing {
+            invited: &invited,
+            records: &records,
+            audit: &audit,
+            outbox: rows,
+            claim,
         };
+        let Ok(closed) = store::closing::write(tx, closing).await else {
+            return Err(Stop {
+                at: deferred_at.first().copied().unwrap_or(0),
+            });
+        };
+        stop_at_taken(&closed.invited, &deferred_at)?;
         if let Some(at) = batch
             .iter()
-            .position(|item| !recorded.contains(item.envelope.id.as_str()))
+            .position(|item| !closed.recorded.contains(item.envelope.id.as_str()))
         {
             return Err(Stop { at });
         }
-        if store::audit::insert(tx, &audit).await.is_err() {
-            return Err(Stop { at: 0 });
-        }
-        let claim = self.settings.claim_for(&rows);
-        let Ok(claimed) = store::outbox::insert(tx, rows, claim).await else {
-            return Err(Stop { at: 0 });
-        };
         // The batch's rows travel with its first command: they are handed
         // over together, after the one commit.
-        let mut claimed = Some(claimed);
+        let mut claimed = Some(closed.claimed);
         Ok(replies
             .into_iter()
             .map(|(reply, funnel)| {
@@ -217,9 +223,9 @@ fn distinct_prefix(items: &[BatchItem<'_>]) -> usize {
         .max(1)
 }
 
-/// Writes the invites `cache` kept back, in one statement; stops the batch
-/// at the first whose email was taken (alone, it is refused) or at the
-/// first of them if the statement fails.
+/// Writes the invites `cache` kept back, in one statement, before a
+/// command of another kind runs; see [`stop_at_taken`] for where the batch
+/// stops. A failed statement stops it at the first of them.
 async fn write_invites(
     tx: &mut Tx<'_>,
     cache: &mut InviteCache,
@@ -233,13 +239,24 @@ async fn write_invites(
     let written = store::users::insert_invited_many(tx, &users)
         .await
         .map_err(|_| Stop { at: first })?;
-    if let Some(taken) = written.iter().position(|w| !w) {
-        return Err(Stop {
-            at: deferred_at.get(taken).copied().unwrap_or(first),
-        });
-    }
+    stop_at_taken(&written, deferred_at)?;
     deferred_at.clear();
     Ok(())
+}
+
+/// Stops the batch at the first held-back invite whose email was taken
+/// (alone, it is refused); `written` and `deferred_at` are in the same order.
+fn stop_at_taken(written: &[bool], deferred_at: &[usize]) -> Result<(), Stop> {
+    match written.iter().position(|w| !w) {
+        None => Ok(()),
+        Some(taken) => Err(Stop {
+            at: deferred_at
+                .get(taken)
+                .or(deferred_at.first())
+                .copied()
+                .unwrap_or(0),
+        }),
+    }
 }
 
 #[cfg(test)]

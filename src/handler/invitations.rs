@@ -2,10 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::participants::{load_actor, load_target, note_user};
+use super::participants::{load_actor, load_actor_and_organization, load_target, note_user};
 use super::tokens::{issue_token, new_secret, redeem};
 use super::{Ctx, Effects, FunnelStep, HandlerSettings, Outcome, email_time};
 use crate::domain::authz;
@@ -16,6 +16,7 @@ use crate::domain::notification::{EmailJob, Template};
 use crate::domain::reply::{Reason, Rejection};
 use crate::domain::token::{SecretToken, TokenPurpose};
 use crate::domain::user::{self, Scope, UserStatus};
+use crate::store::accounts::OrganizationAccounts;
 use crate::store::audit::AuditEntry;
 use crate::store::users::{InvitedUsers, NewUserRow, UserRecord};
 use crate::store::{Tx, accounts, tokens, users};
@@ -62,9 +63,6 @@ impl ActivationEmail<'_> {
         }
     }
 }
-
-/// An organization's name and the ids of its contract and delivery accounts.
-type OrganizationAccounts = (String, BTreeSet<String>, BTreeSet<String>);
 
 /// What consecutive invites in one transaction share: the acting managers
 /// (locked by the transaction once loaded) and the organizations' accounts.
@@ -137,8 +135,17 @@ pub(super) async fn invite(
     fx: &mut Effects,
     cache: &mut InviteCache,
 ) -> Outcome {
+    // The organization when it was read with the actor (inside: `None`
+    // when it does not exist); the first invite of a batch reads both.
+    let mut read_with_actor = None;
     let actor = match cache.actor(ctx.actor) {
         Some(actor) => actor,
+        None if cache.organization(&c.organization_id).is_none() => {
+            let (actor, organization) =
+                load_actor_and_organization(tx, ctx, &c.organization_id).await?;
+            read_with_actor = Some(organization);
+            cache.keep_actor(actor)
+        }
         None => cache.keep_actor(load_actor(tx, ctx).await?),
     };
     let c = InviteUser {
@@ -148,12 +155,15 @@ pub(super) async fn invite(
     authz::check_invite(&actor.snapshot, &c.organization_id, &c.scope, &c.grant)?;
     let organization = match cache.organization(&c.organization_id) {
         Some(organization) => organization,
-        None => cache.keep_organization(
-            &c.organization_id,
-            accounts::organization_with_accounts(tx, &c.organization_id)
-                .await?
-                .ok_or_else(|| Rejection::new(Reason::NotFound, "no such organization"))?,
-        ),
+        None => {
+            let found = match read_with_actor {
+                Some(read) => read,
+                None => accounts::organization_with_accounts(tx, &c.organization_id).await?,
+            };
+            let found =
+                found.ok_or_else(|| Rejection::new(Reason::NotFound, "no such organization"))?;
+            cache.keep_organization(&c.organization_id, found)
+        }
     };
     let (organization_name, known_contract, known_delivery) = &*organization;
     if let Scope::DeliveryAccount(da) = &c.scope

@@ -31,8 +31,10 @@ use crate::domain::ids::UserId;
 use crate::domain::reply::{Rejection, Reply};
 use crate::domain::trace::TraceParent;
 use crate::outbox::Handoff;
+use crate::store::closing::{Closing, Record};
 use crate::store::outbox::{ClaimedRow, NewOutboxRow, OutboxKind};
 use crate::store::payload::Payload;
+use crate::store::users::InvitedUsers;
 use crate::store::{self, StoreError, Tx};
 
 pub use batch::BatchItem;
@@ -227,8 +229,8 @@ impl Handler {
         }
     }
 
-    /// Records the command id with its reply and writes the outbox rows, then
-    /// commits. The id's primary key decides: if another delivery of the same
+    /// Records the command id with its reply and writes its audit and
+    /// outbox rows, in one statement (`store::closing`), then commits. The id's primary key decides: if another delivery of the same
     /// command committed first (or is committing: the insert waits for it),
     /// everything in `tx` is rolled back and the stored reply is returned.
     async fn record(
@@ -241,23 +243,35 @@ impl Handler {
         ctx: &Ctx,
     ) -> Result<Handled, HandleError> {
         let id = envelope.id.as_str();
-        if !store::processed::record(&mut tx, id, envelope.kind.as_str(), &reply).await? {
+        let funnel = fx.funnel_steps();
+        let audit = fx.take_audit();
+        let mut rows = fx.into_rows(ctx.now, envelope.traceparent.as_ref())?;
+        if let Some(address) = reply_to {
+            rows.push(reply_row(address, &reply, envelope.traceparent.as_ref())?);
+        }
+        let claim = self.settings.claim_for(&rows);
+        let record = Record {
+            command_id: id,
+            command_type: envelope.kind.as_str(),
+            reply: &reply,
+        };
+        let closing = Closing {
+            invited: &InvitedUsers::default(),
+            records: &[record],
+            audit: &audit,
+            outbox: rows,
+            claim,
+        };
+        let closed = store::closing::write(&mut tx, closing).await?;
+        if !closed.recorded.contains(id) {
             tx.rollback().await?;
             let stored = store::processed::reply_of(&self.pool, id)
                 .await?
                 .unwrap_or_else(|| Reply::applied(id, json!({})));
             return Ok(Handled::Duplicate(stored));
         }
-        let funnel = fx.funnel_steps();
-        store::audit::insert(&mut tx, &fx.take_audit()).await?;
-        let mut rows = fx.into_rows(ctx.now, envelope.traceparent.as_ref())?;
-        if let Some(address) = reply_to {
-            rows.push(reply_row(address, &reply, envelope.traceparent.as_ref())?);
-        }
-        let claim = self.settings.claim_for(&rows);
-        let claimed = store::outbox::insert(&mut tx, rows, claim).await?;
         tx.commit().await?;
-        Ok(Handled::Processed(reply, funnel, claimed))
+        Ok(Handled::Processed(reply, funnel, closed.claimed))
     }
 
     async fn apply(

@@ -3,8 +3,9 @@
 use super::Ctx;
 use super::Fail;
 use crate::domain::authz;
-use crate::domain::ids::UserId;
+use crate::domain::ids::{OrganizationId, UserId};
 use crate::domain::reply::{Reason, Rejection};
+use crate::store::accounts::OrganizationAccounts;
 use crate::store::users::UserRecord;
 use crate::store::{Tx, users};
 
@@ -14,6 +15,26 @@ pub(super) async fn load_actor(tx: &mut Tx<'_>, ctx: &Ctx) -> Result<UserRecord,
         Some(id) => users::load_actor(tx, id).await?,
         None => None,
     };
+    checked_actor(record)
+}
+
+/// Loads the acting user, checked as [`load_actor`] does, and the
+/// organization `organization` in the same round trip (`None`: it does not
+/// exist).
+pub(super) async fn load_actor_and_organization(
+    tx: &mut Tx<'_>,
+    ctx: &Ctx,
+    organization: &OrganizationId,
+) -> Result<(UserRecord, Option<OrganizationAccounts>), Fail> {
+    let (record, organization) = match ctx.actor {
+        Some(id) => users::load_actor_and_organization(tx, id, organization).await?,
+        None => (None, None),
+    };
+    Ok((checked_actor(record)?, organization))
+}
+
+/// The acting user, if it may act at all.
+fn checked_actor(record: Option<UserRecord>) -> Result<UserRecord, Fail> {
     authz::require_actor(record.as_ref().map(|r| &r.snapshot))?;
     record.ok_or_else(|| Fail::Reject(Rejection::new(Reason::NotAuthorized, "unknown actor")))
 }

@@ -19,7 +19,7 @@ use crate::domain::user::{self, UserStatus};
 use crate::outbox::Wakeup;
 use crate::store::StoreError;
 use crate::store::expiry::{ExpiredInvite, expire_batch};
-use crate::store::outbox::{NewOutboxRow, OutboxKind, insert};
+use crate::store::outbox::{NewOutboxRow, OutboxKind, insert_unclaimed};
 use crate::store::payload::Payload;
 use crate::telemetry::metrics;
 
@@ -116,7 +116,7 @@ pub async fn sweep(pool: &PgPool, batch: i64, relay: &Wakeup) -> Result<SweepRep
         for invite in &expired {
             rows.extend(rows_for(invite, now)?);
         }
-        insert(&mut tx, rows, None).await?;
+        insert_unclaimed(&mut tx, &rows).await?;
         tx.commit().await?;
         let held = started.elapsed();
         report.longest_batch = report.longest_batch.max(held);

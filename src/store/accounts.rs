@@ -111,27 +111,55 @@ pub async fn known_ids(
     Ok((contract, delivery))
 }
 
+/// An organization's name and the ids of its contract and delivery accounts.
+pub type OrganizationAccounts = (String, BTreeSet<String>, BTreeSet<String>);
+
+/// The statement that reads an organization's name and account ids, the
+/// organization's id bound as `$id` (a literal such as `"$1"`); its columns
+/// are read by [`organization_from_row`].
+macro_rules! organization_accounts {
+    ($id:literal) => {
+        concat!(
+            "SELECT o.name AS organization_name,
+                COALESCE((SELECT array_agg(c.id) FROM contract_accounts c WHERE c.organization_id = o.id), '{}') AS known_contract,
+                COALESCE((SELECT array_agg(d.id) FROM delivery_accounts d WHERE d.organization_id = o.id), '{}') AS known_delivery
+             FROM organizations o WHERE o.id = ",
+            $id
+        )
+    };
+}
+pub(super) use organization_accounts;
+
+/// The organization in a row of [`organization_accounts`]' columns; `None`
+/// when they are null (it does not exist).
+pub(super) fn organization_from_row(
+    row: &sqlx::postgres::PgRow,
+) -> Result<Option<OrganizationAccounts>, StoreError> {
+    let Some(name) = row.try_get::<Option<String>, _>("organization_name")? else {
+        return Ok(None);
+    };
+    let contract: Vec<String> = row.try_get("known_contract")?;
+    let delivery: Vec<String> = row.try_get("known_delivery")?;
+    Ok(Some((
+        name,
+        contract.into_iter().collect(),
+        delivery.into_iter().collect(),
+    )))
+}
+
 /// The organization's name and the ids of its contract and delivery
 /// accounts, in one round trip; `None` when it does not exist.
 pub async fn organization_with_accounts(
     tx: &mut Tx<'_>,
     id: &OrganizationId,
-) -> Result<Option<(String, BTreeSet<String>, BTreeSet<String>)>, StoreError> {
-    let row = sqlx::query(
-        "SELECT o.name,
-                COALESCE((SELECT array_agg(c.id) FROM contract_accounts c WHERE c.organization_id = o.id), '{}') AS contract,
-                COALESCE((SELECT array_agg(d.id) FROM delivery_accounts d WHERE d.organization_id = o.id), '{}') AS delivery
-         FROM organizations o WHERE o.id = $1",
-    )
-    .bind(id.as_str())
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let contract: Vec<String> = row.try_get("contract")?;
-    let delivery: Vec<String> = row.try_get("delivery")?;
-    Ok(Some((
-        row.try_get("name")?,
-        contract.into_iter().collect(),
-        delivery.into_iter().collect(),
-    )))
+) -> Result<Option<OrganizationAccounts>, StoreError> {
+    let row = sqlx::query(organization_accounts!("$1"))
+        .bind(id.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(row
+        .as_ref()
+        .map(organization_from_row)
+        .transpose()?
+        .flatten())
 }

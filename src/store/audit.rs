@@ -3,7 +3,7 @@
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{StoreError, Tx};
+use super::StoreError;
 
 /// One audit record.
 #[derive(Debug, Clone)]
@@ -24,16 +24,17 @@ pub struct AuditEntry<'a> {
     pub after: Option<Value>,
 }
 
-/// An audit record held until its command's rows are written together.
+/// An audit record held until its command's rows are written together
+/// (by `store::closing`).
 #[derive(Debug, Clone)]
 pub struct AuditRow {
-    command_id: Option<String>,
-    actor_id: Option<Uuid>,
-    user_id: Option<Uuid>,
-    organization_id: String,
-    action: String,
-    before: Option<Value>,
-    after: Option<Value>,
+    pub(super) command_id: Option<String>,
+    pub(super) actor_id: Option<Uuid>,
+    pub(super) user_id: Option<Uuid>,
+    pub(super) organization_id: String,
+    pub(super) action: String,
+    pub(super) before: Option<Value>,
+    pub(super) after: Option<Value>,
 }
 
 impl From<AuditEntry<'_>> for AuditRow {
@@ -48,28 +49,6 @@ impl From<AuditEntry<'_>> for AuditRow {
             after: e.after,
         }
     }
-}
-
-/// Appends `rows` in `tx`, in order, in one statement.
-pub async fn insert(tx: &mut Tx<'_>, rows: &[AuditRow]) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let column = |f: fn(&AuditRow) -> Option<Uuid>| rows.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(
-        "INSERT INTO audit_log (command_id, actor_id, user_id, organization_id, action, before, after)
-         SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])",
-    )
-    .bind(rows.iter().map(|r| r.command_id.clone()).collect::<Vec<_>>())
-    .bind(column(|r| r.actor_id))
-    .bind(column(|r| r.user_id))
-    .bind(rows.iter().map(|r| r.organization_id.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.action.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.before.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.after.clone()).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// A user's audit trail, oldest first, as JSON records.

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod closing;
 pub mod expiry;
 pub mod outbox;
 pub mod payload;
@@ -22,6 +23,10 @@ use thiserror::Error;
 
 /// A database transaction as the store functions take it.
 pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
+
+/// A statement with its parameters being bound (for helpers that bind a
+/// part of a statement's parameters).
+pub(crate) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// Errors of the store; all of them are worth a retry unless stated.
 #[derive(Debug, Error)]

@@ -169,81 +169,23 @@ impl Claim {
     }
 }
 
-/// Writes `rows` in `tx`. With a `claim`, the rows it takes are written
-/// already claimed (one attempt counted) and returned for that relay to
-/// deliver once the transaction has committed; the others wait for a relay
-/// to claim them.
-pub async fn insert(
-    tx: &mut Tx<'_>,
-    rows: Vec<NewOutboxRow>,
-    claim: Option<Claim>,
-) -> Result<Vec<ClaimedRow>, StoreError> {
+/// Writes `rows` in `tx`, unclaimed: they wait for a relay to claim them.
+/// (A command's rows are written by `store::closing`, claimed for the
+/// relay of the worker that wrote them.)
+pub async fn insert_unclaimed(tx: &mut Tx<'_>, rows: &[NewOutboxRow]) -> Result<(), StoreError> {
     if rows.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
-    let payloads: Vec<Json<&RawValue>> = rows.iter().map(|r| Json(r.payload.raw())).collect();
-    let Some(claim) = claim.filter(|c| rows.iter().any(|r| c.takes(r.kind))) else {
-        sqlx::query(
-            "INSERT INTO outbox (kind, payload) SELECT * FROM UNNEST($1::text[], $2::jsonb[])",
+    sqlx::query("INSERT INTO outbox (kind, payload) SELECT * FROM UNNEST($1::text[], $2::jsonb[])")
+        .bind(rows.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| Json(r.payload.raw()))
+                .collect::<Vec<Json<&RawValue>>>(),
         )
-        .bind(kinds)
-        .bind(payloads)
         .execute(&mut **tx)
         .await?;
-        return Ok(Vec::new());
-    };
-    let claimed: Vec<bool> = rows.iter().map(|r| claim.takes(r.kind)).collect();
-    let message_ids: Vec<Uuid> = rows.iter().map(|_| Uuid::new_v4()).collect();
-    // The lease runs from the statement (`clock_timestamp`), not from the
-    // transaction's start, and `claimed_at` is taken before it: the relay's
-    // view of the lease is never longer than the database's.
-    let claimed_at = std::time::Instant::now();
-    let written = sqlx::query(
-        "INSERT INTO outbox (kind, payload, message_id, claimed_by, claimed_until, attempts)
-         SELECT k, p, m,
-                CASE WHEN c THEN $4 END,
-                CASE WHEN c THEN clock_timestamp() + $5 * interval '1 millisecond' END,
-                CASE WHEN c THEN 1 ELSE 0 END
-         FROM UNNEST($1::text[], $2::jsonb[], $3::uuid[], $6::bool[]) AS t(k, p, m, c)
-         RETURNING id, message_id, created_at",
-    )
-    .bind(kinds)
-    .bind(payloads)
-    .bind(&message_ids)
-    .bind(claim.owner)
-    .bind(claim.lease.as_millis() as f64)
-    .bind(&claimed)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut written: std::collections::HashMap<Uuid, (i64, DateTime<Utc>)> = written
-        .into_iter()
-        .map(|r| {
-            Ok((
-                r.try_get::<Uuid, _>("message_id")?,
-                (r.try_get("id")?, r.try_get("created_at")?),
-            ))
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
-    rows.into_iter()
-        .zip(message_ids)
-        .zip(claimed)
-        .filter(|(_, claimed)| *claimed)
-        .map(|((row, message_id), _)| {
-            let (id, created_at) = written
-                .remove(&message_id)
-                .ok_or_else(|| StoreError::corrupt("outbox", "a written row was not returned"))?;
-            Ok(ClaimedRow {
-                id,
-                kind: row.kind,
-                message_id,
-                payload: row.payload,
-                attempts: 1,
-                created_at,
-                claimed_at,
-            })
-        })
-        .collect()
+    Ok(())
 }
 
 /// Claims up to `limit` due rows of `lane` for `lease` on behalf of relay `owner`.

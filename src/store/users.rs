@@ -7,7 +7,8 @@ use sqlx::{AssertSqlSafe, Row};
 use std::collections::BTreeSet;
 use uuid::Uuid;
 
-use super::{StoreError, Tx};
+use super::accounts::{self, OrganizationAccounts, organization_accounts};
+use super::{PgQuery, StoreError, Tx};
 use crate::domain::access::AccountAccess;
 use crate::domain::authz::Grant;
 use crate::domain::command::NewUser;
@@ -158,6 +159,33 @@ pub async fn load_actor(tx: &mut Tx<'_>, id: UserId) -> Result<Option<UserRecord
     row.as_ref().map(from_row).transpose()
 }
 
+/// Loads the acting user, share-locked as [`load_actor`] does, and an
+/// organization with its account ids, as
+/// [`accounts::organization_with_accounts`] does, in one round trip: an
+/// invite needs both. Either is `None` when it does not exist.
+pub async fn load_actor_and_organization(
+    tx: &mut Tx<'_>,
+    actor: UserId,
+    organization: &OrganizationId,
+) -> Result<(Option<UserRecord>, Option<OrganizationAccounts>), StoreError> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "WITH actor AS (SELECT {COLUMNS} FROM users WHERE id = $1 FOR SHARE),
+              organization AS ({})
+         SELECT actor.*, organization.*
+         FROM (SELECT) AS one LEFT JOIN actor ON true LEFT JOIN organization ON true",
+        organization_accounts!("$2")
+    )))
+    .bind(actor.as_uuid())
+    .bind(organization.as_str())
+    .fetch_one(&mut **tx)
+    .await?;
+    let actor = match row.try_get::<Option<Uuid>, _>("id")? {
+        Some(_) => Some(from_row(&row)?),
+        None => None,
+    };
+    Ok((actor, accounts::organization_from_row(&row)?))
+}
+
 /// Loads a user by email (case-insensitive), locking its row.
 pub async fn lock_by_email(
     tx: &mut Tx<'_>,
@@ -277,19 +305,14 @@ impl InvitedUsers {
     }
 }
 
-/// Inserts `users` with their first activation tokens, in one statement and
-/// in the order they were added; returns whether each was written, in that
-/// order (false: its email was taken, by an existing user or by an earlier
-/// one of `users`; nothing written for it).
-pub async fn insert_invited_many(
-    tx: &mut Tx<'_>,
-    users: &InvitedUsers,
-) -> Result<Vec<bool>, StoreError> {
-    if users.is_empty() {
-        return Ok(Vec::new());
-    }
-    let written: Vec<Uuid> = sqlx::query_scalar(
-        "WITH input AS (
+/// The statements that insert [`InvitedUsers`] (bound as `$1`–`$18` by
+/// [`InvitedUsers::bind`]) and their first activation tokens, as `WITH`
+/// items: `invited` returns the ids written, in the order they were added.
+/// A user whose email is taken (by an existing user or an earlier one of
+/// them) is skipped, and so is its token.
+macro_rules! invite_ctes {
+    () => {
+        "input AS (
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
                  $12::jsonb[], $13::jsonb[], $14::jsonb[], $15::uuid[], $16::timestamptz[],
@@ -316,31 +339,62 @@ pub async fn insert_invited_many(
          issued AS (
              INSERT INTO tokens (hash, user_id, purpose, created_at, expires_at)
              SELECT input.hash, input.id, 'activation', input.issued_at, input.expires_at
-             FROM input JOIN invited USING (id))
-         SELECT id FROM invited",
-    )
-    .bind(&users.ids)
-    .bind(&users.organization_ids)
-    .bind(&users.delivery_account_ids)
-    .bind(&users.kinds)
-    .bind(&users.emails)
-    .bind(&users.first_names)
-    .bind(&users.last_names)
-    .bind(&users.phones)
-    .bind(&users.countries)
-    .bind(&users.locales)
-    .bind(&users.roles)
-    .bind(&users.permissions)
-    .bind(&users.contract_accounts)
-    .bind(&users.delivery_accounts)
-    .bind(&users.invited_by)
-    .bind(&users.expires_at)
-    .bind(&users.token_hashes)
-    .bind(&users.issued_at)
-    .fetch_all(&mut **tx)
-    .await?;
-    let written: std::collections::HashSet<Uuid> = written.into_iter().collect();
-    Ok(users.ids.iter().map(|id| written.contains(id)).collect())
+             FROM input JOIN invited USING (id))"
+    };
+}
+pub(super) use invite_ctes;
+
+impl InvitedUsers {
+    /// Binds the users as `$1`–`$18` of [`invite_ctes`] (the first parameters of `query`).
+    pub(super) fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.ids)
+            .bind(&self.organization_ids)
+            .bind(&self.delivery_account_ids)
+            .bind(&self.kinds)
+            .bind(&self.emails)
+            .bind(&self.first_names)
+            .bind(&self.last_names)
+            .bind(&self.phones)
+            .bind(&self.countries)
+            .bind(&self.locales)
+            .bind(&self.roles)
+            .bind(&self.permissions)
+            .bind(&self.contract_accounts)
+            .bind(&self.delivery_accounts)
+            .bind(&self.invited_by)
+            .bind(&self.expires_at)
+            .bind(&self.token_hashes)
+            .bind(&self.issued_at)
+    }
+
+    /// Whether each user was written, in the order they were added, given
+    /// the ids the statement returned.
+    pub(super) fn written(&self, returned: &std::collections::HashSet<Uuid>) -> Vec<bool> {
+        self.ids.iter().map(|id| returned.contains(id)).collect()
+    }
+}
+
+/// Inserts `users` with their first activation tokens, in one statement and
+/// in the order they were added; returns whether each was written, in that
+/// order (false: its email was taken, by an existing user or by an earlier
+/// one of `users`; nothing written for it).
+pub async fn insert_invited_many(
+    tx: &mut Tx<'_>,
+    users: &InvitedUsers,
+) -> Result<Vec<bool>, StoreError> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let query = sqlx::query(concat!("WITH ", invite_ctes!(), " SELECT id FROM invited"));
+    let written = users
+        .bind(query)
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|row| row.try_get("id"))
+        .collect::<Result<_, _>>()?;
+    Ok(users.written(&written))
 }
 
 /// Marks an invited or expired user invited again until `expires_at` (resend).
