@@ -115,23 +115,25 @@ impl Relay {
     ) {
         let wakeup = &self.wakeup.publications;
         let mut next_pass = tokio::time::Instant::now();
+        let mut marks = Marks::default();
         loop {
             if *shutdown.borrow() {
                 let deadline = tokio::time::Instant::now() + flush;
                 while let Ok(first) = handed.try_recv() {
-                    self.publish_handed(first, &mut handed).await;
+                    self.publish_handed(first, &mut handed, &mut marks).await;
                 }
                 while tokio::time::Instant::now() < deadline {
-                    match self.publish_pass().await {
+                    match self.publish_pass(&mut marks).await {
                         Ok(n) if n > 0 => continue,
                         _ => break,
                     }
                 }
+                marks.settle().await;
                 return;
             }
             if tokio::time::Instant::now() >= next_pass {
                 next_pass = tokio::time::Instant::now() + Duration::from_secs(1);
-                match self.publish_pass().await {
+                match self.publish_pass(&mut marks).await {
                     Ok(n) if n as i64 >= self.settings.batch => {
                         next_pass = tokio::time::Instant::now();
                         continue;
@@ -143,7 +145,7 @@ impl Relay {
                 }
             }
             tokio::select! {
-                Some(first) = handed.recv() => self.publish_handed(first, &mut handed).await,
+                Some(first) = handed.recv() => self.publish_handed(first, &mut handed, &mut marks).await,
                 _ = wakeup.notified() => next_pass = tokio::time::Instant::now(),
                 _ = tokio::time::sleep_until(next_pass) => {}
                 _ = crate::shutdown::requested(&mut shutdown) => {}
@@ -156,6 +158,7 @@ impl Relay {
         &self,
         first: ClaimedRow,
         handed: &mut tokio::sync::mpsc::Receiver<ClaimedRow>,
+        marks: &mut Marks,
     ) {
         let mut rows = vec![first];
         while (rows.len() as i64) < self.settings.batch {
@@ -164,7 +167,7 @@ impl Relay {
                 Err(_) => break,
             }
         }
-        if let Err(e) = self.publish_all(rows).await {
+        if let Err(e) = self.publish_all(rows, marks).await {
             tracing::warn!(error = %e, lane = Lane::Publications.name(), "publishing failed");
         }
     }
@@ -187,10 +190,10 @@ impl Relay {
 
     /// One pass of the publication lane: claim a batch and publish it.
     /// Returns the rows claimed.
-    async fn publish_pass(&self) -> Result<usize, StoreError> {
+    async fn publish_pass(&self, marks: &mut Marks) -> Result<usize, StoreError> {
         let rows = self.claim(Lane::Publications, self.settings.batch).await?;
         let claimed = rows.len();
-        self.publish_all(rows).await?;
+        self.publish_all(rows, marks).await?;
         Ok(claimed)
     }
 
@@ -361,7 +364,13 @@ impl Relay {
         tokio::join!(sending, marking);
     }
 
-    async fn publish_all(&self, rows: Vec<ClaimedRow>) -> Result<(), StoreError> {
+    /// Publishes `rows` and waits for their confirms; those confirmed are
+    /// handed to `marks`, the others put back to be retried later.
+    async fn publish_all(
+        &self,
+        rows: Vec<ClaimedRow>,
+        marks: &mut Marks,
+    ) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -399,7 +408,8 @@ impl Relay {
                 }
             }
         }
-        outbox::mark_sent(&self.pool, &sent).await
+        marks.mark(&self.pool, sent).await;
+        Ok(())
     }
 
     /// Reads an email row and renders and builds its message. A row that
@@ -577,6 +587,40 @@ async fn publish_row(publisher: &Publisher, row: &ClaimedRow) -> Result<Pending,
         OutboxKind::Email => Err(PublishError::Returned(
             "an email row is not published".into(),
         )),
+    }
+}
+
+/// The publication lane's marks: the rows of a confirmed batch are marked
+/// sent by an UPDATE that runs while the lane publishes the next batch,
+/// instead of the next batch waiting for it. One mark runs at a time, so at
+/// most two batches are ever published but not yet marked: what a crash
+/// can make the next relay publish again (with the same message ids).
+#[derive(Debug, Default)]
+struct Marks {
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Marks {
+    /// Marks `ids` sent once the mark before has finished.
+    async fn mark(&mut self, pool: &PgPool, ids: Vec<i64>) {
+        self.settle().await;
+        if ids.is_empty() {
+            return;
+        }
+        let pool = pool.clone();
+        self.running = Some(tokio::spawn(async move {
+            if let Err(e) = outbox::mark_sent(&pool, &ids).await {
+                // Their lease runs out and they are published again.
+                tracing::warn!(error = %e, rows = ids.len(), lane = Lane::Publications.name(), "marking publications sent failed");
+            }
+        }));
+    }
+
+    /// Waits for the mark that is running, if any.
+    async fn settle(&mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = running.await;
+        }
     }
 }
 
