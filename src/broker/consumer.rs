@@ -17,7 +17,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -163,10 +163,9 @@ async fn consume(
                     let ledger = ledger.clone();
                     let open = ledger.open(batch.iter().map(|d| d.delivery_tag).collect());
                     tasks.spawn(async move {
-                        process(batch, &deps, &publisher, &db_down, &ledger).await;
+                        process(batch, &deps, &publisher, &db_down, &ledger, permit).await;
                         // Every delivery of the batch is settled by now.
                         drop(open);
-                        drop(permit);
                     });
                     if let Some(e) = lost {
                         tracing::warn!(error = %e, "the command consumer lost its channel");
@@ -360,13 +359,18 @@ struct Incoming {
 /// one by one, the commands are applied as one batch, then the applied ones
 /// are acked together (one frame when `ledger` allows, else one per
 /// command) and each of the others is settled (answered, retried or handed
-/// back) in arrival order.
+/// back) in arrival order. `permit` is this batch's place among the
+/// transactions running at once: when every command was applied, it goes
+/// back as soon as the outbox rows are handed over, so the next batch's
+/// transaction does not wait for these acks; otherwise once all is settled
+/// (settling may use the database again).
 async fn process(
     deliveries: Vec<Delivery>,
     deps: &Deps,
     publisher: &Publisher,
     db_down: &watch::Sender<bool>,
     ledger: &AckLedger,
+    permit: OwnedSemaphorePermit,
 ) {
     let mut incoming = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
@@ -396,6 +400,10 @@ async fn process(
             }
             other => others.push((command, other)),
         }
+    }
+    let mut permit = Some(permit);
+    if others.is_empty() {
+        drop(permit.take());
     }
     let tags: Vec<u64> = applied
         .iter()
@@ -427,6 +435,7 @@ async fn process(
             .instrument(span)
             .await;
     }
+    drop(permit);
 }
 
 /// Counts and logs a command that was applied and acked.
