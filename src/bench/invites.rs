@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::BenchError;
+use super::machine::MachineCpu;
 use super::process::WorkerProcess;
 use super::sink::Sink;
 use crate::broker::client::{CommandClient, private_reply_queue};
@@ -68,6 +69,8 @@ pub struct InviteFigures {
     pub peak_rss_mib: f64,
     /// The worker's CPU seconds per 1,000 commands.
     pub cpu_s_per_1000: f64,
+    /// How busy the whole machine's CPU was during the run, in percent.
+    pub machine_busy_pct: f64,
     /// Replies other than `applied` (should be 0).
     pub not_applied: usize,
 }
@@ -135,6 +138,7 @@ pub async fn run(
 
     worker.reset_peak();
     let cpu_before = worker.cpu_seconds();
+    let machine_before = MachineCpu::now();
     sink.clear();
     let started = Instant::now();
     let interval = rate.map(|r| Duration::from_secs_f64(1.0 / r));
@@ -206,6 +210,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let cpu = worker.cpu_seconds() - cpu_before;
+    let machine_busy_pct = MachineCpu::now().busy_pct_since(machine_before);
     collector.abort();
     let _ = conn.close(200, "bye".into()).await;
 
@@ -244,6 +249,7 @@ pub async fn run(
         ),
         peak_rss_mib: worker.peak_rss_mib(),
         cpu_s_per_1000: cpu / n as f64 * 1000.0,
+        machine_busy_pct,
         not_applied: answered.values().filter(|(_, applied)| !applied).count(),
     })
 }

@@ -8,6 +8,7 @@
 
 mod expiry;
 mod invites;
+mod machine;
 mod process;
 mod raw;
 mod report;

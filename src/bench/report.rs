@@ -146,6 +146,12 @@ impl Report {
             String::new(),
         );
         row(
+            "  machine CPU busy (%)",
+            format!("{:.0}", i.machine_busy_pct),
+            "",
+            String::new(),
+        );
+        row(
             "  replies not applied",
             i.not_applied.to_string(),
             "0",
@@ -177,6 +183,12 @@ impl Report {
                     l.email_ms.p50, l.email_ms.p95, l.email_ms.p99
                 ),
                 "p99 < 100",
+                String::new(),
+            );
+            row(
+                "  machine CPU busy (%)",
+                format!("{:.0}", l.machine_busy_pct),
+                "",
                 String::new(),
             );
         }
@@ -251,6 +263,7 @@ mod tests {
             },
             latency: Some(InviteFigures {
                 offered_per_s: Some(1_000.0),
+                machine_busy_pct: 87.4,
                 ..Default::default()
             }),
             expiry: Some(ExpiryFigures::default()),
@@ -276,6 +289,7 @@ mod tests {
             "/expiry/raw_update_rows_per_s",
             "/expiry/max_batch_ms",
             "/raw/command_messaging_reply_ms/p99",
+            "/latency/machine_busy_pct",
         ] {
             assert!(json.pointer(path).is_some_and(|v| v.is_number()), "{path}");
         }
@@ -297,6 +311,16 @@ mod tests {
             "the latency floor sits under the worker's latency row"
         );
         assert!(line("invite_user end to end").ends_with("15.0%"));
+        let busy: Vec<&str> = table
+            .lines()
+            .filter(|l| l.starts_with("  machine CPU busy"))
+            .collect();
+        assert_eq!(busy.len(), 2, "one for each run in\n{table}");
+        assert!(
+            busy[1].contains(" 87 "),
+            "the latency run's share: {}",
+            busy[1]
+        );
         assert!(line("  of the messaging alone").ends_with("25.0%"));
     }
 }

@@ -401,10 +401,8 @@ async fn process(
             other => others.push((command, other)),
         }
     }
-    let mut permit = Some(permit);
-    if others.is_empty() {
-        drop(permit.take());
-    }
+    // All applied: the next batch may begin while these are acked.
+    let permit = (!others.is_empty()).then_some(permit);
     let tags: Vec<u64> = applied
         .iter()
         .map(|(command, ..)| command.delivery.delivery_tag)
