@@ -71,6 +71,9 @@ pub struct InviteFigures {
     pub cpu_s_per_1000: f64,
     /// How busy the whole machine's CPU was during the run, in percent.
     pub machine_busy_pct: f64,
+    /// The share of the worker's batches written as one statement that
+    /// commits on its own (`handler::one_statement`), in percent.
+    pub one_statement_pct: f64,
     /// Replies other than `applied` (should be 0).
     pub not_applied: usize,
 }
@@ -139,6 +142,7 @@ pub async fn run(
     worker.reset_peak();
     let cpu_before = worker.cpu_seconds();
     let machine_before = MachineCpu::now();
+    let batches_before = worker.batches_written().await;
     sink.clear();
     let started = Instant::now();
     let interval = rate.map(|r| Duration::from_secs_f64(1.0 / r));
@@ -211,6 +215,9 @@ pub async fn run(
     }
     let cpu = worker.cpu_seconds() - cpu_before;
     let machine_busy_pct = MachineCpu::now().busy_pct_since(machine_before);
+    let batches = worker.batches_written().await;
+    let one_statement = batches.0 - batches_before.0;
+    let transaction = batches.1 - batches_before.1;
     collector.abort();
     let _ = conn.close(200, "bye".into()).await;
 
@@ -250,6 +257,7 @@ pub async fn run(
         peak_rss_mib: worker.peak_rss_mib(),
         cpu_s_per_1000: cpu / n as f64 * 1000.0,
         machine_busy_pct,
+        one_statement_pct: 100.0 * one_statement / (one_statement + transaction).max(1.0),
         not_applied: answered.values().filter(|(_, applied)| !applied).count(),
     })
 }

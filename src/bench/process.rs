@@ -96,6 +96,21 @@ impl WorkerProcess {
         (ticks(11) + ticks(12)) / TICKS_PER_SECOND
     }
 
+    /// How many batches of commands the worker has written so far as one
+    /// statement and in a transaction (`user_lifecycle_command_batches_total`);
+    /// zeros when its metrics do not answer.
+    pub async fn batches_written(&self) -> (f64, f64) {
+        let text = http_get(self.metrics, "/metrics").await.unwrap_or_default();
+        let series = |written: &str| {
+            let name = format!("user_lifecycle_command_batches_total{{written=\"{written}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        (series("one_statement"), series("transaction"))
+    }
+
     /// Stops the worker (SIGTERM, then SIGKILL after 10 s).
     pub async fn stop(mut self) {
         let _ = Command::new("kill")
@@ -124,17 +139,19 @@ impl Drop for WorkerProcess {
 }
 
 async fn readyz(addr: std::net::SocketAddr) -> bool {
+    http_get(addr, "/readyz").await.is_some()
+}
+
+/// The body of `GET path` on `addr` if it answered 200.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
-        return false;
-    };
-    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n").as_bytes())
         .await
-        .is_err()
-    {
-        return false;
-    }
+        .ok()?;
     let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf).await;
-    buf.starts_with(b"HTTP/1.1 200")
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8(buf).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
 }

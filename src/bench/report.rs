@@ -152,6 +152,12 @@ impl Report {
             String::new(),
         );
         row(
+            "  batches written as one statement (%)",
+            format!("{:.0}", i.one_statement_pct),
+            "",
+            String::new(),
+        );
+        row(
             "  replies not applied",
             i.not_applied.to_string(),
             "0",
@@ -188,6 +194,12 @@ impl Report {
             row(
                 "  machine CPU busy (%)",
                 format!("{:.0}", l.machine_busy_pct),
+                "",
+                String::new(),
+            );
+            row(
+                "  batches written as one statement (%)",
+                format!("{:.0}", l.one_statement_pct),
                 "",
                 String::new(),
             );
@@ -264,6 +276,7 @@ mod tests {
             latency: Some(InviteFigures {
                 offered_per_s: Some(1_000.0),
                 machine_busy_pct: 87.4,
+                one_statement_pct: 93.6,
                 ..Default::default()
             }),
             expiry: Some(ExpiryFigures::default()),
@@ -290,6 +303,8 @@ mod tests {
             "/expiry/max_batch_ms",
             "/raw/command_messaging_reply_ms/p99",
             "/latency/machine_busy_pct",
+            "/invite/one_statement_pct",
+            "/latency/one_statement_pct",
         ] {
             assert!(json.pointer(path).is_some_and(|v| v.is_number()), "{path}");
         }
@@ -322,5 +337,15 @@ mod tests {
             busy[1]
         );
         assert!(line("  of the messaging alone").ends_with("25.0%"));
+        let one_statement: Vec<&str> = table
+            .lines()
+            .filter(|l| l.starts_with("  batches written as one statement"))
+            .collect();
+        assert_eq!(one_statement.len(), 2, "one for each run in\n{table}");
+        assert!(
+            one_statement[1].contains(" 94 "),
+            "the latency run's share: {}",
+            one_statement[1]
+        );
     }
 }

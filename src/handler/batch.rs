@@ -17,12 +17,14 @@ use std::collections::HashSet;
 use tracing::Instrument;
 
 use super::invitations::InviteCache;
-use super::{Ctx, Effects, HandleError, Handled, Handler, ReplyAddress, reply_row};
+use super::{Ctx, Effects, FunnelStep, HandleError, Handled, Handler, ReplyAddress, reply_row};
 use crate::domain::command::Command;
 use crate::domain::envelope::Envelope;
 use crate::domain::reply::Reply;
+use crate::store::audit::AuditRow;
 use crate::store::closing::{Closing, Record};
-use crate::store::{self, Tx};
+use crate::store::outbox::{ClaimedRow, NewOutboxRow};
+use crate::store::{self, StoreError, Tx};
 
 /// One delivery's command, as the consumer hands it over.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +52,11 @@ impl Handler {
         let mut rest = items;
         while !rest.is_empty() {
             let batch = &rest[..distinct_prefix(rest)];
+            if let Some(done) = self.try_one_statement(batch).await {
+                results.extend(done.into_iter().map(Ok));
+                rest = &rest[batch.len()..];
+                continue;
+            }
             if batch.len() == 1 {
                 results.push(self.handle_one(&batch[0]).await);
                 rest = &rest[1..];
@@ -92,9 +99,14 @@ impl Handler {
         let Ok(mut tx) = self.pool.begin().await else {
             return Err(Stop { at: 0 });
         };
-        match self.write_batch(&mut tx, batch).await {
+        let mut cache = InviteCache::deferring();
+        match self.write_batch(&mut tx, batch, &mut cache).await {
             Ok(done) => match tx.commit().await {
-                Ok(()) => Ok(done),
+                Ok(()) => {
+                    crate::telemetry::metrics::batch("transaction");
+                    self.remember(&cache);
+                    Ok(done)
+                }
                 Err(_) => Err(Stop { at: 0 }),
             },
             Err(stop) => {
@@ -114,16 +126,14 @@ impl Handler {
 
     /// Writes `batch` in `tx`: each command's work, then everyone's held-back
     /// invites, idempotency records, audit rows and outbox rows, in one
-    /// statement.
+    /// statement. `cache` keeps back the invites (see [`InviteCache`]).
     async fn write_batch(
         &self,
         tx: &mut Tx<'_>,
         batch: &[BatchItem<'_>],
+        cache: &mut InviteCache,
     ) -> Result<Vec<Handled>, Stop> {
-        let mut replies: Vec<(Reply, Vec<super::FunnelStep>)> = Vec::with_capacity(batch.len());
-        let mut rows = Vec::with_capacity(batch.len() * 3);
-        let mut audit = Vec::with_capacity(batch.len());
-        let mut cache = InviteCache::deferring();
+        let mut gathered = Gathered::with_capacity(batch.len());
         // Where in the batch the invites kept back in `cache` are.
         let mut deferred_at = Vec::new();
         for (at, item) in batch.iter().enumerate() {
@@ -135,7 +145,7 @@ impl Handler {
             let invite = matches!(command, Command::InviteUser(_));
             if !invite {
                 // Another kind of command may read what the invites wrote.
-                write_invites(tx, &mut cache, &mut deferred_at).await?;
+                write_invites(tx, cache, &mut deferred_at).await?;
             }
             let ctx = Ctx {
                 command_id: envelope.id.as_str().to_owned(),
@@ -144,7 +154,7 @@ impl Handler {
             };
             let mut fx = Effects::default();
             let applied = self
-                .apply(tx, &ctx, command, &mut fx, &mut cache)
+                .apply(tx, &ctx, command, &mut fx, cache)
                 .instrument(item.span.clone())
                 .await;
             let Ok(data) = applied else {
@@ -153,40 +163,21 @@ impl Handler {
             if invite {
                 deferred_at.push(at);
             }
-            let reply = Reply::applied(envelope.id.as_str(), data);
-            let funnel = fx.funnel_steps();
-            audit.extend(fx.take_audit());
-            let Ok(written) = fx.into_rows(ctx.now, envelope.traceparent.as_ref()) else {
+            if gathered.add(item, &ctx, data, fx).is_err() {
                 return Err(Stop { at });
-            };
-            rows.extend(written);
-            if let Some(address) = item.reply_to {
-                let Ok(row) = reply_row(address, &reply, envelope.traceparent.as_ref()) else {
-                    return Err(Stop { at });
-                };
-                rows.push(row);
             }
-            replies.push((reply, funnel));
         }
         // The invites still held back are written with everyone's records,
         // audit rows and outbox rows, in one statement.
         let invited = cache.take_deferred();
-        let records: Vec<Record<'_>> = batch
-            .iter()
-            .zip(&replies)
-            .map(|(item, (reply, _))| Record {
-                command_id: item.envelope.id.as_str(),
-                command_type: item.envelope.kind.as_str(),
-                reply,
-            })
-            .collect();
-        let claim = self.settings.claim_for(&rows);
+        let rows = std::mem::take(&mut gathered.rows);
+        let records = gathered.records(batch);
         let closing = Closing {
             invited: &invited,
             records: &records,
-            audit: &audit,
+            audit: &gathered.audit,
+            claim: self.settings.claim_for(&rows),
             outbox: rows,
-            claim,
         };
         let Ok(closed) = store::closing::write(tx, closing).await else {
             return Err(Stop {
@@ -200,15 +191,73 @@ impl Handler {
         {
             return Err(Stop { at });
         }
-        // The batch's rows travel with its first command: they are handed
-        // over together, after the one commit.
-        let mut claimed = Some(closed.claimed);
-        Ok(replies
+        Ok(gathered.handled(closed.claimed))
+    }
+}
+
+/// What a batch's applied commands leave for its closing statement: their
+/// replies (with the funnel steps they took), audit rows and outbox rows.
+pub(super) struct Gathered {
+    replies: Vec<(Reply, Vec<FunnelStep>)>,
+    pub(super) rows: Vec<NewOutboxRow>,
+    pub(super) audit: Vec<AuditRow>,
+}
+
+impl Gathered {
+    pub(super) fn with_capacity(commands: usize) -> Gathered {
+        Gathered {
+            replies: Vec::with_capacity(commands),
+            rows: Vec::with_capacity(commands * 3),
+            audit: Vec::with_capacity(commands),
+        }
+    }
+
+    /// Adds `item`'s command, applied with `data` as its answer and `fx` as
+    /// its effects.
+    pub(super) fn add(
+        &mut self,
+        item: &BatchItem<'_>,
+        ctx: &Ctx,
+        data: serde_json::Value,
+        mut fx: Effects,
+    ) -> Result<(), StoreError> {
+        let envelope = item.envelope;
+        let reply = Reply::applied(envelope.id.as_str(), data);
+        let funnel = fx.funnel_steps();
+        self.audit.extend(fx.take_audit());
+        self.rows
+            .extend(fx.into_rows(ctx.now, envelope.traceparent.as_ref())?);
+        if let Some(address) = item.reply_to {
+            self.rows
+                .push(reply_row(address, &reply, envelope.traceparent.as_ref())?);
+        }
+        self.replies.push((reply, funnel));
+        Ok(())
+    }
+
+    /// The idempotency records of `batch` (the items added, in order).
+    pub(super) fn records<'a>(&'a self, batch: &'a [BatchItem<'_>]) -> Vec<Record<'a>> {
+        batch
+            .iter()
+            .zip(&self.replies)
+            .map(|(item, (reply, _))| Record {
+                command_id: item.envelope.id.as_str(),
+                command_type: item.envelope.kind.as_str(),
+                reply,
+            })
+            .collect()
+    }
+
+    /// One result per command, once written: the batch's `claimed` rows
+    /// travel with its first command (they are handed over together).
+    pub(super) fn handled(self, claimed: Vec<ClaimedRow>) -> Vec<Handled> {
+        let mut claimed = Some(claimed);
+        self.replies
             .into_iter()
             .map(|(reply, funnel)| {
                 Handled::Processed(reply, funnel, claimed.take().unwrap_or_default())
             })
-            .collect())
+            .collect()
     }
 }
 

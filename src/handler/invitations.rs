@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::Fail;
 use super::participants::{load_actor, load_actor_and_organization, load_target, note_user};
 use super::tokens::{issue_token, new_secret, redeem};
 use super::{Ctx, Effects, FunnelStep, HandlerSettings, Outcome, email_time};
@@ -18,6 +19,7 @@ use crate::domain::token::{SecretToken, TokenPurpose};
 use crate::domain::user::{self, Scope, UserStatus};
 use crate::store::accounts::OrganizationAccounts;
 use crate::store::audit::AuditEntry;
+use crate::store::fingerprint::Fingerprint;
 use crate::store::users::{InvitedUsers, NewUserRow, UserRecord};
 use crate::store::{Tx, accounts, tokens, users};
 
@@ -65,17 +67,23 @@ impl ActivationEmail<'_> {
 }
 
 /// What consecutive invites in one transaction share: the acting managers
-/// (locked by the transaction once loaded) and the organizations' accounts.
-/// An invite changes neither, so the batch keeps them until a command of
-/// another kind runs (see `handler::batch`), which clears them. In a batch
-/// the invited users themselves wait here too, to be written in one
-/// statement before any other kind of command runs and before the commit.
+/// (locked by the transaction once loaded, with their rows' fingerprints)
+/// and the organizations' accounts. An invite changes neither, so the batch
+/// keeps them until a command of another kind runs (see `handler::batch`),
+/// which clears them. In a batch the invited users themselves wait here
+/// too, to be written in one statement before any other kind of command
+/// runs and before the commit. The handler also keeps what committed
+/// invites read (see `handler::one_statement`), to write later invites
+/// against it once the database confirms it is unchanged.
 #[derive(Debug, Default)]
 pub(super) struct InviteCache {
-    actors: HashMap<UserId, Arc<UserRecord>>,
+    actors: HashMap<UserId, (Arc<UserRecord>, Fingerprint)>,
     organizations: HashMap<OrganizationId, Arc<OrganizationAccounts>>,
     deferred: Option<InvitedUsers>,
 }
+
+/// How many actors, and organizations, the handler's cache keeps at most.
+const REMEMBERED: usize = 64;
 
 impl InviteCache {
     /// A cache that keeps invited users back for [`InviteCache::take_deferred`]
@@ -101,13 +109,47 @@ impl InviteCache {
         self.organizations.clear();
     }
 
-    fn actor(&self, id: Option<UserId>) -> Option<Arc<UserRecord>> {
-        self.actors.get(&id?).cloned()
+    /// Keeps what `committed` read (its transaction committed), replacing
+    /// what this cache had for the same actors and organizations.
+    pub(super) fn remember(&mut self, committed: &InviteCache) {
+        if self.actors.len() + committed.actors.len() > REMEMBERED
+            || self.organizations.len() + committed.organizations.len() > REMEMBERED
+        {
+            self.clear();
+        }
+        for (id, actor) in &committed.actors {
+            self.actors.insert(*id, actor.clone());
+        }
+        for (id, organization) in &committed.organizations {
+            self.organizations.insert(id.clone(), organization.clone());
+        }
     }
 
-    fn keep_actor(&mut self, actor: UserRecord) -> Arc<UserRecord> {
+    /// The actor and the organization, if both are kept.
+    pub(super) fn known(
+        &self,
+        actor: UserId,
+        organization: &OrganizationId,
+    ) -> Option<(Arc<UserRecord>, Fingerprint, Arc<OrganizationAccounts>)> {
+        let (record, fingerprint) = self.actors.get(&actor)?;
+        let found = self.organizations.get(organization)?;
+        Some((record.clone(), fingerprint.clone(), found.clone()))
+    }
+
+    /// Forgets the actor and the organization (one of them changed).
+    pub(super) fn forget(&mut self, actor: UserId, organization: &OrganizationId) {
+        self.actors.remove(&actor);
+        self.organizations.remove(organization);
+    }
+
+    fn actor(&self, id: Option<UserId>) -> Option<Arc<UserRecord>> {
+        self.actors.get(&id?).map(|(actor, _)| actor.clone())
+    }
+
+    fn keep_actor(&mut self, actor: UserRecord, fingerprint: Fingerprint) -> Arc<UserRecord> {
         let actor = Arc::new(actor);
-        self.actors.insert(actor.snapshot.id, actor.clone());
+        self.actors
+            .insert(actor.snapshot.id, (actor.clone(), fingerprint));
         actor
     }
 
@@ -137,26 +179,19 @@ pub(super) async fn invite(
 ) -> Outcome {
     // The organization when it was read with the actor (inside: `None`
     // when it does not exist); the first invite of a batch reads both.
-    let mut read_with_actor = None;
-    let actor = match cache.actor(ctx.actor) {
-        Some(actor) => actor,
-        None if cache.organization(&c.organization_id).is_none() => {
-            let (actor, organization) =
-                load_actor_and_organization(tx, ctx, &c.organization_id).await?;
-            read_with_actor = Some(organization);
-            cache.keep_actor(actor)
-        }
-        None => cache.keep_actor(load_actor(tx, ctx).await?),
-    };
-    let c = InviteUser {
-        grant: c.grant.fitted_to(&c.scope)?,
-        ..c
-    };
-    authz::check_invite(&actor.snapshot, &c.organization_id, &c.scope, &c.grant)?;
-    let organization = match cache.organization(&c.organization_id) {
-        Some(organization) => organization,
+    let (actor, read_with_actor) = match cache.actor(ctx.actor) {
+        Some(actor) => (actor, None),
         None => {
-            let found = match read_with_actor {
+            let (actor, fingerprint, organization) =
+                load_actor_and_organization(tx, ctx, &c.organization_id).await?;
+            (cache.keep_actor(actor, fingerprint), Some(organization))
+        }
+    };
+    let c = authorized(c, &actor)?;
+    let organization = match (read_with_actor, cache.organization(&c.organization_id)) {
+        (None, Some(organization)) => organization,
+        (read, _) => {
+            let found = match read {
                 Some(read) => read,
                 None => accounts::organization_with_accounts(tx, &c.organization_id).await?,
             };
@@ -165,9 +200,45 @@ pub(super) async fn invite(
             cache.keep_organization(&c.organization_id, found)
         }
     };
-    let (organization_name, known_contract, known_delivery) = &*organization;
+    match cache.deferred.as_mut() {
+        // In a batch the write waits (the batch stops here if the email was taken).
+        Some(deferred) => invited(ctx, settings, c, &actor, &organization, fx, deferred),
+        None => {
+            let mut one = InvitedUsers::default();
+            let data = invited(ctx, settings, c, &actor, &organization, fx, &mut one)?;
+            if users::insert_invited_many(tx, &one).await? != [true] {
+                return Err(email_taken().into());
+            }
+            Ok(data)
+        }
+    }
+}
+
+/// `c` with its grant fitted to its scope, if `actor` may make that invite.
+pub(super) fn authorized(c: InviteUser, actor: &UserRecord) -> Result<InviteUser, Fail> {
+    let c = InviteUser {
+        grant: c.grant.fitted_to(&c.scope)?,
+        ..c
+    };
+    authz::check_invite(&actor.snapshot, &c.organization_id, &c.scope, &c.grant)?;
+    Ok(c)
+}
+
+/// The invite `c`, authorized for `actor`, checked against `organization`'s
+/// accounts: the user (with its first activation token) is added to
+/// `users`, to be written by the caller; its audit row, event and email go
+/// to `fx`. Nothing here reads or writes the database.
+pub(super) fn invited(
+    ctx: &Ctx,
+    settings: &HandlerSettings,
+    c: InviteUser,
+    actor: &UserRecord,
+    organization: &OrganizationAccounts,
+    fx: &mut Effects,
+    users: &mut InvitedUsers,
+) -> Outcome {
     if let Scope::DeliveryAccount(da) = &c.scope
-        && !known_delivery.contains(da.as_str())
+        && !organization.delivery.contains(da.as_str())
     {
         return Err(crate::domain::FieldError::new(
             "delivery_account_id",
@@ -177,17 +248,17 @@ pub(super) async fn invite(
     }
     c.grant
         .contract_accounts
-        .check_known(known_contract, "contract_accounts")?;
+        .check_known(&organization.contract, "contract_accounts")?;
     c.grant
         .delivery_accounts
-        .check_known(known_delivery, "delivery_accounts")?;
+        .check_known(&organization.delivery, "delivery_accounts")?;
 
     let user_id = UserId::new();
     note_user(user_id);
     let expires_at = ctx.now + settings.activation_ttl;
     let token = new_secret()?;
     let token_hash = token.hash();
-    let row = NewUserRow {
+    users.push(NewUserRow {
         id: user_id,
         organization_id: &c.organization_id,
         scope: &c.scope,
@@ -197,16 +268,7 @@ pub(super) async fn invite(
         activation_expires_at: expires_at,
         activation_token: &token_hash,
         issued_at: ctx.now,
-    };
-    // In a batch the write waits (the batch stops here if the email was taken).
-    match cache.deferred.as_mut() {
-        Some(deferred) => deferred.push(row),
-        None => {
-            if !users::insert_invited(tx, row).await? {
-                return Err(email_taken().into());
-            }
-        }
-    }
+    });
     let access = json!({
         "role": c.grant.role,
         "permissions": c.grant.permissions,
@@ -246,7 +308,7 @@ pub(super) async fn invite(
             first_name: c.user.first_name.as_str(),
             last_name: c.user.last_name.as_str(),
             locale: c.user.locale.as_str(),
-            organization_name,
+            organization_name: &organization.name,
             inviter_name: Some(actor.display_name()),
             expires_at,
             resend: false,

@@ -13,6 +13,7 @@ mod batch;
 mod effects;
 mod invitations;
 mod lookup;
+mod one_statement;
 mod participants;
 mod passwords;
 mod profiles;
@@ -173,12 +174,18 @@ pub(crate) type Outcome = Result<Value, Fail>;
 pub struct Handler {
     pool: PgPool,
     settings: HandlerSettings,
+    /// What committed invites read (see `one_statement`).
+    known: Arc<std::sync::Mutex<InviteCache>>,
 }
 
 impl Handler {
     /// A handler on `pool` with `settings`.
     pub fn new(pool: PgPool, settings: HandlerSettings) -> Handler {
-        Handler { pool, settings }
+        Handler {
+            pool,
+            settings,
+            known: Arc::default(),
+        }
     }
 
     /// Applies `envelope` exactly once. `raw` is the message body, kept for
@@ -209,13 +216,18 @@ impl Handler {
             }
         };
         let mut tx = self.pool.begin().await?;
+        let mut cache = InviteCache::default();
         match self
-            .apply(&mut tx, &ctx, command, &mut fx, &mut InviteCache::default())
+            .apply(&mut tx, &ctx, command, &mut fx, &mut cache)
             .await
         {
             Ok(data) => {
                 let reply = Reply::applied(id, data);
-                self.record(tx, envelope, reply_to, reply, fx, &ctx).await
+                let handled = self.record(tx, envelope, reply_to, reply, fx, &ctx).await?;
+                if matches!(handled, Handled::Processed(..)) {
+                    self.remember(&cache);
+                }
+                Ok(handled)
             }
             Err(Fail::Reject(rejection)) => {
                 // Undo whatever the command touched; record only the refusal.

@@ -6,6 +6,7 @@ use crate::domain::authz;
 use crate::domain::ids::{OrganizationId, UserId};
 use crate::domain::reply::{Reason, Rejection};
 use crate::store::accounts::OrganizationAccounts;
+use crate::store::fingerprint::Fingerprint;
 use crate::store::users::UserRecord;
 use crate::store::{Tx, users};
 
@@ -18,19 +19,23 @@ pub(super) async fn load_actor(tx: &mut Tx<'_>, ctx: &Ctx) -> Result<UserRecord,
     checked_actor(record)
 }
 
-/// Loads the acting user, checked as [`load_actor`] does, and the
-/// organization `organization` in the same round trip (`None`: it does not
-/// exist).
+/// Loads the acting user, checked as [`load_actor`] does, with its row's
+/// fingerprint, and the organization `organization` in the same round trip
+/// (`None`: it does not exist).
 pub(super) async fn load_actor_and_organization(
     tx: &mut Tx<'_>,
     ctx: &Ctx,
     organization: &OrganizationId,
-) -> Result<(UserRecord, Option<OrganizationAccounts>), Fail> {
-    let (record, organization) = match ctx.actor {
+) -> Result<(UserRecord, Fingerprint, Option<OrganizationAccounts>), Fail> {
+    let (found, organization) = match ctx.actor {
         Some(id) => users::load_actor_and_organization(tx, id, organization).await?,
         None => (None, None),
     };
-    Ok((checked_actor(record)?, organization))
+    let (record, fingerprint) = found.unzip();
+    let record = checked_actor(record)?;
+    let fingerprint = fingerprint
+        .ok_or_else(|| Fail::Reject(Rejection::new(Reason::NotAuthorized, "unknown actor")))?;
+    Ok((record, fingerprint, organization))
 }
 
 /// The acting user, if it may act at all.

@@ -3,6 +3,7 @@
 use sqlx::Row;
 use std::collections::BTreeSet;
 
+use super::fingerprint::Fingerprint;
 use super::{StoreError, Tx};
 use crate::domain::command::AccountSpec;
 use crate::domain::ids::OrganizationId;
@@ -111,20 +112,38 @@ pub async fn known_ids(
     Ok((contract, delivery))
 }
 
-/// An organization's name and the ids of its contract and delivery accounts.
-pub type OrganizationAccounts = (String, BTreeSet<String>, BTreeSet<String>);
+/// An organization's name and the ids of its contract and delivery
+/// accounts, as an invite checks them.
+#[derive(Debug, Clone)]
+pub struct OrganizationAccounts {
+    /// The organization's name (for the activation email).
+    pub name: String,
+    /// Its contract accounts' ids.
+    pub contract: BTreeSet<String>,
+    /// Its delivery accounts' ids.
+    pub delivery: BTreeSet<String>,
+    /// The fingerprint of all three, to check later that they are unchanged.
+    pub fingerprint: Fingerprint,
+}
 
-/// The statement that reads an organization's name and account ids, the
-/// organization's id bound as `$id` (a literal such as `"$1"`); its columns
-/// are read by [`organization_from_row`].
+/// The statement that reads an organization's name, its account ids and
+/// their fingerprint, the organization's id bound as `$id` (a literal such
+/// as `"$1"`); its columns are read by [`organization_from_row`]. The ids
+/// are sorted so that the same accounts always give the same fingerprint.
 macro_rules! organization_accounts {
     ($id:literal) => {
         concat!(
-            "SELECT o.name AS organization_name,
-                COALESCE((SELECT array_agg(c.id) FROM contract_accounts c WHERE c.organization_id = o.id), '{}') AS known_contract,
-                COALESCE((SELECT array_agg(d.id) FROM delivery_accounts d WHERE d.organization_id = o.id), '{}') AS known_delivery
+            "SELECT organization_name, known_contract, known_delivery,
+                md5(ROW(organization_name, known_contract, known_delivery)::text)
+                    AS organization_fingerprint
+             FROM (SELECT o.name AS organization_name,
+                COALESCE((SELECT array_agg(c.id ORDER BY c.id) FROM contract_accounts c
+                    WHERE c.organization_id = o.id), '{}') AS known_contract,
+                COALESCE((SELECT array_agg(d.id ORDER BY d.id) FROM delivery_accounts d
+                    WHERE d.organization_id = o.id), '{}') AS known_delivery
              FROM organizations o WHERE o.id = ",
-            $id
+            $id,
+            ") AS found"
         )
     };
 }
@@ -140,11 +159,12 @@ pub(super) fn organization_from_row(
     };
     let contract: Vec<String> = row.try_get("known_contract")?;
     let delivery: Vec<String> = row.try_get("known_delivery")?;
-    Ok(Some((
+    Ok(Some(OrganizationAccounts {
         name,
-        contract.into_iter().collect(),
-        delivery.into_iter().collect(),
-    )))
+        contract: contract.into_iter().collect(),
+        delivery: delivery.into_iter().collect(),
+        fingerprint: Fingerprint::from_db(row.try_get("organization_fingerprint")?),
+    }))
 }
 
 /// The organization's name and the ids of its contract and delivery

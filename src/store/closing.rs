@@ -12,16 +12,19 @@
 //! everything back.
 
 use serde_json::value::RawValue;
-use sqlx::Row;
+use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use std::collections::HashSet;
+use sqlx::{PgPool, Row};
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 use uuid::Uuid;
 
+use super::accounts::organization_accounts;
 use super::audit::AuditRow;
+use super::fingerprint::{Fingerprint, user_fingerprint};
 use super::outbox::{Claim, ClaimedRow, NewOutboxRow};
 use super::users::{InvitedUsers, invite_ctes};
-use super::{StoreError, Tx};
+use super::{PgQuery, StoreError, Tx};
 use crate::domain::reply::Reply;
 
 /// An idempotency record: the command's id and type, and its reply.
@@ -65,141 +68,277 @@ pub struct Closed {
     pub claimed: Vec<ClaimedRow>,
 }
 
-/// The closing statement: the invited users are `$1`–`$18`
-/// ([`invite_ctes`]), the records `$19`–`$22`, the audit rows `$23`–`$29`,
-/// the outbox rows `$30`–`$35`. It answers one row per user written
-/// (`user_id`), per command recorded (`command_id`) and per outbox row
-/// claimed (`message_id`, `outbox_id`, `created_at`). The outbox lease runs
-/// from the statement (`clock_timestamp`), not from the transaction's start.
-const CLOSE: &str = concat!(
-    "WITH ",
-    invite_ctes!(),
-    ",
+/// The closing statement's `WITH` items and answer: the invited users are
+/// `$1`–`$18` ([`invite_ctes`]), the records `$19`–`$22`, the audit rows
+/// `$23`–`$29`, the outbox rows `$30`–`$35`. It answers one row per user
+/// written (`user_id`), per command recorded (`command_id`) and per outbox
+/// row claimed (`message_id`, `outbox_id`, `created_at`). The outbox lease
+/// runs from the statement (`clock_timestamp`), not from the transaction's
+/// start. `when` is a condition on every write (`""`: none); `taken` and
+/// `recorded` say what an email taken or a command id recorded already
+/// does: skip the user / the record (for the caller to roll back), or fail
+/// the statement.
+macro_rules! closing_ctes {
+    (when: $when:literal, taken: $taken:ident, recorded: $recorded:literal) => {
+        concat!(
+            invite_ctes!(when: $when, taken: $taken),
+            ",
      recorded AS (
          INSERT INTO processed_commands (command_id, command_type, status, reply)
-         SELECT * FROM UNNEST($19::text[], $20::text[], $21::text[], $22::jsonb[])
-         ON CONFLICT (command_id) DO NOTHING
+         SELECT * FROM UNNEST($19::text[], $20::text[], $21::text[], $22::jsonb[]) ",
+            $when,
+            " ",
+            $recorded,
+            "
          RETURNING command_id),
      audited AS (
          INSERT INTO audit_log (command_id, actor_id, user_id, organization_id, action, before, after)
          SELECT * FROM UNNEST($23::text[], $24::uuid[], $25::uuid[], $26::text[], $27::text[],
-             $28::jsonb[], $29::jsonb[])),
+             $28::jsonb[], $29::jsonb[]) ",
+            $when,
+            "),
      written AS (
          INSERT INTO outbox (kind, payload, message_id, claimed_by, claimed_until, attempts)
          SELECT k, p, m,
                 CASE WHEN c THEN $33::uuid END,
                 CASE WHEN c THEN clock_timestamp() + $34 * interval '1 millisecond' END,
                 CASE WHEN c THEN 1 ELSE 0 END
-         FROM UNNEST($30::text[], $31::jsonb[], $32::uuid[], $35::bool[]) AS t(k, p, m, c)
+         FROM UNNEST($30::text[], $31::jsonb[], $32::uuid[], $35::bool[]) AS t(k, p, m, c) ",
+            $when,
+            "
          RETURNING id, message_id, created_at, claimed_by IS NOT NULL AS claimed)
      SELECT id AS user_id, NULL::text AS command_id, NULL::uuid AS message_id,
             NULL::bigint AS outbox_id, NULL::timestamptz AS created_at FROM invited
      UNION ALL SELECT NULL, command_id, NULL, NULL, NULL FROM recorded
      UNION ALL SELECT NULL, NULL, message_id, id, created_at FROM written WHERE claimed"
+        )
+    };
+}
+
+/// The closing statement inside a transaction: a taken email or a recorded
+/// id is skipped and reported, for the caller to roll back.
+const CLOSE: &str = concat!(
+    "WITH ",
+    closing_ctes!(
+        when: "",
+        taken: skip,
+        recorded: "ON CONFLICT (command_id) DO NOTHING"
+    )
 );
+
+/// The closing statement on its own ([`write_checked`]): `$36`–`$39` are
+/// the actor's id and fingerprint and the organization's id and
+/// fingerprint. It writes nothing unless the actor still has that
+/// fingerprint (share-locked, as a transaction would have read it), the
+/// organization its accounts, no email is taken and no id recorded. A
+/// conflict it cannot see yet (a concurrent transaction's) fails it whole.
+const CLOSE_CHECKED: &str = concat!(
+    "WITH actor AS (
+         SELECT a.id FROM users a WHERE a.id = $36 AND ",
+    user_fingerprint!("a"),
+    " = $37 FOR SHARE),
+     organization AS (",
+    organization_accounts!("$38"),
+    "),
+     guard AS (
+         SELECT EXISTS (SELECT FROM actor)
+            AND EXISTS (SELECT FROM organization WHERE organization_fingerprint = $39)
+            AND (SELECT count(DISTINCT lower(e)) = count(*) FROM unnest($5::text[]) AS e)
+            AND NOT EXISTS (SELECT FROM users u
+                WHERE lower(u.email) = ANY (ARRAY(SELECT lower(e) FROM unnest($5::text[]) AS e)))
+            AND NOT EXISTS (SELECT FROM processed_commands p WHERE p.command_id = ANY ($19))
+            AS ok),
+     ",
+    closing_ctes!(
+        when: "WHERE (SELECT ok FROM guard)",
+        taken: fail,
+        recorded: ""
+    )
+);
+
+/// What [`write_checked`] checks the actor and the organization against.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    /// The acting user's id.
+    pub actor: Uuid,
+    /// Its row's fingerprint when it was read.
+    pub actor_fingerprint: &'a Fingerprint,
+    /// The organization's id.
+    pub organization: &'a str,
+    /// Its accounts' fingerprint when they were read.
+    pub organization_fingerprint: &'a Fingerprint,
+}
 
 /// Writes `closing` in `tx`, in one statement.
 pub async fn write(tx: &mut Tx<'_>, closing: Closing<'_>) -> Result<Closed, StoreError> {
-    let Closing {
-        invited,
-        records,
-        audit,
-        outbox,
-        claim,
-    } = closing;
-    let replies = records
-        .iter()
-        .map(|r| serde_json::value::to_raw_value(r.reply))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| StoreError::corrupt("processed_commands", e.to_string()))?;
-    let claimed: Vec<bool> = outbox
-        .iter()
-        .map(|r| claim.is_some_and(|c| c.takes(r.kind)))
-        .collect();
-    let message_ids: Vec<Uuid> = outbox.iter().map(|_| Uuid::new_v4()).collect();
-    let audit_column = |f: fn(&AuditRow) -> Option<Uuid>| audit.iter().map(f).collect::<Vec<_>>();
-    let query = invited
-        .bind(sqlx::query(CLOSE))
-        .bind(records.iter().map(|r| r.command_id).collect::<Vec<_>>())
-        .bind(records.iter().map(|r| r.command_type).collect::<Vec<_>>())
-        .bind(
-            records
-                .iter()
-                .map(|r| r.reply.status.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(replies.iter().map(|r| Json(&**r)).collect::<Vec<_>>())
-        .bind(
-            audit
-                .iter()
-                .map(|r| r.command_id.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(audit_column(|r| r.actor_id))
-        .bind(audit_column(|r| r.user_id))
-        .bind(
-            audit
-                .iter()
-                .map(|r| r.organization_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(audit.iter().map(|r| r.action.as_str()).collect::<Vec<_>>())
-        .bind(audit.iter().map(|r| r.before.as_ref()).collect::<Vec<_>>())
-        .bind(audit.iter().map(|r| r.after.as_ref()).collect::<Vec<_>>())
-        .bind(outbox.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>())
-        .bind(
-            outbox
-                .iter()
-                .map(|r| Json(r.payload.raw()))
-                .collect::<Vec<Json<&RawValue>>>(),
-        )
-        .bind(&message_ids)
-        .bind(claim.map(|c| c.owner))
-        .bind(claim.map_or(0.0, |c| c.lease.as_millis() as f64))
-        .bind(&claimed);
+    let prepared = Prepared::new(closing)?;
     // Taken before the statement: the relay's view of the lease is never
     // longer than the database's.
     let claimed_at = Instant::now();
-    let rows = query.fetch_all(&mut **tx).await?;
+    let rows = prepared.query(CLOSE).fetch_all(&mut **tx).await?;
+    prepared.closed(rows, claimed_at)
+}
 
-    let mut users = HashSet::new();
-    let mut recorded = HashSet::with_capacity(records.len());
-    let mut written = std::collections::HashMap::new();
-    for row in rows {
-        if let Some(id) = row.try_get::<Option<Uuid>, _>("user_id")? {
-            users.insert(id);
-        } else if let Some(id) = row.try_get::<Option<String>, _>("command_id")? {
-            recorded.insert(id);
-        } else if let Some(message_id) = row.try_get::<Option<Uuid>, _>("message_id")? {
-            written.insert(
-                message_id,
-                (row.try_get("outbox_id")?, row.try_get("created_at")?),
-            );
-        }
+/// Writes `closing` as one statement of its own (its own transaction), if
+/// the actor and the organization are still as `expected`, no invited
+/// email is taken and no command id recorded; `None` when something
+/// differs (nothing is written). An error means nothing was written either
+/// (or, as for any commit whose answer is lost, that it was).
+pub async fn write_checked(
+    pool: &PgPool,
+    closing: Closing<'_>,
+    expected: Expected<'_>,
+) -> Result<Option<Closed>, StoreError> {
+    let records = closing.records.len();
+    let prepared = Prepared::new(closing)?;
+    let claimed_at = Instant::now();
+    let rows = prepared
+        .query(CLOSE_CHECKED)
+        .bind(expected.actor)
+        .bind(expected.actor_fingerprint.as_str())
+        .bind(expected.organization)
+        .bind(expected.organization_fingerprint.as_str())
+        .fetch_all(pool)
+        .await?;
+    let closed = prepared.closed(rows, claimed_at)?;
+    if closed.recorded.is_empty() && records > 0 {
+        return Ok(None);
     }
-    let claimed = outbox
-        .into_iter()
-        .zip(message_ids)
-        .zip(claimed)
-        .filter(|(_, claimed)| *claimed)
-        .map(|((row, message_id), _)| {
-            let (id, created_at) = written
-                .remove(&message_id)
-                .ok_or_else(|| StoreError::corrupt("outbox", "a written row was not returned"))?;
-            Ok(ClaimedRow {
-                id,
-                kind: row.kind,
-                message_id,
-                payload: row.payload,
-                attempts: 1,
-                created_at,
-                claimed_at,
-            })
+    if closed.recorded.len() != records || closed.invited.contains(&false) {
+        // Cannot happen: every write has the same condition and fails on a conflict.
+        return Err(StoreError::corrupt(
+            "processed_commands",
+            "a checked closing statement wrote part of its rows",
+        ));
+    }
+    Ok(Some(closed))
+}
+
+/// A [`Closing`] with its columns ready to bind.
+struct Prepared<'a> {
+    closing: Closing<'a>,
+    replies: Vec<Box<RawValue>>,
+    claimed: Vec<bool>,
+    message_ids: Vec<Uuid>,
+}
+
+impl<'a> Prepared<'a> {
+    fn new(closing: Closing<'a>) -> Result<Prepared<'a>, StoreError> {
+        let replies = closing
+            .records
+            .iter()
+            .map(|r| serde_json::value::to_raw_value(r.reply))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::corrupt("processed_commands", e.to_string()))?;
+        let claimed = closing
+            .outbox
+            .iter()
+            .map(|r| closing.claim.is_some_and(|c| c.takes(r.kind)))
+            .collect();
+        let message_ids = closing.outbox.iter().map(|_| Uuid::new_v4()).collect();
+        Ok(Prepared {
+            closing,
+            replies,
+            claimed,
+            message_ids,
         })
-        .collect::<Result<_, StoreError>>()?;
-    Ok(Closed {
-        invited: invited.written(&users),
-        recorded,
-        claimed,
-    })
+    }
+
+    /// `sql` with `$1`–`$35` bound.
+    fn query<'q>(&'q self, sql: &'static str) -> PgQuery<'q> {
+        let Closing {
+            invited,
+            records,
+            audit,
+            outbox,
+            claim,
+        } = &self.closing;
+        let audit_column =
+            |f: fn(&AuditRow) -> Option<Uuid>| audit.iter().map(f).collect::<Vec<_>>();
+        invited
+            .bind(sqlx::query(sql))
+            .bind(records.iter().map(|r| r.command_id).collect::<Vec<_>>())
+            .bind(records.iter().map(|r| r.command_type).collect::<Vec<_>>())
+            .bind(
+                records
+                    .iter()
+                    .map(|r| r.reply.status.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(self.replies.iter().map(|r| Json(&**r)).collect::<Vec<_>>())
+            .bind(
+                audit
+                    .iter()
+                    .map(|r| r.command_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(audit_column(|r| r.actor_id))
+            .bind(audit_column(|r| r.user_id))
+            .bind(
+                audit
+                    .iter()
+                    .map(|r| r.organization_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(audit.iter().map(|r| r.action.as_str()).collect::<Vec<_>>())
+            .bind(audit.iter().map(|r| r.before.as_ref()).collect::<Vec<_>>())
+            .bind(audit.iter().map(|r| r.after.as_ref()).collect::<Vec<_>>())
+            .bind(outbox.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>())
+            .bind(
+                outbox
+                    .iter()
+                    .map(|r| Json(r.payload.raw()))
+                    .collect::<Vec<Json<&RawValue>>>(),
+            )
+            .bind(&self.message_ids)
+            .bind(claim.map(|c| c.owner))
+            .bind(claim.map_or(0.0, |c| c.lease.as_millis() as f64))
+            .bind(&self.claimed)
+    }
+
+    /// What the statement that answered `rows` wrote.
+    fn closed(self, rows: Vec<PgRow>, claimed_at: Instant) -> Result<Closed, StoreError> {
+        let mut users = HashSet::new();
+        let mut recorded = HashSet::with_capacity(self.closing.records.len());
+        let mut written = HashMap::new();
+        for row in rows {
+            if let Some(id) = row.try_get::<Option<Uuid>, _>("user_id")? {
+                users.insert(id);
+            } else if let Some(id) = row.try_get::<Option<String>, _>("command_id")? {
+                recorded.insert(id);
+            } else if let Some(message_id) = row.try_get::<Option<Uuid>, _>("message_id")? {
+                written.insert(
+                    message_id,
+                    (row.try_get("outbox_id")?, row.try_get("created_at")?),
+                );
+            }
+        }
+        let claimed = self
+            .closing
+            .outbox
+            .into_iter()
+            .zip(self.message_ids)
+            .zip(self.claimed)
+            .filter(|(_, claimed)| *claimed)
+            .map(|((row, message_id), _)| {
+                let (id, created_at) = written.remove(&message_id).ok_or_else(|| {
+                    StoreError::corrupt("outbox", "a written row was not returned")
+                })?;
+                Ok(ClaimedRow {
+                    id,
+                    kind: row.kind,
+                    message_id,
+                    payload: row.payload,
+                    attempts: 1,
+                    created_at,
+                    claimed_at,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Closed {
+            invited: self.closing.invited.written(&users),
+            recorded,
+            claimed,
+        })
+    }
 }

@@ -2,12 +2,15 @@
 //!
 //! Every command runs in one transaction opened by the handler; the
 //! functions here take that transaction so the state change, the outbox rows
-//! and the processed-command row commit together or not at all.
+//! and the processed-command row commit together or not at all. The one
+//! exception, `closing::write_checked`, writes all of that in a single
+//! statement, which is a transaction of its own.
 
 pub mod accounts;
 pub mod audit;
 pub mod closing;
 pub mod expiry;
+pub mod fingerprint;
 pub mod outbox;
 pub mod payload;
 pub mod processed;

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use uuid::Uuid;
 
 use super::accounts::{self, OrganizationAccounts, organization_accounts};
+use super::fingerprint::{Fingerprint, user_fingerprint};
 use super::{PgQuery, StoreError, Tx};
 use crate::domain::access::AccountAccess;
 use crate::domain::authz::Grant;
@@ -159,20 +160,28 @@ pub async fn load_actor(tx: &mut Tx<'_>, id: UserId) -> Result<Option<UserRecord
     row.as_ref().map(from_row).transpose()
 }
 
-/// Loads the acting user, share-locked as [`load_actor`] does, and an
-/// organization with its account ids, as
+/// Loads the acting user, share-locked as [`load_actor`] does, with its
+/// row's fingerprint, and an organization with its account ids, as
 /// [`accounts::organization_with_accounts`] does, in one round trip: an
 /// invite needs both. Either is `None` when it does not exist.
 pub async fn load_actor_and_organization(
     tx: &mut Tx<'_>,
     actor: UserId,
     organization: &OrganizationId,
-) -> Result<(Option<UserRecord>, Option<OrganizationAccounts>), StoreError> {
+) -> Result<
+    (
+        Option<(UserRecord, Fingerprint)>,
+        Option<OrganizationAccounts>,
+    ),
+    StoreError,
+> {
     let row = sqlx::query(AssertSqlSafe(format!(
-        "WITH actor AS (SELECT {COLUMNS} FROM users WHERE id = $1 FOR SHARE),
+        "WITH actor AS (SELECT {COLUMNS}, {} AS actor_fingerprint
+                        FROM users WHERE id = $1 FOR SHARE),
               organization AS ({})
          SELECT actor.*, organization.*
          FROM (SELECT) AS one LEFT JOIN actor ON true LEFT JOIN organization ON true",
+        user_fingerprint!("users"),
         organization_accounts!("$2")
     )))
     .bind(actor.as_uuid())
@@ -180,7 +189,10 @@ pub async fn load_actor_and_organization(
     .fetch_one(&mut **tx)
     .await?;
     let actor = match row.try_get::<Option<Uuid>, _>("id")? {
-        Some(_) => Some(from_row(&row)?),
+        Some(_) => Some((
+            from_row(&row)?,
+            Fingerprint::from_db(row.try_get("actor_fingerprint")?),
+        )),
         None => None,
     };
     Ok((actor, accounts::organization_from_row(&row)?))
@@ -308,11 +320,19 @@ impl InvitedUsers {
 /// The statements that insert [`InvitedUsers`] (bound as `$1`–`$18` by
 /// [`InvitedUsers::bind`]) and their first activation tokens, as `WITH`
 /// items: `invited` returns the ids written, in the order they were added.
-/// A user whose email is taken (by an existing user or an earlier one of
-/// them) is skipped, and so is its token.
+/// `when` is a condition on the whole input (`""`: none); `taken` says
+/// what happens to a user whose email is taken (by an existing user or an
+/// earlier one of them): `skip` skips it and its token, `fail` makes the
+/// statement fail (a unique violation), writing nothing.
 macro_rules! invite_ctes {
-    () => {
-        "input AS (
+    (when: $when:literal, taken: skip) => {
+        invite_ctes!(@ $when, "ON CONFLICT ((lower(email))) DO NOTHING")
+    };
+    (when: $when:literal, taken: fail) => {
+        invite_ctes!(@ $when, "")
+    };
+    (@ $when:literal, $on_conflict:literal) => {
+        concat!("input AS (
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
                  $12::jsonb[], $13::jsonb[], $14::jsonb[], $15::uuid[], $16::timestamptz[],
@@ -320,7 +340,7 @@ macro_rules! invite_ctes {
                  WITH ORDINALITY AS t(id, organization_id, delivery_account_id, kind, email,
                      first_name, last_name, phone, country, locale, role, permissions,
                      contract_accounts, delivery_accounts, invited_by, expires_at, hash,
-                     issued_at, position)),
+                     issued_at, position) ", $when, "),
          invited AS (
              INSERT INTO users (id, organization_id, delivery_account_id, kind, email, first_name,
                  last_name, phone, country, locale, role, permissions, contract_accounts,
@@ -333,13 +353,12 @@ macro_rules! invite_ctes {
                  CASE WHEN delivery_accounts IS NOT NULL
                      THEN ARRAY(SELECT jsonb_array_elements_text(delivery_accounts)) END,
                  'invited', invited_by, expires_at
-             FROM input ORDER BY position
-             ON CONFLICT ((lower(email))) DO NOTHING
+             FROM input ORDER BY position ", $on_conflict, "
              RETURNING id),
          issued AS (
              INSERT INTO tokens (hash, user_id, purpose, created_at, expires_at)
              SELECT input.hash, input.id, 'activation', input.issued_at, input.expires_at
-             FROM input JOIN invited USING (id))"
+             FROM input JOIN invited USING (id))")
     };
 }
 pub(super) use invite_ctes;
@@ -386,7 +405,11 @@ pub async fn insert_invited_many(
     if users.is_empty() {
         return Ok(Vec::new());
     }
-    let query = sqlx::query(concat!("WITH ", invite_ctes!(), " SELECT id FROM invited"));
+    let query = sqlx::query(concat!(
+        "WITH ",
+        invite_ctes!(when: "", taken: skip),
+        " SELECT id FROM invited"
+    ));
     let written = users
         .bind(query)
         .fetch_all(&mut **tx)

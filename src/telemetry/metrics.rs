@@ -26,6 +26,7 @@ const INVITES: &str = "user_lifecycle_invites_total";
 const TIME_TO_ACTIVATE: &str = "user_lifecycle_invite_time_to_activate_seconds";
 const EMAIL_DURATION: &str = "user_lifecycle_email_send_duration_seconds";
 const SCHEDULER_DURATION: &str = "user_lifecycle_scheduler_duration_seconds";
+const BATCHES: &str = "user_lifecycle_command_batches_total";
 
 /// Installs the Prometheus recorder and describes every metric.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -129,6 +130,10 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         metrics::Unit::Seconds,
         "Duration of scheduled job runs, by job."
     );
+    describe_counter!(
+        BATCHES,
+        "Batches of commands written together, by how: one_statement (invites against an actor and organization known to be unchanged, one statement that commits on its own), transaction, or missed (a one-statement attempt found something changed or taken and wrote nothing; the batch went the transaction way)."
+    );
     metrics_process::Collector::default().describe();
     broker_connected(false);
     // Series that alerts take `increase()` of exist from the start at 0, so
@@ -153,6 +158,9 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     }
     for outcome in ["invited", "activated", "expired", "removed"] {
         counter!(INVITES, "outcome" => outcome).increment(0);
+    }
+    for written in ["one_statement", "transaction", "missed"] {
+        counter!(BATCHES, "written" => written).increment(0);
     }
     Ok(handle)
 }
@@ -209,6 +217,11 @@ pub fn broker_reconnected() {
 /// The invite funnel moved: `outcome` is invited, activated, expired or removed.
 pub fn invites(outcome: &'static str, n: u64) {
     counter!(INVITES, "outcome" => outcome).increment(n);
+}
+
+/// A batch of commands was written `written` (one_statement, transaction or missed).
+pub fn batch(written: &'static str) {
+    counter!(BATCHES, "written" => written).increment(1);
 }
 
 /// An invited user activated `after` its invitation.
