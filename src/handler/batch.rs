@@ -11,6 +11,10 @@
 //! one alone on the single-command path (which records refusals and
 //! answers duplicates), and the rest as a new batch. A command therefore
 //! runs at most twice in a batch and once alone.
+//!
+//! Each batch is first offered to `handler::one_statement`, which writes a
+//! batch of invites by a manager it knows as one statement, or declines
+//! without writing anything.
 
 use chrono::Utc;
 use std::collections::HashSet;
