@@ -44,26 +44,29 @@ impl Handler {
     /// an earlier commit and unchanged since, and none is refused; `None`
     /// when it was not (nothing was written).
     pub(super) async fn try_one_statement(&self, batch: &[BatchItem<'_>]) -> Option<Vec<Handled>> {
-        let first = batch.first()?;
-        let actor_id = first.envelope.actor?;
+        let actor_id = batch.first()?.envelope.actor?;
+        let invite =
+            |item: &BatchItem<'_>| match Command::parse(item.envelope.kind, &item.envelope.data) {
+                Ok(Command::InviteUser(c)) if item.envelope.actor == Some(actor_id) => Some(c),
+                _ => None,
+            };
+        // The first command says whose and where; the rest are parsed only
+        // if that actor and organization are known.
         let mut invites = Vec::with_capacity(batch.len());
-        for item in batch {
-            match Command::parse(item.envelope.kind, &item.envelope.data) {
-                Ok(Command::InviteUser(c)) if item.envelope.actor == Some(actor_id) => {
-                    invites.push(c)
-                }
-                _ => return None,
-            }
-        }
-        let organization_id = invites.first()?.organization_id.clone();
-        if invites.iter().any(|c| c.organization_id != organization_id) {
-            return None;
-        }
+        invites.push(invite(batch.first()?)?);
+        let organization_id = invites[0].organization_id.clone();
         let (actor, actor_fingerprint, organization) = self
             .known
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .known(actor_id, &organization_id)?;
+        for item in &batch[1..] {
+            let c = invite(item)?;
+            if c.organization_id != organization_id {
+                return None;
+            }
+            invites.push(c);
+        }
 
         let mut users = InvitedUsers::default();
         let mut gathered = Gathered::with_capacity(batch.len());

@@ -31,17 +31,20 @@ pub(super) async fn load_actor_and_organization(
         Some(id) => users::load_actor_and_organization(tx, id, organization).await?,
         None => (None, None),
     };
-    let (record, fingerprint) = found.unzip();
-    let record = checked_actor(record)?;
-    let fingerprint = fingerprint
-        .ok_or_else(|| Fail::Reject(Rejection::new(Reason::NotAuthorized, "unknown actor")))?;
+    authz::require_actor(found.as_ref().map(|(r, _)| &r.snapshot))?;
+    let (record, fingerprint) = found.ok_or_else(unknown_actor)?;
     Ok((record, fingerprint, organization))
 }
 
 /// The acting user, if it may act at all.
 fn checked_actor(record: Option<UserRecord>) -> Result<UserRecord, Fail> {
     authz::require_actor(record.as_ref().map(|r| &r.snapshot))?;
-    record.ok_or_else(|| Fail::Reject(Rejection::new(Reason::NotAuthorized, "unknown actor")))
+    record.ok_or_else(unknown_actor)
+}
+
+/// The refusal of an actor that is not a user.
+fn unknown_actor() -> Fail {
+    Fail::Reject(Rejection::new(Reason::NotAuthorized, "unknown actor"))
 }
 
 /// Loads a target user by id, locked; `not_found` when it does not exist.
