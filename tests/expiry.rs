@@ -6,6 +6,9 @@ mod common;
 use common::{TestWorker, person};
 use serde_json::{Value, json};
 use std::time::Duration;
+use user_lifecycle::outbox::Wakeup;
+use user_lifecycle::scheduler::expiry::sweep;
+use user_lifecycle::store::expiry::begin_batch;
 
 /// Every second: the sweep runs as soon as an invitation is due.
 const SWEEP_EVERY_SECOND: (&str, &str) = ("EXPIRY_SCHEDULE", "* * * * * *");
@@ -252,4 +255,49 @@ async fn an_onboarded_manager_invited_by_nobody_expires_without_a_notice_email()
             .collect::<Vec<_>>()
     );
     assert_eq!(w.smtp.count_to("boss@acme.example"), 1);
+}
+
+#[tokio::test]
+async fn a_sweep_batch_commits_without_waiting_for_the_disk_and_leaves_its_connection_durable() {
+    let (mut w, manager) = TestWorker::with_active_manager(&[SWEEP_NEVER_SOON]).await;
+    for n in 0..3 {
+        user_id(
+            &w.invite(&manager, "acme", &format!("late{n}@acme.example"))
+                .await,
+        );
+    }
+    let mut db = w.db().await;
+    sqlx::query(
+        "UPDATE users SET activation_expires_at = now() - interval '1 minute' WHERE status = 'invited'",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    // One connection: whatever the sweep's transactions set, the checks below see.
+    let pool = w.pool(1).await;
+    let show = "SHOW synchronous_commit";
+
+    let mut batch = begin_batch(&pool).await.unwrap();
+    let inside: String = sqlx::query_scalar(show)
+        .fetch_one(&mut *batch)
+        .await
+        .unwrap();
+    assert_eq!(inside, "off", "a sweep batch does not wait for the disk");
+    batch.rollback().await.unwrap();
+    let after_rollback: String = sqlx::query_scalar(show).fetch_one(&pool).await.unwrap();
+    assert_eq!(after_rollback, "on", "the setting ends with the batch");
+
+    let report = sweep(&pool, 2, &Wakeup::default()).await.unwrap();
+    assert_eq!(report.expired, 3, "{report:?}");
+    assert!(report.batches >= 2, "two at a time: {report:?}");
+    let after_sweep: String = sqlx::query_scalar(show).fetch_one(&pool).await.unwrap();
+    assert_eq!(
+        after_sweep, "on",
+        "the connection goes back to the pool committing durably, as commands need"
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM users WHERE status = 'expired'")
+            .await,
+        3
+    );
 }

@@ -2,7 +2,10 @@
 //!
 //! Works in bounded batches, each its own short transaction that skips rows
 //! other transactions hold, so commands keep flowing while it runs; the
-//! batch size adapts so that a batch holds its locks about 50 ms. Each
+//! batch size adapts so that a batch holds its locks about 50 ms, and a
+//! batch's commit does not wait for the disk (see
+//! [`begin_batch`](crate::store::expiry::begin_batch) for why that loses
+//! nothing). Each
 //! expired invite emits `user.invite_expired` and emails the inviting
 //! manager (`invite_expired`) through the outbox.
 
@@ -18,7 +21,7 @@ use crate::domain::notification::{EmailJob, Template};
 use crate::domain::user::{self, UserStatus};
 use crate::outbox::Wakeup;
 use crate::store::StoreError;
-use crate::store::expiry::{ExpiredInvite, expire_batch};
+use crate::store::expiry::{ExpiredInvite, begin_batch, expire_batch};
 use crate::store::outbox::{NewOutboxRow, OutboxKind, insert_unclaimed};
 use crate::store::payload::Payload;
 use crate::telemetry::metrics;
@@ -109,7 +112,7 @@ pub async fn sweep(pool: &PgPool, batch: i64, relay: &Wakeup) -> Result<SweepRep
     let mut limit = batch.max(1);
     loop {
         let now = Utc::now();
-        let mut tx = pool.begin().await?;
+        let mut tx = begin_batch(pool).await?;
         let started = std::time::Instant::now();
         let expired = expire_batch(&mut tx, now, limit).await?;
         let mut rows = Vec::with_capacity(expired.len() * 2);

@@ -1,7 +1,7 @@
 //! The expiry sweep's database side: expire one bounded batch of invites.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::{StoreError, Tx};
@@ -42,6 +42,31 @@ pub struct Inviter {
     pub locale: String,
     /// Its status.
     pub status: String,
+}
+
+/// Opens a sweep batch's transaction, which commits without waiting for
+/// the disk (`synchronous_commit = off`, for this transaction only).
+///
+/// A batch's row locks are held until its commit returns. A synchronous
+/// commit waits for the WAL to reach the disk, and while a checkpoint
+/// writes out its files that wait alone can take hundreds of milliseconds;
+/// an asynchronous one lets go of the locks as soon as the commit is
+/// written. Nothing is given up:
+/// - the batch is still atomic: status, audit and outbox rows commit
+///   together or not at all;
+/// - what a database crash can lose is the last few batches (up to three
+///   `wal_writer_delay`s of them), and only if nothing else saw them: the
+///   outbox relay claims a row with a synchronous commit before it sends
+///   anything, and a command that read an expired user commits
+///   synchronously too; a synchronous commit writes the whole WAL before
+///   its own commit record to disk, this batch's included;
+/// - a lost batch leaves invitations `invited` with expired tokens, which
+///   are refused at use regardless, and the next sweep expires them again,
+///   with their event and email.
+pub async fn begin_batch(pool: &PgPool) -> Result<Tx<'static>, StoreError> {
+    Ok(pool
+        .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+        .await?)
 }
 
 /// Marks up to `limit` invited users whose activation expired before `now`

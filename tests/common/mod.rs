@@ -566,6 +566,16 @@ impl TestWorker {
             .expect("connect to the test database")
     }
 
+    /// A pool of at most `connections` on the worker's database, for
+    /// driving the library's own store and scheduler functions.
+    pub async fn pool(&self, connections: u32) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(connections)
+            .connect(&self.env["DATABASE_URL"])
+            .await
+            .expect("pool on the test database")
+    }
+
     /// One number from the worker's database.
     pub async fn count(&self, sql: &'static str) -> i64 {
         let mut conn = self.db().await;
