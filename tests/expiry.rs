@@ -109,6 +109,18 @@ async fn an_invitation_not_activated_in_time_expires_and_the_inviting_manager_is
         2,
         "one notice, not one per sweep"
     );
+
+    // Ops see how long the sweep's transactions held their row locks.
+    let batches = w
+        .metric("user_lifecycle_expiry_batch_seconds_count")
+        .await
+        .unwrap_or(0.0);
+    assert!(batches >= 1.0, "sweep batches timed: {batches}");
+    let held = w
+        .metric("user_lifecycle_expiry_batch_seconds_sum")
+        .await
+        .unwrap_or(0.0);
+    assert!(held > 0.0, "and for how long: {held}");
 }
 
 #[tokio::test]

@@ -123,6 +123,7 @@ pub async fn sweep(pool: &PgPool, batch: i64, relay: &Wakeup) -> Result<SweepRep
         tx.commit().await?;
         let held = started.elapsed();
         report.longest_batch = report.longest_batch.max(held);
+        metrics::expiry_batch(held);
         report.batches += 1;
         report.expired += expired.len() as u64;
         metrics::invites_expired(expired.len() as u64);

@@ -27,6 +27,7 @@ const TIME_TO_ACTIVATE: &str = "user_lifecycle_invite_time_to_activate_seconds";
 const EMAIL_DURATION: &str = "user_lifecycle_email_send_duration_seconds";
 const SCHEDULER_DURATION: &str = "user_lifecycle_scheduler_duration_seconds";
 const BATCHES: &str = "user_lifecycle_command_batches_total";
+const EXPIRY_BATCH: &str = "user_lifecycle_expiry_batch_seconds";
 
 /// Installs the Prometheus recorder and describes every metric.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -61,6 +62,10 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         .set_buckets_for_metric(
             Matcher::Full(SCHEDULER_DURATION.to_owned()),
             &[0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(EXPIRY_BATCH.to_owned()),
+            &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
         )?
         .install_recorder()?;
     describe_counter!(
@@ -129,6 +134,11 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         SCHEDULER_DURATION,
         metrics::Unit::Seconds,
         "Duration of scheduled job runs, by job."
+    );
+    describe_histogram!(
+        EXPIRY_BATCH,
+        metrics::Unit::Seconds,
+        "How long each expiry sweep transaction held its row locks, first statement to commit."
     );
     describe_counter!(
         BATCHES,
@@ -233,6 +243,11 @@ pub fn time_to_activate(after: Duration) {
 pub fn email_send(template: &'static str, outcome: &'static str, elapsed: Duration) {
     histogram!(EMAIL_DURATION, "template" => template, "outcome" => outcome)
         .record(elapsed.as_secs_f64());
+}
+
+/// An expiry sweep transaction held its row locks for `held`.
+pub fn expiry_batch(held: Duration) {
+    histogram!(EXPIRY_BATCH).record(held.as_secs_f64());
 }
 
 /// A run of scheduled `job` took `elapsed`.
