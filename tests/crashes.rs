@@ -44,6 +44,30 @@ async fn load_emails(w: &TestWorker, expected: usize, timeout: Duration) -> Hash
     }
 }
 
+/// Collects replies until every id has its original one (or `timeout`). A
+/// command committed just before the kill, its reply not yet published, is
+/// answered as a duplicate as soon as it is redelivered, and originally
+/// only once the dead worker's claim on that reply has lapsed
+/// (`OUTBOX_LEASE`): the duplicate comes first.
+async fn originals(
+    w: &mut TestWorker,
+    ids: &[String],
+    replies: &mut HashMap<String, Vec<Value>>,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    let has_original = |got: Option<&Vec<Value>>| {
+        got.is_some_and(|got| got.iter().any(|r| r["duplicate"] == false))
+    };
+    while ids.iter().any(|id| !has_original(replies.get(id))) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match w.client.next_reply(left).await {
+            Ok((id, reply)) => replies.entry(id).or_default().push(reply),
+            Err(_) => return,
+        }
+    }
+}
+
 /// Every id got an `applied` original reply; returns how many duplicate replies came too.
 fn check_replies(ids: &[String], replies: &HashMap<String, Vec<Value>>) -> usize {
     let mut duplicates = 0;
@@ -85,6 +109,7 @@ async fn a_worker_killed_under_load_applies_every_command_exactly_once_after_res
         &mut replies,
         w.replies_for(&missing, Duration::from_secs(180)).await,
     );
+    originals(&mut w, &ids, &mut replies, Duration::from_secs(60)).await;
 
     let duplicate_replies = check_replies(&ids, &replies);
     let emails = load_emails(&w, N, Duration::from_secs(180)).await;
