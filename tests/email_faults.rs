@@ -3,6 +3,9 @@
 //! then every email goes out exactly once; a 5xx answer or running out of
 //! attempts marks the email failed, counted and logged, without holding up
 //! the rest; a delivered (or given-up) email leaves no token in the outbox.
+//! And the dialogue itself: a message's envelope goes in one go to a server
+//! that offers PIPELINING, one command at a time to one that does not, and a
+//! recipient refused mid-pipeline fails only that email.
 //!
 //! The harness sets `OUTBOX_RETRY_BASE=200ms`. Every test prints its figures
 //! (`cargo test --test email_faults -- --nocapture`).
@@ -556,4 +559,77 @@ async fn after_delivery_the_outbox_keeps_no_usable_token() {
     let f = figures(&w, "token", &invitees).await;
     assert_eq!(f.sent, n as f64);
     assert_eq!(f.duplicates, 0);
+}
+
+#[tokio::test]
+async fn where_the_server_offers_pipelining_each_envelope_goes_in_one_go() {
+    let (mut w, manager) = TestWorker::with_active_manager(&[]).await;
+    let recipients = invite_all(&mut w, &manager, "piped", 5).await;
+    for to in &recipients {
+        w.smtp.wait_for(to, 1, WAIT).await;
+    }
+    outbox_settles(&w).await;
+    each_got_exactly_one(&w, &recipients).await;
+    let (received, pipelined) = (w.smtp.count(), w.smtp.pipelined());
+    println!("[pipelining offered] {received} message(s), {pipelined} envelope(s) pipelined");
+    assert!(received >= recipients.len());
+    assert_eq!(
+        pipelined, received,
+        "every message's MAIL, RCPT and DATA arrived together"
+    );
+}
+
+#[tokio::test]
+async fn where_the_server_does_not_offer_pipelining_each_command_waits_for_its_reply() {
+    let mut w = TestWorker::start().await;
+    w.smtp.stop_offering_pipelining();
+    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+    let recipients = invite_all(&mut w, &manager, "stepwise", 5).await;
+    for to in &recipients {
+        w.smtp.wait_for(to, 1, WAIT).await;
+    }
+    outbox_settles(&w).await;
+    each_got_exactly_one(&w, &recipients).await;
+    let (received, pipelined) = (w.smtp.count(), w.smtp.pipelined());
+    println!("[pipelining not offered] {received} message(s), {pipelined} envelope(s) pipelined");
+    assert!(received > recipients.len(), "the manager's and the invites");
+    assert_eq!(
+        pipelined, 0,
+        "no command was sent before the last was answered"
+    );
+}
+
+#[tokio::test]
+async fn a_recipient_refused_in_a_pipelined_envelope_fails_that_email_at_once_and_later_emails_flow()
+ {
+    let (mut w, manager) = TestWorker::with_active_manager(&[]).await;
+    w.smtp.answer_with(Answer::RefuseRecipient);
+    let refused = invite_one(&mut w, &manager, "nobody@acme.example").await;
+
+    let row = email_row_until(&w, &refused, |r| r.failed).await;
+    println!("[rcpt 550] failed row: {row:?}");
+    assert_eq!(row.attempts, 1, "a refused mailbox is not retried");
+    let error = row.last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("550"),
+        "last_error names the answer: {error:?}"
+    );
+
+    // The refused dialogue's connection still has DATA's reply on its
+    // way: reused, the next message would read it as its own and fail.
+    w.smtp.answer_with(Answer::Accept);
+    let later = invite_all(&mut w, &manager, "after", 3).await;
+    for to in &later {
+        w.smtp.wait_for(to, 1, WAIT).await;
+    }
+    outbox_settles(&w).await;
+    let mut recipients = later.clone();
+    recipients.push(refused.clone());
+    let f = figures(&w, "rcpt 550", &recipients).await;
+    each_got_exactly_one(&w, &later).await;
+    assert_eq!(w.smtp.count_to(&refused), 0);
+    assert_eq!(f.failed, 1.0);
+    assert_eq!(f.retried, 0.0, "no later email met a stale reply");
+    assert_eq!(f.sent, later.len() as f64);
+    assert!(w.smtp.pipelined() > 0, "the dialogue was pipelined");
 }

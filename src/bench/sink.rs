@@ -4,6 +4,7 @@
 use mailin::{Action, Handler, Response, SessionBuilder};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -87,7 +88,11 @@ impl Sink {
             data: vec![],
             keep: false,
         };
-        serve_smtp(stream, ip, "bench-sink", handler, Duration::ZERO).await;
+        let style = SmtpStyle {
+            pipelining: true,
+            ..SmtpStyle::default()
+        };
+        serve_smtp(stream, ip, "bench-sink", handler, &style).await;
     }
 
     /// Keep the body of messages to `address` (to read a token from it).
@@ -150,16 +155,48 @@ where
     });
 }
 
+/// How [`serve_smtp`] behaves beyond mailin's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct SmtpStyle {
+    /// How long it takes to answer the end of each message (a slow server,
+    /// for tests).
+    pub accept_delay: Duration,
+    /// Offer PIPELINING (RFC 2920), as most servers do.
+    pub pipelining: bool,
+    /// Counts transactions whose `MAIL` arrived with the next command
+    /// already behind it: the client pipelined them.
+    pub pipelined: Arc<AtomicUsize>,
+}
+
+/// The `EHLO` answer `reply` with PIPELINING added after its first line.
+fn with_pipelining(reply: Vec<u8>) -> Vec<u8> {
+    match reply.windows(2).position(|w| w == b"\r\n") {
+        Some(end) if reply.starts_with(b"250-") => {
+            let mut offered = reply[..end + 2].to_vec();
+            offered.extend_from_slice(b"250-PIPELINING\r\n");
+            offered.extend_from_slice(&reply[end + 2..]);
+            offered
+        }
+        _ => reply,
+    }
+}
+
+/// Whether `line` is the SMTP command `verb` (case-insensitive).
+fn is_command(line: &[u8], verb: &[u8]) -> bool {
+    line.len() >= verb.len() && line[..verb.len()].eq_ignore_ascii_case(verb)
+}
+
 /// Speaks SMTP on `stream` with mailin's state machine and `handler` until
-/// the client leaves, taking `accept_delay` to answer the end of each
-/// message (a slow server, for tests). Shared by the benchmark's sink and
-/// the tests' server.
+/// the client leaves, as `style` says. Replies are written when the client
+/// has sent nothing more yet, so the replies to pipelined commands go back
+/// together, as real servers do. Shared by the benchmark's sink and the
+/// tests' server.
 pub async fn serve_smtp<H: Handler>(
     stream: tokio::net::TcpStream,
     ip: IpAddr,
     name: &str,
     handler: H,
-    accept_delay: Duration,
+    style: &SmtpStyle,
 ) {
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
@@ -172,35 +209,56 @@ pub async fn serve_smtp<H: Handler>(
         return;
     }
     let mut line = Vec::new();
+    let mut replies = Vec::new();
+    // Between DATA's 354 and the final `.`: lines are the message's.
+    let mut in_message = false;
     loop {
         line.clear();
         match reader.read_until(b'\n', &mut line).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+        if !in_message && is_command(&line, b"MAIL") && !reader.buffer().is_empty() {
+            style.pipelined.fetch_add(1, Ordering::Relaxed);
+        }
         let response = session.process(&line);
-        if !accept_delay.is_zero() && line == b".\r\n" {
-            tokio::time::sleep(accept_delay).await;
+        if in_message && line == b".\r\n" {
+            in_message = false;
+        }
+        if !style.accept_delay.is_zero() && line == b".\r\n" {
+            tokio::time::sleep(style.accept_delay).await;
         }
         match response.action {
             Action::NoReply => {}
             Action::Reply | Action::UpgradeTls => {
-                let Ok(buf) = response.buffer() else { return };
-                if write.write_all(&buf).await.is_err() {
+                let Ok(mut reply) = response.buffer() else {
                     return;
+                };
+                if style.pipelining && is_command(&line, b"EHLO") {
+                    reply = with_pipelining(reply);
                 }
+                in_message |= response.code == 354;
+                replies.extend_from_slice(&reply);
                 // mailin stays in its DATA state after refusing a message:
                 // hang up, as a server that refuses would on the client's QUIT.
-                if response.is_error && response.code >= 400 {
+                if response.is_error && response.code >= 400 && line == b".\r\n" {
+                    let _ = write.write_all(&replies).await;
                     return;
                 }
             }
             Action::Close => {
                 if let Ok(buf) = response.buffer() {
-                    let _ = write.write_all(&buf).await;
+                    replies.extend_from_slice(&buf);
                 }
+                let _ = write.write_all(&replies).await;
                 return;
             }
+        }
+        if reader.buffer().is_empty() && !replies.is_empty() {
+            if write.write_all(&replies).await.is_err() {
+                return;
+            }
+            replies.clear();
         }
     }
 }

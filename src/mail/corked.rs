@@ -8,11 +8,18 @@
 //! a reply next, so holding writes until the client reads loses no time and
 //! sends each step of the dialogue as one segment: a flush only marks the
 //! data ready, the next read (or shutdown) sends it first.
+//!
+//! Its [`Pipe`] lets the pool write commands lettre would not send without
+//! waiting for each reply: what is put in the pipe goes out ahead of the
+//! client's next write, with it, when the client next reads (SMTP
+//! PIPELINING, see `pipelining`). Below any TLS layer, so only for a
+//! plaintext connection.
 
 use lettre::transport::smtp::client::AsyncTokioStream;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -26,6 +33,20 @@ pub struct CorkedStream {
     tcp: TcpStream,
     held: Vec<u8>,
     sent: usize,
+    ahead: Pipe,
+}
+
+/// Bytes to send ahead of the stream's next write, when it next reads.
+#[derive(Debug, Clone, Default)]
+pub struct Pipe(Arc<Mutex<Vec<u8>>>);
+
+impl Pipe {
+    /// Queues `bytes` to go out before anything the client writes next.
+    pub fn push(&self, bytes: &[u8]) {
+        if let Ok(mut ahead) = self.0.lock() {
+            ahead.extend_from_slice(bytes);
+        }
+    }
 }
 
 impl CorkedStream {
@@ -35,6 +56,21 @@ impl CorkedStream {
             tcp,
             held: Vec::new(),
             sent: 0,
+            ahead: Pipe::default(),
+        }
+    }
+
+    /// The handle that writes ahead of the client on this stream.
+    pub fn pipe(&self) -> Pipe {
+        self.ahead.clone()
+    }
+
+    /// Moves what was put in the pipe to the end of what is held.
+    fn take_ahead(&mut self) {
+        if let Ok(mut ahead) = self.ahead.0.lock()
+            && !ahead.is_empty()
+        {
+            self.held.append(&mut ahead);
         }
     }
 
@@ -60,6 +96,7 @@ impl AsyncRead for CorkedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.take_ahead();
         ready!(this.poll_send_held(cx))?;
         Pin::new(&mut this.tcp).poll_read(cx, buf)
     }
@@ -72,6 +109,7 @@ impl AsyncWrite for CorkedStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.take_ahead();
         if this.held.len() + buf.len() > MAX_HELD {
             ready!(this.poll_send_held(cx))?;
             if buf.len() > MAX_HELD {
@@ -89,6 +127,7 @@ impl AsyncWrite for CorkedStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.take_ahead();
         ready!(this.poll_send_held(cx))?;
         Pin::new(&mut this.tcp).poll_shutdown(cx)
     }
@@ -146,6 +185,30 @@ mod tests {
             "both writes arrived before the reply was read"
         );
         assert_eq!(rest, b"QUIT\r\n", "shutdown sends what was held");
+    }
+
+    #[tokio::test]
+    async fn what_the_pipe_holds_goes_out_first_with_the_next_write_when_the_client_reads() {
+        let (mut client, server) = connected(|mut peer| async move {
+            let mut first = vec![0u8; 128];
+            let n = peer.read(&mut first).await.unwrap();
+            peer.write_all(b"250 ok\r\n").await.unwrap();
+            first.truncate(n);
+            first
+        })
+        .await;
+        let pipe = client.pipe();
+        pipe.push(b"MAIL FROM:<a@b>\r\n");
+        pipe.push(b"RCPT TO:<c@d>\r\n");
+        client.write_all(b"DATA\r\n").await.unwrap();
+        client.flush().await.unwrap();
+        let mut reply = [0u8; 8];
+        client.read_exact(&mut reply).await.unwrap();
+        assert_eq!(
+            server.await.unwrap(),
+            b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n",
+            "the pipe's bytes first, then the write, in one go"
+        );
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 
 mod corked;
 pub mod message;
+mod pipelining;
 pub mod smtp_pool;
 pub mod templates;
 pub mod transport;

@@ -7,16 +7,22 @@
 //! connection goes back only after a clean send, anything else closes it,
 //! every send (connect included) is bounded by `MAIL_TIMEOUT`, and sockets
 //! are opened with `TCP_NODELAY`, their writes held until the client reads
-//! (`corked`), so a message and its final `.` go out as one segment.
+//! (`corked`), so a message and its final `.` go out as one segment. On a
+//! plaintext connection to a server that offers PIPELINING, a message's
+//! envelope and `DATA` go out together (`pipelining`): two round trips per
+//! message instead of four.
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::Ehlo;
 use lettre::transport::smtp::extension::ClientId;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+use super::corked::{CorkedStream, Pipe};
+use super::pipelining;
 use super::transport::MailError;
 use crate::config::SmtpTls;
 
@@ -45,7 +51,13 @@ pub struct SmtpPool {
     hello: ClientId,
     timeout: Duration,
     slots: Semaphore,
-    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    idle: Mutex<Vec<(Connection, Instant)>>,
+}
+
+/// An open connection, and its pipe when messages may be pipelined on it.
+struct Connection {
+    smtp: AsyncSmtpConnection,
+    pipelined: Option<Pipe>,
 }
 
 /// What the server answered, as the outbox needs to know it.
@@ -74,8 +86,9 @@ impl SmtpPool {
         }
     }
 
-    async fn connect(&self) -> Result<AsyncSmtpConnection, MailError> {
+    async fn connect(&self) -> Result<Connection, MailError> {
         let s = &self.server;
+        let mut pipe = None;
         let mut conn = if s.tls == SmtpTls::Wrapper {
             AsyncSmtpConnection::connect_tokio1(
                 (s.host.as_str(), s.port),
@@ -94,8 +107,9 @@ impl SmtpPool {
                     detail: format!("SMTP: cannot connect to {}:{}: {e}", s.host, s.port),
                 })?;
             let _ = tcp.set_nodelay(true);
-            let stream = Box::new(super::corked::CorkedStream::new(tcp));
-            AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
+            let stream = CorkedStream::new(tcp);
+            pipe = Some(stream.pipe());
+            AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
                 .await
                 .map_err(classify)?
         };
@@ -118,27 +132,43 @@ impl SmtpPool {
                 _ => {}
             }
         }
+        // The pipe writes below TLS: only a connection left in plaintext
+        // may use it. lettre keeps no note of PIPELINING, so ask again
+        // (RFC 5321 allows a second EHLO), once per connection, before AUTH.
+        let pipelined = match pipe {
+            Some(pipe) if !conn.is_encrypted() => {
+                let ehlo = conn
+                    .command(Ehlo::new(self.hello.clone()))
+                    .await
+                    .map_err(classify)?;
+                pipelining::offered(&ehlo).then_some(pipe)
+            }
+            _ => None,
+        };
         if let Some(credentials) = &s.credentials {
             conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
                 .await
                 .map_err(classify)?;
         }
-        Ok(conn)
+        Ok(Connection {
+            smtp: conn,
+            pipelined,
+        })
     }
 
     /// A connection from the pool if a live one is idle, else a new one.
-    async fn checkout(&self) -> Result<AsyncSmtpConnection, MailError> {
+    async fn checkout(&self) -> Result<Connection, MailError> {
         loop {
             let parked = self.idle.lock().ok().and_then(|mut idle| idle.pop());
             let Some((mut conn, since)) = parked else {
                 break;
             };
             if since.elapsed() > MAX_IDLE {
-                conn.abort().await;
+                conn.smtp.abort().await;
                 continue;
             }
-            if since.elapsed() > CHECK_IDLE_AFTER && !conn.test_connected().await {
-                conn.abort().await;
+            if since.elapsed() > CHECK_IDLE_AFTER && !conn.smtp.test_connected().await {
+                conn.smtp.abort().await;
                 continue;
             }
             return Ok(conn);
@@ -154,7 +184,11 @@ impl SmtpPool {
         })?;
         let attempt = async {
             let mut conn = self.checkout().await?;
-            conn.send(envelope, message).await.map_err(classify)?;
+            match &conn.pipelined {
+                Some(pipe) => pipelining::send(&mut conn.smtp, pipe, envelope, message).await,
+                None => conn.smtp.send(envelope, message).await,
+            }
+            .map_err(classify)?;
             Ok::<_, MailError>(conn)
         };
         match tokio::time::timeout(self.timeout, attempt).await {

@@ -1,15 +1,17 @@
 //! A real SMTP server inside the test: mailin's protocol state machine on a
 //! tokio socket. Collects every message it accepts; can be told to answer
-//! with an error to exercise the worker's retries.
+//! with an error to exercise the worker's retries. Offers PIPELINING, as
+//! most servers do, unless told not to, and counts pipelined envelopes.
 
 use mail_parser::MessageParser;
 use mailin::{Handler, Response};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use user_lifecycle::bench::sink::accept_forever;
+use user_lifecycle::bench::sink::{SmtpStyle, accept_forever, serve_smtp};
 
 /// One message as the server received it.
 #[derive(Debug, Clone)]
@@ -91,12 +93,16 @@ pub enum Answer {
     /// Accepts each message, but only this long after its end (on
     /// connections opened from then on).
     SlowAccept(Duration),
+    /// 550 to every recipient (`RCPT`): the mailbox does not exist.
+    RefuseRecipient,
 }
 
 #[derive(Default)]
 struct State {
     mails: Vec<Mail>,
     answer: Option<Answer>,
+    /// PIPELINING is not offered (to connections opened from then on).
+    no_pipelining: bool,
 }
 
 /// The running server.
@@ -105,6 +111,7 @@ pub struct SmtpServer {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
     arrived: Arc<Notify>,
+    pipelined: Arc<AtomicUsize>,
 }
 
 struct Session {
@@ -115,6 +122,13 @@ struct Session {
 }
 
 impl Handler for Session {
+    fn rcpt(&mut self, _to: &str) -> Response {
+        match self.state.lock().unwrap().answer {
+            Some(Answer::RefuseRecipient) => Response::custom(550, "no such mailbox".into()),
+            _ => mailin::response::OK,
+        }
+    }
+
     fn data_start(&mut self, _domain: &str, _from: &str, _is8bit: bool, to: &[String]) -> Response {
         self.to = to.to_vec();
         self.data.clear();
@@ -129,7 +143,7 @@ impl Handler for Session {
     fn data_end(&mut self) -> Response {
         let mut state = self.state.lock().unwrap();
         match state.answer.unwrap_or(Answer::Accept) {
-            Answer::Accept | Answer::Slow(_) | Answer::SlowAccept(_) => {
+            Answer::Accept | Answer::Slow(_) | Answer::SlowAccept(_) | Answer::RefuseRecipient => {
                 state.mails.push(Mail {
                     to: std::mem::take(&mut self.to),
                     raw: std::mem::take(&mut self.data),
@@ -154,6 +168,7 @@ impl SmtpServer {
             addr: listener.local_addr().unwrap(),
             state: Arc::default(),
             arrived: Arc::default(),
+            pipelined: Arc::default(),
         };
         let s = server.clone();
         accept_forever(listener, "the test SMTP server", move |stream, ip| {
@@ -164,12 +179,19 @@ impl SmtpServer {
     }
 
     async fn serve(&self, stream: tokio::net::TcpStream, ip: IpAddr) {
-        let answer = self.state.lock().unwrap().answer;
-        let mut accept_delay = Duration::ZERO;
+        let (answer, no_pipelining) = {
+            let state = self.state.lock().unwrap();
+            (state.answer, state.no_pipelining)
+        };
+        let mut style = SmtpStyle {
+            pipelining: !no_pipelining,
+            pipelined: self.pipelined.clone(),
+            ..SmtpStyle::default()
+        };
         match answer {
             Some(Answer::Down) => return,
             Some(Answer::Slow(delay)) => tokio::time::sleep(delay).await,
-            Some(Answer::SlowAccept(delay)) => accept_delay = delay,
+            Some(Answer::SlowAccept(delay)) => style.accept_delay = delay,
             _ => {}
         }
         let handler = Session {
@@ -178,8 +200,7 @@ impl SmtpServer {
             to: vec![],
             data: vec![],
         };
-        user_lifecycle::bench::sink::serve_smtp(stream, ip, "test-smtp", handler, accept_delay)
-            .await;
+        serve_smtp(stream, ip, "test-smtp", handler, &style).await;
     }
 
     /// The URL for `MAIL_URL`.
@@ -190,6 +211,16 @@ impl SmtpServer {
     /// Makes the server answer the end of every message with `answer`.
     pub fn answer_with(&self, answer: Answer) {
         self.state.lock().unwrap().answer = Some(answer);
+    }
+
+    /// Stops offering PIPELINING to connections opened from now on.
+    pub fn stop_offering_pipelining(&self) {
+        self.state.lock().unwrap().no_pipelining = true;
+    }
+
+    /// Transactions whose envelope arrived pipelined (see `SmtpStyle`).
+    pub fn pipelined(&self) -> usize {
+        self.pipelined.load(Ordering::Relaxed)
     }
 
     /// Messages received in total.
