@@ -600,6 +600,26 @@ async fn where_the_server_does_not_offer_pipelining_each_command_waits_for_its_r
 }
 
 #[tokio::test]
+async fn a_server_that_refuses_a_second_ehlo_still_gets_every_email_one_command_at_a_time() {
+    let mut w = TestWorker::start().await;
+    w.smtp.refuse_second_ehlo();
+    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+    let recipients = invite_all(&mut w, &manager, "strict", 3).await;
+    for to in &recipients {
+        w.smtp.wait_for(to, 1, WAIT).await;
+    }
+    outbox_settles(&w).await;
+    each_got_exactly_one(&w, &recipients).await;
+    let f = figures(&w, "one ehlo", &recipients).await;
+    assert_eq!(f.retried, 0.0, "the refused EHLO cost no email an attempt");
+    assert_eq!(
+        w.smtp.pipelined(),
+        0,
+        "unknown whether offered: not pipelined"
+    );
+}
+
+#[tokio::test]
 async fn a_recipient_refused_in_a_pipelined_envelope_fails_that_email_at_once_and_later_emails_flow()
  {
     let (mut w, manager) = TestWorker::with_active_manager(&[]).await;

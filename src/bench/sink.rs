@@ -163,6 +163,9 @@ pub struct SmtpStyle {
     pub accept_delay: Duration,
     /// Offer PIPELINING (RFC 2920), as most servers do.
     pub pipelining: bool,
+    /// Refuse a second `EHLO` on a connection (503), as a few strict
+    /// servers do.
+    pub one_ehlo: bool,
     /// Counts transactions whose `MAIL` arrived with the next command
     /// already behind it: the client pipelined them.
     pub pipelined: Arc<AtomicUsize>,
@@ -212,6 +215,7 @@ pub async fn serve_smtp<H: Handler>(
     let mut replies = Vec::new();
     // Between DATA's 354 and the final `.`: lines are the message's.
     let mut in_message = false;
+    let mut ehlos = 0usize;
     loop {
         line.clear();
         match reader.read_until(b'\n', &mut line).await {
@@ -221,37 +225,43 @@ pub async fn serve_smtp<H: Handler>(
         if !in_message && is_command(&line, b"MAIL") && !reader.buffer().is_empty() {
             style.pipelined.fetch_add(1, Ordering::Relaxed);
         }
-        let response = session.process(&line);
-        if in_message && line == b".\r\n" {
-            in_message = false;
-        }
-        if !style.accept_delay.is_zero() && line == b".\r\n" {
-            tokio::time::sleep(style.accept_delay).await;
-        }
-        match response.action {
-            Action::NoReply => {}
-            Action::Reply | Action::UpgradeTls => {
-                let Ok(mut reply) = response.buffer() else {
-                    return;
-                };
-                if style.pipelining && is_command(&line, b"EHLO") {
-                    reply = with_pipelining(reply);
+        let ehlo = !in_message && is_command(&line, b"EHLO");
+        ehlos += usize::from(ehlo);
+        if ehlo && style.one_ehlo && ehlos > 1 {
+            replies.extend_from_slice(b"503 5.5.1 EHLO already given\r\n");
+        } else {
+            let response = session.process(&line);
+            if in_message && line == b".\r\n" {
+                in_message = false;
+            }
+            if !style.accept_delay.is_zero() && line == b".\r\n" {
+                tokio::time::sleep(style.accept_delay).await;
+            }
+            match response.action {
+                Action::NoReply => {}
+                Action::Reply | Action::UpgradeTls => {
+                    let Ok(mut reply) = response.buffer() else {
+                        return;
+                    };
+                    if style.pipelining && ehlo {
+                        reply = with_pipelining(reply);
+                    }
+                    in_message |= response.code == 354;
+                    replies.extend_from_slice(&reply);
+                    // mailin stays in its DATA state after refusing a message:
+                    // hang up, as a server that refuses would on the client's QUIT.
+                    if response.is_error && response.code >= 400 && line == b".\r\n" {
+                        let _ = write.write_all(&replies).await;
+                        return;
+                    }
                 }
-                in_message |= response.code == 354;
-                replies.extend_from_slice(&reply);
-                // mailin stays in its DATA state after refusing a message:
-                // hang up, as a server that refuses would on the client's QUIT.
-                if response.is_error && response.code >= 400 && line == b".\r\n" {
+                Action::Close => {
+                    if let Ok(buf) = response.buffer() {
+                        replies.extend_from_slice(&buf);
+                    }
                     let _ = write.write_all(&replies).await;
                     return;
                 }
-            }
-            Action::Close => {
-                if let Ok(buf) = response.buffer() {
-                    replies.extend_from_slice(&buf);
-                }
-                let _ = write.write_all(&replies).await;
-                return;
             }
         }
         if reader.buffer().is_empty() && !replies.is_empty() {

@@ -134,14 +134,15 @@ impl SmtpPool {
         }
         // The pipe writes below TLS: only a connection left in plaintext
         // may use it. lettre keeps no note of PIPELINING, so ask again
-        // (RFC 5321 allows a second EHLO), once per connection, before AUTH.
+        // (RFC 5321 allows a second EHLO), once per connection, before AUTH;
+        // a server that refuses the second EHLO gets no pipelining.
         let pipelined = match pipe {
             Some(pipe) if !conn.is_encrypted() => {
-                let ehlo = conn
-                    .command(Ehlo::new(self.hello.clone()))
-                    .await
-                    .map_err(classify)?;
-                pipelining::offered(&ehlo).then_some(pipe)
+                match conn.command(Ehlo::new(self.hello.clone())).await {
+                    Ok(ehlo) => pipelining::offered(&ehlo).then_some(pipe),
+                    Err(e) if e.is_transient() || e.is_permanent() => None,
+                    Err(e) => return Err(classify(e)),
+                }
             }
             _ => None,
         };

@@ -103,6 +103,8 @@ struct State {
     answer: Option<Answer>,
     /// PIPELINING is not offered (to connections opened from then on).
     no_pipelining: bool,
+    /// A second EHLO on a connection is refused (from then on).
+    one_ehlo: bool,
 }
 
 /// The running server.
@@ -179,12 +181,13 @@ impl SmtpServer {
     }
 
     async fn serve(&self, stream: tokio::net::TcpStream, ip: IpAddr) {
-        let (answer, no_pipelining) = {
+        let (answer, no_pipelining, one_ehlo) = {
             let state = self.state.lock().unwrap();
-            (state.answer, state.no_pipelining)
+            (state.answer, state.no_pipelining, state.one_ehlo)
         };
         let mut style = SmtpStyle {
             pipelining: !no_pipelining,
+            one_ehlo,
             pipelined: self.pipelined.clone(),
             ..SmtpStyle::default()
         };
@@ -216,6 +219,11 @@ impl SmtpServer {
     /// Stops offering PIPELINING to connections opened from now on.
     pub fn stop_offering_pipelining(&self) {
         self.state.lock().unwrap().no_pipelining = true;
+    }
+
+    /// Refuses a second EHLO on connections opened from now on.
+    pub fn refuse_second_ehlo(&self) {
+        self.state.lock().unwrap().one_ehlo = true;
     }
 
     /// Transactions whose envelope arrived pipelined (see `SmtpStyle`).
