@@ -326,6 +326,12 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
             .await?,
         );
     }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    report.worker.idle_after_runs_rss_mib = worker.rss_mib();
+    eprintln!(
+        "worker idle again, RSS {:.1} MiB",
+        report.worker.idle_after_runs_rss_mib
+    );
     worker.stop().await;
 
     if options.expire > 0 {

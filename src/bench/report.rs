@@ -27,6 +27,10 @@ pub struct Worker {
     pub start_to_ready_ms: f64,
     /// Resident memory when idle, ready.
     pub idle_rss_mib: f64,
+    /// Resident memory when idle again after the invite runs: what a worker
+    /// that has handled a burst keeps (allocator arenas, the phone-number
+    /// metadata loaded on first use).
+    pub idle_after_runs_rss_mib: f64,
 }
 
 /// Everything one run measured.
@@ -88,6 +92,12 @@ impl Report {
             "worker idle RSS (MiB)",
             format!("{:.1}", self.worker.idle_rss_mib),
             "< 24",
+            String::new(),
+        );
+        row(
+            "  idle again after the invite runs",
+            format!("{:.1}", self.worker.idle_after_runs_rss_mib),
+            "",
             String::new(),
         );
         let i = &self.invite;
@@ -305,6 +315,8 @@ mod tests {
             "/latency/machine_busy_pct",
             "/invite/one_statement_pct",
             "/latency/one_statement_pct",
+            "/worker/idle_rss_mib",
+            "/worker/idle_after_runs_rss_mib",
         ] {
             assert!(json.pointer(path).is_some_and(|v| v.is_number()), "{path}");
         }
