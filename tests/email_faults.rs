@@ -133,6 +133,17 @@ async fn invite_all(w: &mut TestWorker, manager: &str, tag: &str, n: usize) -> V
     (0..n).map(|i| format!("{tag}{i}@load.example")).collect()
 }
 
+/// Invites `n` users and waits until each one's email arrived and the
+/// outbox settled; returns their addresses.
+async fn invite_all_emailed(w: &mut TestWorker, manager: &str, tag: &str, n: usize) -> Vec<String> {
+    let recipients = invite_all(w, manager, tag, n).await;
+    for to in &recipients {
+        w.smtp.wait_for(to, 1, WAIT).await;
+    }
+    outbox_settles(w).await;
+    recipients
+}
+
 /// Invites one user; returns its address.
 async fn invite_one(w: &mut TestWorker, manager: &str, email: &str) -> String {
     let reply = w.invite(manager, "acme", email).await;
@@ -564,11 +575,7 @@ async fn after_delivery_the_outbox_keeps_no_usable_token() {
 #[tokio::test]
 async fn where_the_server_offers_pipelining_each_envelope_goes_in_one_go() {
     let (mut w, manager) = TestWorker::with_active_manager(&[]).await;
-    let recipients = invite_all(&mut w, &manager, "piped", 5).await;
-    for to in &recipients {
-        w.smtp.wait_for(to, 1, WAIT).await;
-    }
-    outbox_settles(&w).await;
+    let recipients = invite_all_emailed(&mut w, &manager, "piped", 5).await;
     each_got_exactly_one(&w, &recipients).await;
     let (received, pipelined) = (w.smtp.count(), w.smtp.pipelined());
     println!("[pipelining offered] {received} message(s), {pipelined} envelope(s) pipelined");
@@ -584,11 +591,7 @@ async fn where_the_server_does_not_offer_pipelining_each_command_waits_for_its_r
     let mut w = TestWorker::start().await;
     w.smtp.stop_offering_pipelining();
     let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
-    let recipients = invite_all(&mut w, &manager, "stepwise", 5).await;
-    for to in &recipients {
-        w.smtp.wait_for(to, 1, WAIT).await;
-    }
-    outbox_settles(&w).await;
+    let recipients = invite_all_emailed(&mut w, &manager, "stepwise", 5).await;
     each_got_exactly_one(&w, &recipients).await;
     let (received, pipelined) = (w.smtp.count(), w.smtp.pipelined());
     println!("[pipelining not offered] {received} message(s), {pipelined} envelope(s) pipelined");
@@ -604,11 +607,7 @@ async fn a_server_that_refuses_a_second_ehlo_still_gets_every_email_one_command_
     let mut w = TestWorker::start().await;
     w.smtp.refuse_second_ehlo();
     let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
-    let recipients = invite_all(&mut w, &manager, "strict", 3).await;
-    for to in &recipients {
-        w.smtp.wait_for(to, 1, WAIT).await;
-    }
-    outbox_settles(&w).await;
+    let recipients = invite_all_emailed(&mut w, &manager, "strict", 3).await;
     each_got_exactly_one(&w, &recipients).await;
     let f = figures(&w, "one ehlo", &recipients).await;
     assert_eq!(f.retried, 0.0, "the refused EHLO cost no email an attempt");
@@ -638,11 +637,7 @@ async fn a_recipient_refused_in_a_pipelined_envelope_fails_that_email_at_once_an
     // The refused dialogue's connection still has DATA's reply on its
     // way: reused, the next message would read it as its own and fail.
     w.smtp.answer_with(Answer::Accept);
-    let later = invite_all(&mut w, &manager, "after", 3).await;
-    for to in &later {
-        w.smtp.wait_for(to, 1, WAIT).await;
-    }
-    outbox_settles(&w).await;
+    let later = invite_all_emailed(&mut w, &manager, "after", 3).await;
     let mut recipients = later.clone();
     recipients.push(refused.clone());
     let f = figures(&w, "rcpt 550", &recipients).await;
