@@ -542,3 +542,65 @@ async fn a_command_with_invalid_data_is_answered_naming_the_field_and_dead_lette
         "the invalid invite emitted nothing: {others:?}"
     );
 }
+
+#[tokio::test]
+async fn a_publication_that_cannot_be_published_is_put_back_with_its_error_and_holds_no_reply_back()
+{
+    let mut w = TestWorker::start().await;
+    let mut db = w.db().await;
+    // A reply row that does not read as a publication, due now: the
+    // publication lane claims it with its next pass.
+    let bad: i64 = sqlx::query_scalar(
+        "INSERT INTO outbox (kind, payload) VALUES ('reply', '{\"no_body\": true}') RETURNING id",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    // Commands keep being answered meanwhile, their publications marked sent.
+    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+    for n in 0..3 {
+        let reply = w
+            .invite(&manager, "acme", &format!("user{n}@acme.example"))
+            .await;
+        assert_eq!(reply["status"], "applied", "{reply}");
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (error, claimed, sent, later): (Option<String>, bool, bool, bool) = sqlx::query_as(
+            "SELECT last_error, claimed_until IS NOT NULL, sent_at IS NOT NULL,
+                    available_at > now()
+             FROM outbox WHERE id = $1",
+        )
+        .bind(bad)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        let others_unsent = w
+            .count(
+                "SELECT count(*) FROM outbox
+                 WHERE kind IN ('reply', 'event') AND sent_at IS NULL
+                   AND payload ? 'body'",
+            )
+            .await;
+        if let Some(error) = error {
+            // Put back, due later; or claimed again for its next attempt.
+            assert!(
+                error.contains("does not read as a publication") && !sent && (later || claimed),
+                "the row is put back unsent, with why: {error}"
+            );
+            if others_unsent == 0 {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bad row put back ({:?}) and every other publication marked sent ({others_unsent} left)",
+            sqlx::query_scalar::<_, Option<String>>("SELECT last_error FROM outbox WHERE id = $1")
+                .bind(bad)
+                .fetch_one(&mut db)
+                .await
+                .unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

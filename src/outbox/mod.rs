@@ -5,6 +5,7 @@
 //! so a slow SMTP server never delays a reply. Safe with several workers:
 //! rows are claimed with `FOR UPDATE SKIP LOCKED` and a lease.
 
+pub mod confirms;
 pub mod handoff;
 pub mod relay;
 

@@ -14,6 +14,7 @@ use crate::broker::{Publisher, SessionWatch};
 use crate::domain::notification::EmailJob;
 use crate::mail::{Mailer, Renderer, message};
 use crate::outbox::Wakeup;
+use crate::outbox::confirms::Confirmer;
 use crate::outbox::handoff::HandoffQueues;
 use crate::store::StoreError;
 use crate::store::outbox::{self, ClaimedRow, Lane, OutboxKind};
@@ -115,25 +116,25 @@ impl Relay {
     ) {
         let wakeup = &self.wakeup.publications;
         let mut next_pass = tokio::time::Instant::now();
-        let mut marks = Marks::default();
+        let mut confirmer = Confirmer::start(self.pool.clone(), self.settings.lease / 2);
         loop {
             if *shutdown.borrow() {
                 let deadline = tokio::time::Instant::now() + flush;
                 while let Ok(first) = handed.try_recv() {
-                    self.publish_handed(first, &mut handed, &mut marks).await;
+                    self.publish_handed(first, &mut handed, &confirmer).await;
                 }
                 while tokio::time::Instant::now() < deadline {
-                    match self.publish_pass(&mut marks).await {
+                    match self.publish_pass(&confirmer).await {
                         Ok(n) if n > 0 => continue,
                         _ => break,
                     }
                 }
-                marks.settle().await;
+                confirmer.finish().await;
                 return;
             }
             if tokio::time::Instant::now() >= next_pass {
                 next_pass = tokio::time::Instant::now() + Duration::from_secs(1);
-                match self.publish_pass(&mut marks).await {
+                match self.publish_pass(&confirmer).await {
                     Ok(n) if n as i64 >= self.settings.batch => {
                         next_pass = tokio::time::Instant::now();
                         continue;
@@ -145,7 +146,7 @@ impl Relay {
                 }
             }
             tokio::select! {
-                Some(first) = handed.recv() => self.publish_handed(first, &mut handed, &mut marks).await,
+                Some(first) = handed.recv() => self.publish_handed(first, &mut handed, &confirmer).await,
                 _ = wakeup.notified() => next_pass = tokio::time::Instant::now(),
                 _ = tokio::time::sleep_until(next_pass) => {}
                 _ = crate::shutdown::requested(&mut shutdown) => {}
@@ -158,7 +159,7 @@ impl Relay {
         &self,
         first: ClaimedRow,
         handed: &mut tokio::sync::mpsc::Receiver<ClaimedRow>,
-        marks: &mut Marks,
+        confirmer: &Confirmer,
     ) {
         let mut rows = vec![first];
         while (rows.len() as i64) < self.settings.batch {
@@ -167,7 +168,7 @@ impl Relay {
                 Err(_) => break,
             }
         }
-        if let Err(e) = self.publish_all(rows, marks).await {
+        if let Err(e) = self.publish_all(rows, confirmer).await {
             tracing::warn!(error = %e, lane = Lane::Publications.name(), "publishing failed");
         }
     }
@@ -190,10 +191,10 @@ impl Relay {
 
     /// One pass of the publication lane: claim a batch and publish it.
     /// Returns the rows claimed.
-    async fn publish_pass(&self, marks: &mut Marks) -> Result<usize, StoreError> {
+    async fn publish_pass(&self, confirmer: &Confirmer) -> Result<usize, StoreError> {
         let rows = self.claim(Lane::Publications, self.settings.batch).await?;
         let claimed = rows.len();
-        self.publish_all(rows, marks).await?;
+        self.publish_all(rows, confirmer).await?;
         Ok(claimed)
     }
 
@@ -364,12 +365,13 @@ impl Relay {
         tokio::join!(sending, marking);
     }
 
-    /// Publishes `rows` and waits for their confirms; those confirmed are
-    /// handed to `marks`, the others put back to be retried later.
+    /// Publishes `rows` and hands them to `confirmer`, which waits for
+    /// their confirms, marks those confirmed and puts the others back to
+    /// be retried later; the lane goes on with the next rows meanwhile.
     async fn publish_all(
         &self,
         rows: Vec<ClaimedRow>,
-        marks: &mut Marks,
+        confirmer: &Confirmer,
     ) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
@@ -383,32 +385,16 @@ impl Relay {
             }
             return Ok(());
         };
-        let mut pending: Vec<(ClaimedRow, Result<Pending, PublishError>)> =
-            Vec::with_capacity(rows.len());
+        // Only finished on the way out: the rows stay claimed until their lease ends.
+        let Some(place) = confirmer.room().await else {
+            return Ok(());
+        };
+        let mut published = Vec::with_capacity(rows.len());
         for row in rows {
             let started = publish_row(&publisher, &row).await;
-            pending.push((row, started));
+            published.push((row, started));
         }
-        let mut sent = Vec::new();
-        let limit = self.settings.lease / 2;
-        for (row, started) in pending {
-            let result = match started {
-                Ok(p) => tokio::time::timeout(limit, p.confirmed())
-                    .await
-                    .unwrap_or(Err(PublishError::NoConfirm(limit))),
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(()) => sent.push(row.id),
-                Err(e) => {
-                    let delay = retry_delay(Duration::from_millis(500), row.attempts)
-                        .min(Duration::from_secs(30));
-                    tracing::warn!(outbox_id = row.id, kind = row.kind.as_str(), error = %e, "publish failed; will retry");
-                    outbox::retry_later(&self.pool, row.id, delay, &e.to_string()).await?;
-                }
-            }
-        }
-        marks.mark(&self.pool, sent).await;
+        confirmer.published(published, place);
         Ok(())
     }
 
@@ -587,40 +573,6 @@ async fn publish_row(publisher: &Publisher, row: &ClaimedRow) -> Result<Pending,
         OutboxKind::Email => Err(PublishError::Returned(
             "an email row is not published".into(),
         )),
-    }
-}
-
-/// The publication lane's marks: the rows of a confirmed batch are marked
-/// sent by an UPDATE that runs while the lane publishes the next batch,
-/// instead of the next batch waiting for it. One mark runs at a time, so at
-/// most two batches are ever published but not yet marked: what a crash
-/// can make the next relay publish again (with the same message ids).
-#[derive(Debug, Default)]
-struct Marks {
-    running: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Marks {
-    /// Marks `ids` sent once the mark before has finished.
-    async fn mark(&mut self, pool: &PgPool, ids: Vec<i64>) {
-        self.settle().await;
-        if ids.is_empty() {
-            return;
-        }
-        let pool = pool.clone();
-        self.running = Some(tokio::spawn(async move {
-            if let Err(e) = outbox::mark_sent(&pool, &ids).await {
-                // Their lease runs out and they are published again.
-                tracing::warn!(error = %e, rows = ids.len(), lane = Lane::Publications.name(), "marking publications sent failed");
-            }
-        }));
-    }
-
-    /// Waits for the mark that is running, if any.
-    async fn settle(&mut self) {
-        if let Some(running) = self.running.take() {
-            let _ = running.await;
-        }
     }
 }
 
