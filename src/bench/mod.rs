@@ -2,7 +2,8 @@
 //! limits of the same machine, in the same run.
 //!
 //! It is a benchmark, not a test: it asserts nothing, it reports. It uses
-//! its own database (`<DATABASE_URL's name>_bench`, recreated) and its own
+//! its own database (`<DATABASE_URL's name>_bench`, recreated; one
+//! benchmark at a time per server and name) and its own
 //! `AMQP_PREFIX`, runs the real worker binary as a child process against an
 //! SMTP sink in this process, and removes what it created afterwards.
 
@@ -138,9 +139,42 @@ async fn delete_topology(amqp_url: &str, prefix: &str) {
     let _ = conn.close(200, "bye".into()).await;
 }
 
+/// The benchmark's hold on its database, for as long as it runs: another
+/// `bench` against the same server and database name would drop and
+/// recreate that database under this one (and drop its own at the end,
+/// taking this one's with it), so it is refused instead.
+pub struct BenchDatabase {
+    /// The session whose advisory lock (in the `postgres` database) is the hold.
+    _admin: sqlx::PgConnection,
+}
+
+impl BenchDatabase {
+    /// Takes the hold on the bench database of `database_url` (`<name>_bench`),
+    /// or says that another benchmark holds it.
+    pub async fn hold(database_url: &str) -> Result<BenchDatabase, BenchError> {
+        let (_, name) = bench_database_url(database_url)?;
+        let mut admin = PgConnectOptions::from_str(database_url)?
+            .database("postgres")
+            .connect()
+            .await?;
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+            .bind(format!("user-lifecycle bench {name}"))
+            .fetch_one(&mut admin)
+            .await?;
+        if !held {
+            return Err(BenchError::new(format!(
+                "another benchmark is running on this PostgreSQL server with the database \
+                 {name:?}; wait for it to end, or give this one another DATABASE_URL name"
+            )));
+        }
+        Ok(BenchDatabase { _admin: admin })
+    }
+}
+
 /// Runs the whole benchmark and returns its figures.
 pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
     let (db_url, db_name) = bench_database_url(&options.database_url)?;
+    let _held = BenchDatabase::hold(&options.database_url).await?;
     let prefix = format!(
         "ul_bench_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
