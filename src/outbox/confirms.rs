@@ -90,15 +90,7 @@ async fn confirm_and_mark(
             }
         }
     };
-    let coalesced = futures_util::stream::unfold(confirmed_rx, |mut rx| async move {
-        let first = rx.recv().await?;
-        let mut all = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            all.push(more);
-        }
-        Some((all, rx))
-    });
-    let marking = coalesced.for_each(|all| {
+    let marking = super::gathered(confirmed_rx).for_each(|all| {
         let pool = pool.clone();
         async move {
             let ids: Vec<i64> = all.iter().flat_map(|(sent, _)| sent.iter().copied()).collect();

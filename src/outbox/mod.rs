@@ -12,7 +12,7 @@ pub mod relay;
 pub use handoff::{Handoff, HandoffQueues};
 pub use relay::{Relay, RelaySettings};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 /// Wakes the relay's lanes after a commit that wrote outbox rows.
 #[derive(Debug, Default)]
@@ -27,4 +27,19 @@ impl Wakeup {
         self.publications.notify_one();
         self.emails.notify_one();
     }
+}
+
+/// What arrives on `rx`, as groups: each group is everything that arrived
+/// while the one before was being handled, so one database write covers it.
+pub(crate) fn gathered<T>(
+    rx: mpsc::UnboundedReceiver<T>,
+) -> impl futures_util::Stream<Item = Vec<T>> {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        let first = rx.recv().await?;
+        let mut all = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            all.push(more);
+        }
+        Some((all, rx))
+    })
 }

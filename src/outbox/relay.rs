@@ -349,14 +349,7 @@ impl Relay {
             drop(sent_tx);
         };
         // Everything sent while the updates in flight ran goes in the next one.
-        let batches = futures_util::stream::unfold(sent_rx, |mut sent_rx| async move {
-            let first = sent_rx.recv().await?;
-            let mut sent = vec![first];
-            while let Ok(more) = sent_rx.try_recv() {
-                sent.push(more);
-            }
-            Some((sent, sent_rx))
-        });
+        let batches = crate::outbox::gathered(sent_rx);
         let pool = self.pool.clone();
         let marking = batches.for_each_concurrent(MARKS_IN_FLIGHT, move |sent| {
             let pool = pool.clone();
