@@ -98,19 +98,6 @@ fn bench_database_url(url: &str) -> Result<(String, String), BenchError> {
     Ok((bench, name))
 }
 
-async fn drop_database(admin_url: &str, name: &str) -> Result<(), BenchError> {
-    let mut admin = PgConnectOptions::from_str(admin_url)?
-        .database("postgres")
-        .connect()
-        .await?;
-    let sql = format!(
-        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-        name.replace('"', "\"\"")
-    );
-    admin.execute(sqlx::AssertSqlSafe(sql)).await?;
-    Ok(())
-}
-
 async fn delete_topology(amqp_url: &str, prefix: &str) {
     let Ok(conn) = Connection::connect(amqp_url, ConnectionProperties::default()).await else {
         return;
@@ -144,8 +131,11 @@ async fn delete_topology(amqp_url: &str, prefix: &str) {
 /// recreate that database under this one (and drop its own at the end,
 /// taking this one's with it), so it is refused instead.
 pub struct BenchDatabase {
-    /// The session whose advisory lock (in the `postgres` database) is the hold.
-    _admin: sqlx::PgConnection,
+    /// The session (in the `postgres` database) whose advisory lock is the
+    /// hold, and which drops the bench database.
+    admin: sqlx::PgConnection,
+    /// The bench database's name.
+    name: String,
 }
 
 impl BenchDatabase {
@@ -167,22 +157,32 @@ impl BenchDatabase {
                  {name:?}; wait for it to end, or give this one another DATABASE_URL name"
             )));
         }
-        Ok(BenchDatabase { _admin: admin })
+        Ok(BenchDatabase { admin, name })
+    }
+
+    /// Drops the bench database, if there is one.
+    async fn drop_database(&mut self) -> Result<(), BenchError> {
+        let sql = format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name.replace('"', "\"\"")
+        );
+        self.admin.execute(sqlx::AssertSqlSafe(sql)).await?;
+        Ok(())
     }
 }
 
 /// Runs the whole benchmark and returns its figures.
 pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
-    let (db_url, db_name) = bench_database_url(&options.database_url)?;
-    let _held = BenchDatabase::hold(&options.database_url).await?;
+    let (db_url, _) = bench_database_url(&options.database_url)?;
+    let mut held = BenchDatabase::hold(&options.database_url).await?;
     let prefix = format!(
         "ul_bench_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
-    drop_database(&options.database_url, &db_name).await?;
+    held.drop_database().await?;
     let result = run_in(options, &db_url, &prefix).await;
     delete_topology(&options.amqp_url, &prefix).await;
-    drop_database(&options.database_url, &db_name).await?;
+    held.drop_database().await?;
     result
 }
 
