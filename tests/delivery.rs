@@ -171,8 +171,10 @@ async fn two_simultaneous_deliveries_of_one_command_apply_it_once() {
 
 #[tokio::test]
 async fn a_redelivered_rejection_gets_the_original_rejection_even_when_a_retry_would_now_succeed() {
-    let mut w = TestWorker::start_with(&[("RESEND_COOLDOWN", "1s")]).await;
+    // The default cooldown (60 s): the first resend is too soon on any machine.
+    let mut w = TestWorker::start().await;
     let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+    let invited_at = tokio::time::Instant::now();
     let invited = w.invite(&manager, "acme", "ivo@acme.example").await;
     let user = invited["data"]["user_id"].as_str().unwrap().to_owned();
     w.smtp.mail_to("ivo@acme.example").await;
@@ -187,7 +189,10 @@ async fn a_redelivered_rejection_gets_the_original_rejection_even_when_a_retry_w
     assert_eq!(first["code"], "too_soon");
     assert_eq!(first["duplicate"], false);
 
-    tokio::time::sleep(Duration::from_millis(1100)).await; // past the cooldown: running it again would succeed
+    // A 2 s cooldown from now on, and 2 s past the invite: running the
+    // resend again would succeed.
+    w.restart_with(&[("RESEND_COOLDOWN", "2s")]).await;
+    tokio::time::sleep_until(invited_at + Duration::from_millis(2100)).await;
     let again = w.send_envelope(&resend).await;
     assert_eq!(
         again,
