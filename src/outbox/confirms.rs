@@ -10,8 +10,9 @@
 //! the confirmed rows sent, everything confirmed while a mark runs going
 //! into the next one. Each batch holds a place among
 //! [`Confirmer::IN_FLIGHT`] from its publishing until its mark finished, so
-//! at most that many batches are ever published but not marked: what a
-//! crash can make the next relay publish again (with the same message ids).
+//! at most that many batches are ever published but not marked (a failed
+//! mark is tried again until written): what a crash or a database outage
+//! can make a relay publish again (with the same message ids).
 
 use futures_util::StreamExt;
 use sqlx::PgPool;
@@ -93,12 +94,12 @@ async fn confirm_and_mark(
     let marking = super::gathered(confirmed_rx).for_each(|all| {
         let pool = pool.clone();
         async move {
-            let ids: Vec<i64> = all.iter().flat_map(|(sent, _)| sent.iter().copied()).collect();
-            if !ids.is_empty()
-                && let Err(e) = outbox::mark_sent(&pool, &ids).await
-            {
-                // Their lease runs out and they are published again.
-                tracing::warn!(error = %e, rows = ids.len(), lane = Lane::Publications.name(), "marking publications sent failed");
+            let ids: Vec<i64> = all
+                .iter()
+                .flat_map(|(sent, _)| sent.iter().copied())
+                .collect();
+            if !ids.is_empty() {
+                super::marks::mark_sent(&pool, &ids, Lane::Publications).await;
             }
             // The places go back only now.
             drop(all);

@@ -7,6 +7,7 @@
 
 pub mod confirms;
 pub mod handoff;
+mod marks;
 pub mod relay;
 
 pub use handoff::{Handoff, HandoffQueues};

@@ -283,10 +283,11 @@ impl Relay {
     /// claimer is `done` and the queue is empty. Sent rows are marked sent
     /// as they come in, [`MARKS_IN_FLIGHT`] updates at a time, so under load
     /// one UPDATE covers many emails. A send holds its permit until its row
-    /// is marked, so at most `concurrency` emails are ever sent-or-sending
-    /// but not yet marked: the most a crash can make the next relay send
-    /// twice. Once `give_up` is set, queued rows are no longer sent
-    /// (`release` hands them back).
+    /// is marked (a failed mark is tried again until written), so at most
+    /// `concurrency` emails are ever sent-or-sending but not yet marked,
+    /// through a database outage too: the most a crash or an outage can
+    /// make a relay send twice. Once `give_up` is set, queued rows are no
+    /// longer sent (`release` hands them back).
     async fn send_stream(
         &self,
         queued: tokio::sync::mpsc::Receiver<ClaimedRow>,
@@ -572,11 +573,7 @@ async fn publish_row(publisher: &Publisher, row: &ClaimedRow) -> Result<Pending,
 /// Marks `sent` emails sent; their permits go back only then.
 async fn mark_emails_sent(pool: sqlx::PgPool, sent: Vec<(i64, tokio::sync::OwnedSemaphorePermit)>) {
     let ids: Vec<i64> = sent.iter().map(|(id, _)| *id).collect();
-    if let Err(e) = outbox::mark_sent(&pool, &ids).await {
-        // Their lease runs out and they are sent again: the duplicates the
-        // permits bound.
-        tracing::warn!(error = %e, rows = ids.len(), "marking emails sent failed");
-    }
+    super::marks::mark_sent(&pool, &ids, Lane::Emails).await;
     drop(sent);
 }
 
