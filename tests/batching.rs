@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TestWorker, invite_data, invite_envelopes};
+use common::{TestWorker, WAIT, invite_data, invite_envelopes};
 use serde_json::Value;
 use std::time::Duration;
 use user_lifecycle::broker::client::CommandClient;
@@ -122,7 +122,8 @@ async fn commands_waiting_together_are_applied_once_each_and_a_refusal_among_the
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Everything delivered: a second copy of any would be in by now.
+    w.outbox_drained(WAIT).await;
     let emails = w.smtp.per_recipient("@load.example");
     assert_eq!(emails.len(), 30, "one invitee each: {emails:?}");
     assert!(

@@ -103,12 +103,7 @@ async fn a_rabbitmq_restart_under_load_loses_nothing_and_applies_nothing_twice()
         || async { emails_per_invitee(&w).len() == N },
     )
     .await;
-    eventually("the outbox drained", Duration::from_secs(60), || async {
-        w.count("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-            .await
-            == 0
-    })
-    .await;
+    w.outbox_drained(Duration::from_secs(60)).await;
     let per = emails_per_invitee(&w);
     let duplicate_emails: usize = per.values().map(|n| n - 1).sum();
     let processed = w
@@ -230,12 +225,7 @@ async fn a_postgresql_restart_under_load_pauses_consumption_and_loses_nothing() 
     .await;
     // Every row marked sent: what a mark not written left unsent has been
     // sent again by now, so the duplicates counted are all there are.
-    eventually("the outbox drained", Duration::from_secs(60), || async {
-        w.count("SELECT count(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL")
-            .await
-            == 0
-    })
-    .await;
+    w.outbox_drained(Duration::from_secs(60)).await;
     let per = emails_per_invitee(&w);
     let duplicate_emails: usize = per.values().map(|n| n - 1).sum();
     let users = w

@@ -403,8 +403,9 @@ impl TestWorker {
         self.messages_waiting("commands.dead").await
     }
 
-    /// Messages ready in `P.<queue>` (not those delivered and unacked: a
-    /// stopped worker's unacked deliveries are ready again).
+    /// Messages ready in `P.<queue>`, read once no consumer is left on it
+    /// (waits up to `WAIT`): the broker has then put a stopped worker's
+    /// unacked deliveries back, so they are counted too.
     pub async fn messages_waiting(&self, queue: &str) -> u32 {
         let channel = self.amqp.create_channel().await.unwrap();
         let queue = format!("{}.{queue}", self.prefix);
@@ -412,11 +413,22 @@ impl TestWorker {
             passive: true,
             ..Default::default()
         };
-        let declared = channel
-            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
-            .await
-            .unwrap();
-        declared.message_count()
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let declared = channel
+                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                .await
+                .unwrap();
+            if declared.consumer_count() == 0 {
+                return declared.message_count();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{queue} still has {} consumer(s) after {WAIT:?}",
+                declared.consumer_count()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Takes the next message from the dead-letter queue.
@@ -583,6 +595,26 @@ impl TestWorker {
             .fetch_one(&mut conn)
             .await
             .expect("count query")
+    }
+
+    /// Waits until every outbox row is sent or given up on (up to
+    /// `timeout`, then panics): past that nothing more is delivered, a
+    /// second copy included, so what arrived can be counted for good.
+    pub async fn outbox_drained(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let pending = self
+                .count("SELECT count(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL")
+                .await;
+            if pending == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{pending} outbox row(s) still undelivered after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Publishes `envelopes` (confirmed, with `reply_to`), returns their ids.
