@@ -173,6 +173,16 @@ impl BenchDatabase {
 
 /// Runs the whole benchmark and returns its figures.
 pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
+    // The worker would refuse to start without its templates: say so now,
+    // not after minutes of raw-limit runs.
+    crate::mail::templates::Renderer::load(&options.templates_dir, "http://localhost").map_err(
+        |e| {
+            BenchError::new(format!(
+                "the worker could not start: loading templates from {} (TEMPLATES_DIR): {e}",
+                options.templates_dir.display()
+            ))
+        },
+    )?;
     let (db_url, _) = bench_database_url(&options.database_url)?;
     let mut held = BenchDatabase::hold(&options.database_url).await?;
     let prefix = format!(

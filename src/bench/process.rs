@@ -9,6 +9,8 @@ use super::BenchError;
 /// A worker process started for the benchmark.
 pub struct WorkerProcess {
     child: Child,
+    /// Where its stderr goes.
+    log: PathBuf,
     /// Its metrics address.
     pub metrics: std::net::SocketAddr,
 }
@@ -23,15 +25,19 @@ impl WorkerProcess {
             .local_addr()?
             .port();
         let metrics: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-        let log = std::fs::File::create(log)?;
+        let stderr = std::fs::File::create(log)?;
         let child = Command::new(std::env::current_exe()?)
             .arg("run")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("METRICS_ADDR", metrics.to_string())
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(stderr)
             .spawn()?;
-        Ok(WorkerProcess { child, metrics })
+        Ok(WorkerProcess {
+            child,
+            log: log.clone(),
+            metrics,
+        })
     }
 
     /// Waits until `/readyz` answers 200; returns how long it took.
@@ -39,8 +45,16 @@ impl WorkerProcess {
         let deadline = started + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                // Its last error line says why (or else its last line).
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let why = log
+                    .lines()
+                    .rfind(|l| l.starts_with("error:"))
+                    .or_else(|| log.lines().rfind(|l| !l.trim().is_empty()))
+                    .unwrap_or("");
                 return Err(BenchError::new(format!(
-                    "the worker exited with {status}; see its log"
+                    "the worker exited with {status}: {why} (its log: {})",
+                    self.log.display()
                 )));
             }
             if readyz(self.metrics).await {
