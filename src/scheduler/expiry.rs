@@ -9,7 +9,7 @@
 //! expired invite emits `user.invite_expired` and emails the inviting
 //! manager (`invite_expired`) through the outbox.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -110,11 +110,14 @@ pub fn next_batch_size(current: i64, max: i64, held: Duration) -> i64 {
 pub async fn sweep(pool: &PgPool, batch: i64, relay: &Wakeup) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
     let mut limit = batch.max(1);
+    // Each batch starts where the last ended (ties included). A row skipped
+    // because a command held it is behind that point: the next sweep has it.
+    let mut from = DateTime::<Utc>::UNIX_EPOCH;
     loop {
         let now = Utc::now();
         let mut tx = begin_batch(pool).await?;
         let started = std::time::Instant::now();
-        let expired = expire_batch(&mut tx, now, limit).await?;
+        let expired = expire_batch(&mut tx, now, from, limit).await?;
         let mut rows = Vec::with_capacity(expired.len() * 2);
         for invite in &expired {
             rows.extend(rows_for(invite, now)?);
@@ -130,6 +133,9 @@ pub async fn sweep(pool: &PgPool, batch: i64, relay: &Wakeup) -> Result<SweepRep
         metrics::invites("expired", expired.len() as u64);
         if !expired.is_empty() {
             relay.wake();
+        }
+        if let Some(last) = expired.iter().map(|e| e.expired_at).max() {
+            from = last;
         }
         if (expired.len() as i64) < limit {
             return Ok(report);

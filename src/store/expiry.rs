@@ -69,17 +69,25 @@ pub async fn begin_batch(pool: &PgPool) -> Result<Tx<'static>, StoreError> {
         .await?)
 }
 
-/// Marks up to `limit` invited users whose activation expired before `now`
-/// as expired, skipping rows other transactions hold, and records the audit.
+/// Marks up to `limit` invited users whose activation expired before `now`,
+/// and not before `from`, as expired, skipping rows other transactions
+/// hold, and records the audit.
+///
+/// `from` lets a sweep start each batch where the last one ended: the
+/// index on due invitations keeps an entry for every row already expired
+/// until a vacuum, and a batch starting from the beginning would step over
+/// all of them, a cost that grows with the sweep.
 pub async fn expire_batch(
     tx: &mut Tx<'_>,
     now: DateTime<Utc>,
+    from: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<ExpiredInvite>, StoreError> {
     let rows = sqlx::query(
         "WITH due AS (
              SELECT id FROM users
              WHERE status = 'invited' AND activation_expires_at <= $1
+               AND activation_expires_at >= $3
              ORDER BY activation_expires_at
              LIMIT $2
              FOR UPDATE SKIP LOCKED
@@ -104,6 +112,7 @@ pub async fn expire_batch(
     )
     .bind(now)
     .bind(limit)
+    .bind(from)
     .fetch_all(&mut **tx)
     .await?;
     rows.into_iter()
