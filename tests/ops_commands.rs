@@ -566,7 +566,7 @@ async fn expire_now_expires_due_invitations_under_the_scheduler_lock_and_the_wor
 #[tokio::test]
 async fn a_benchmark_whose_worker_cannot_start_says_why_and_leaves_nothing_behind() {
     let name = format!("ul_benchfail_{}", uuid::Uuid::new_v4().simple());
-    let bench = |extra: &[&str], templates: &str| {
+    async fn bench(name: &str, extra: &[&str], templates: &str) -> Output {
         let mut args = vec![
             "bench",
             "--commands",
@@ -582,15 +582,11 @@ async fn a_benchmark_whose_worker_cannot_start_says_why_and_leaves_nothing_behin
             ("DATABASE_URL".to_owned(), format!("{PG_BASE}/{name}")),
             ("TEMPLATES_DIR".to_owned(), templates.to_owned()),
         ];
-        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            run(&args, env).await
-        }
-    };
+        run(&args, env).await
+    }
 
     // Templates missing: refused before any measuring.
-    let out = bench(&[], "/nonexistent/templates").await;
+    let out = bench(&name, &[], "/nonexistent/templates").await;
     assert!(!out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -600,7 +596,12 @@ async fn a_benchmark_whose_worker_cannot_start_says_why_and_leaves_nothing_behin
     );
 
     // A setting the worker refuses: the benchmark says what the worker said.
-    let out = bench(&["--worker-env", "MAIL_POOL_SIZE=zero"], &templates_dir()).await;
+    let out = bench(
+        &name,
+        &["--worker-env", "MAIL_POOL_SIZE=zero"],
+        &templates_dir(),
+    )
+    .await;
     assert!(!out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
