@@ -12,8 +12,9 @@
 //! statement outside `BEGIN` (`store::closing::write_checked`): everything
 //! a command writes still commits together or not at all. The statement re-reads the actor
 //! (share-locked, as the transaction would) and the organization's accounts
-//! and writes nothing unless both are unchanged, no email is taken and no
-//! command id is recorded; a conflict it cannot see yet fails it whole.
+//! and writes nothing unless both are unchanged; an email taken or a
+//! command id recorded already (committed or not) fails it whole, as the
+//! unique indexes see it.
 //! Anything else (a refusal, another kind of command, a change, a
 //! conflict) and the batch goes the transactional way of `handler::batch`,
 //! which answers it exactly as before.
