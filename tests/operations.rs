@@ -294,6 +294,92 @@ async fn metrics_expose_every_metric_of_the_contract_after_traffic() {
 }
 
 #[tokio::test]
+async fn users_by_status_stay_exact_through_inserts_status_changes_deletes_and_concurrent_folds() {
+    use user_lifecycle::store::stats;
+    let w = TestWorker::start().await;
+    let pool = w.pool(8).await;
+    let truth = |pool: sqlx::PgPool| async move {
+        let mut rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, count(*) FROM users GROUP BY status")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        rows.sort();
+        rows
+    };
+    let gauge = |pool: sqlx::PgPool| async move {
+        let mut rows = stats::read(&pool).await.unwrap().users;
+        rows.sort();
+        rows
+    };
+    // Rounds of writes (a batch of invites, a sweep-like status change,
+    // activations, deletions) with the gauge folded by several readers at
+    // once meanwhile, besides the worker's own refresher.
+    for round in 0..5 {
+        let writes = async {
+            sqlx::query(
+                "INSERT INTO organizations (id, name) VALUES ('gauge', 'Gauge B.V.')
+                 ON CONFLICT DO NOTHING",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO users (id, organization_id, kind, email, first_name, last_name,
+                     phone, country, locale, role, permissions, status)
+                 SELECT gen_random_uuid(), 'gauge', 'personal', 'g{round}-' || i || '@gauge.example',
+                     'G', 'Auge', '+31201234567', 'NL', 'en', 'user', '{{}}',
+                     CASE WHEN i % 3 = 0 THEN 'active' ELSE 'invited' END
+                 FROM generate_series(1, 40) AS i"
+            )))
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "UPDATE users SET status = 'expired'
+                 WHERE id IN (SELECT id FROM users WHERE status = 'invited' LIMIT 7)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            // Same status again: no change to count.
+            sqlx::query("UPDATE users SET updated_at = now() WHERE status = 'active'")
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query(
+                "UPDATE users SET status = 'active'
+                 WHERE id IN (SELECT id FROM users WHERE status = 'expired' LIMIT 2)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "DELETE FROM users WHERE id IN (SELECT id FROM users WHERE status = 'active' LIMIT 3)",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+        };
+        let folds = futures_util::future::join_all((0..4).map(|_| stats::read(&pool)));
+        let (_, folded) = tokio::join!(writes, folds);
+        for f in folded {
+            f.expect("a fold beside writes and other folds succeeds");
+        }
+        assert_eq!(
+            gauge(pool.clone()).await,
+            truth(pool.clone()).await,
+            "round {round}: users by status are the real counts"
+        );
+    }
+    let rows = w.count("SELECT count(*) FROM user_status_changes").await;
+    assert!(
+        rows <= 4,
+        "folded to one row per status, not one per change: {rows}"
+    );
+}
+
+#[tokio::test]
 async fn health_is_200_and_ready_once_the_broker_is_connected() {
     let w = TestWorker::start().await;
     let (status, body) = w.http_get("/healthz").await.unwrap();
