@@ -7,6 +7,7 @@
 //! `AMQP_PREFIX`, runs the real worker binary as a child process against an
 //! SMTP sink in this process, and removes what it created afterwards.
 
+mod db_reads;
 mod expiry;
 mod invites;
 mod machine;
@@ -272,6 +273,7 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
     ];
     env.extend(options.worker_env.iter().cloned());
     let log = std::env::temp_dir().join(format!("{prefix}-worker.log"));
+    let reads_before = db_reads::rows_read(&pool).await?;
     let started = Instant::now();
     let mut worker = process::WorkerProcess::spawn(&env, &log)?;
     worker.wait_ready(started).await?;
@@ -377,6 +379,12 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
         report.worker.idle_after_runs_rss_mib
     );
     worker.stop().await;
+    report.worker.db_reads_per_command = db_reads::since(
+        &pool,
+        reads_before,
+        options.commands + options.latency_commands,
+    )
+    .await?;
 
     if options.expire > 0 {
         eprintln!("expiry sweep over {} expired invitations…", options.expire);

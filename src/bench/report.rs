@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::db_reads::ReadsPerCommand;
 use super::expiry::ExpiryFigures;
 use super::invites::{InviteFigures, Percentiles};
 
@@ -31,6 +32,9 @@ pub struct Worker {
     /// that has handled a burst keeps (allocator arenas, the phone-number
     /// metadata loaded on first use).
     pub idle_after_runs_rss_mib: f64,
+    /// Rows PostgreSQL read for the worker over both invite runs, per
+    /// command (`None` if its backends had not gone 5 s after it stopped).
+    pub db_reads_per_command: Option<ReadsPerCommand>,
 }
 
 /// Everything one run measured.
@@ -100,6 +104,14 @@ impl Report {
             "",
             String::new(),
         );
+        if let Some(reads) = self.worker.db_reads_per_command {
+            row(
+                "PostgreSQL rows read per command (of them by scans)",
+                format!("{:.1} ({:.1})", reads.rows, reads.scanned_rows),
+                "",
+                String::new(),
+            );
+        }
         let i = &self.invite;
         row(
             &format!("invite_user end to end ({} commands/s)", i.commands),
@@ -290,7 +302,13 @@ mod tests {
                 ..Default::default()
             }),
             expiry: Some(ExpiryFigures::default()),
-            ..Default::default()
+            worker: Worker {
+                db_reads_per_command: Some(ReadsPerCommand {
+                    rows: 14.3,
+                    scanned_rows: 0.5,
+                }),
+                ..Default::default()
+            },
         }
     }
 
@@ -317,6 +335,8 @@ mod tests {
             "/latency/one_statement_pct",
             "/worker/idle_rss_mib",
             "/worker/idle_after_runs_rss_mib",
+            "/worker/db_reads_per_command/rows",
+            "/worker/db_reads_per_command/scanned_rows",
         ] {
             assert!(json.pointer(path).is_some_and(|v| v.is_number()), "{path}");
         }
@@ -349,6 +369,10 @@ mod tests {
             busy[1]
         );
         assert!(line("  of the messaging alone").ends_with("25.0%"));
+        assert!(
+            line("PostgreSQL rows read per command").contains("14.3 (0.5)"),
+            "rows read in all, and by scans"
+        );
         let one_statement: Vec<&str> = table
             .lines()
             .filter(|l| l.starts_with("  batches written as one statement"))
