@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{TestWorker, invite_data, invite_envelopes};
+use common::{TestWorker, invite_data, invite_envelopes, plan};
 use serde_json::{Value, json};
 use std::time::Duration;
 use user_lifecycle::broker::client::CommandClient;
@@ -379,13 +379,4 @@ async fn the_statement_finds_taken_emails_and_recorded_ids_through_their_unique_
             "the one statement reads {table} through an index only:\n{kept}"
         );
     }
-}
-
-/// The lines of an `EXPLAIN`, joined.
-async fn plan(db: &mut sqlx::PgConnection, explain: &str) -> String {
-    let lines: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(explain.to_owned()))
-        .fetch_all(db)
-        .await
-        .unwrap();
-    lines.join("\n")
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{AMQP_URL, PG_BASE, TestWorker, WAIT, person};
+use common::{AMQP_URL, PG_BASE, TestWorker, WAIT, person, plan};
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 use std::collections::HashMap;
@@ -335,31 +335,17 @@ async fn users_by_status_stay_exact_through_inserts_status_changes_deletes_and_c
             .execute(&pool)
             .await
             .unwrap();
-            sqlx::query(
+            for sql in [
                 "UPDATE users SET status = 'expired'
                  WHERE id IN (SELECT id FROM users WHERE status = 'invited' LIMIT 7)",
-            )
-            .execute(&pool)
-            .await
-            .unwrap();
-            // Same status again: no change to count.
-            sqlx::query("UPDATE users SET updated_at = now() WHERE status = 'active'")
-                .execute(&pool)
-                .await
-                .unwrap();
-            sqlx::query(
+                // Same status again: no change to count.
+                "UPDATE users SET updated_at = now() WHERE status = 'active'",
                 "UPDATE users SET status = 'active'
                  WHERE id IN (SELECT id FROM users WHERE status = 'expired' LIMIT 2)",
-            )
-            .execute(&pool)
-            .await
-            .unwrap();
-            sqlx::query(
                 "DELETE FROM users WHERE id IN (SELECT id FROM users WHERE status = 'active' LIMIT 3)",
-            )
-            .execute(&pool)
-            .await
-            .unwrap();
+            ] {
+                sqlx::query(sql).execute(&pool).await.unwrap();
+            }
         };
         let folds = futures_util::future::join_all((0..4).map(|_| stats::read(&pool)));
         let (_, folded) = tokio::join!(writes, folds);
@@ -679,14 +665,11 @@ async fn each_lane_claims_through_its_own_index_of_due_rows_not_the_delivered_on
         .execute(&mut db)
         .await
         .unwrap();
-        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "EXPLAIN EXECUTE {name}(100, 60000, '{}')",
-            Uuid::new_v4()
-        )))
-        .fetch_all(&mut db)
-        .await
-        .unwrap();
-        let plan = plan.join("\n");
+        let plan = plan(
+            &mut db,
+            &format!("EXPLAIN EXECUTE {name}(100, 60000, '{}')", Uuid::new_v4()),
+        )
+        .await;
         assert!(
             plan.contains(index) && !plan.contains("Seq Scan"),
             "a claim of {} reads {index} only:\n{plan}",

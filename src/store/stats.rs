@@ -24,10 +24,14 @@ pub async fn read(pool: &PgPool) -> Result<Stats, StoreError> {
     // the whole table each time). First fold those rows into one per
     // status: each row is deleted by one fold only, and its value written
     // back in the same transaction, so folds by several replicas at once
-    // keep the sums. Then sum in a statement of its own, whose snapshot
-    // sees any concurrent fold whole or not at all.
+    // keep the sums; when every status has one row already it writes
+    // nothing (an idle worker rewrites no rows). Then sum in a statement of
+    // its own, whose snapshot sees any concurrent fold whole or not at all.
     sqlx::query(
-        "WITH folded AS (DELETE FROM user_status_changes RETURNING status, delta)
+        "WITH folded AS (
+             DELETE FROM user_status_changes
+             WHERE EXISTS (SELECT FROM user_status_changes GROUP BY status HAVING count(*) > 1)
+             RETURNING status, delta)
          INSERT INTO user_status_changes (status, delta)
          SELECT status, sum(delta) FROM folded GROUP BY status HAVING sum(delta) <> 0",
     )
