@@ -244,3 +244,52 @@ async fn a_command_waiting_behind_invites_sees_them_written_and_a_case_variant_i
         "6 invites waiting together took {transactions} transactions"
     );
 }
+
+#[tokio::test]
+async fn events_and_replies_of_commands_applied_together_leave_in_the_order_the_commands_were_applied()
+ {
+    let (mut w, manager) = TestWorker::with_active_manager(&[]).await;
+    assert!(w.terminate().await.success());
+
+    // 40 invites waiting together: 80 events and replies, more than the
+    // relay publishes at once (30).
+    let envelopes = invite_envelopes(&manager, "acme", "q", 40);
+    let ids = w.publish_all(&envelopes).await;
+    w.spawn();
+    w.wait_ready().await;
+
+    let replies = w
+        .replies_in_arrival_order(&ids, Duration::from_secs(60))
+        .await;
+    let ours: Vec<&(String, Value)> = replies.iter().filter(|(id, _)| ids.contains(id)).collect();
+    let answered: Vec<&str> = ours.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        answered, ids,
+        "one reply each, in the order of their commands"
+    );
+    let invitees: Vec<String> = ours
+        .iter()
+        .map(|(_, reply)| {
+            assert_eq!(reply["status"], "applied", "{reply}");
+            reply["data"]["user_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let announced = loop {
+        let announced: Vec<String> = w
+            .events_of("user.invited")
+            .await
+            .iter()
+            .filter_map(|e| e["data"]["user_id"].as_str().map(str::to_owned))
+            .filter(|u| invitees.contains(u))
+            .collect();
+        if announced.len() >= invitees.len() || tokio::time::Instant::now() > deadline {
+            break announced;
+        }
+    };
+    assert_eq!(
+        announced, invitees,
+        "user.invited events in the order of their commands"
+    );
+}

@@ -383,10 +383,22 @@ impl Relay {
         let Some(place) = confirmer.room().await else {
             return Ok(());
         };
+        // The rows are published together, a chunk at a time: a publish
+        // waits until lapin's I/O thread has written its frames, so one
+        // after the other each row cost a round trip to that thread (1 ms
+        // at the median, 8 ms at p99 for the 7 rows of a batch of 4
+        // invites at 1,000 commands/s, the last reply leaving last).
+        // Polled together, they queue their frames in order on the first
+        // poll and one wake-up writes them all.
         let mut published = Vec::with_capacity(rows.len());
-        for row in rows {
-            let started = publish_row(&publisher, &row).await;
-            published.push((row, started));
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<ClaimedRow> = rows.by_ref().take(PUBLISHED_TOGETHER).collect();
+            let started = futures_util::future::join_all(
+                chunk.iter().map(|row| publish_row(&publisher, row)),
+            )
+            .await;
+            published.extend(chunk.into_iter().zip(started));
         }
         confirmer.published(published, place);
         Ok(())
@@ -576,6 +588,12 @@ async fn mark_emails_sent(pool: sqlx::PgPool, sent: Vec<(i64, tokio::sync::Owned
     super::marks::mark_sent(&pool, &ids, Lane::Emails).await;
     drop(sent);
 }
+
+/// Rows of a batch published at once. At most 30: up to that many,
+/// `join_all` polls its futures one after the other in the order given, so
+/// the rows keep their order on the wire (above, it hands them to a
+/// `FuturesOrdered`, whose first polls follow no documented order).
+const PUBLISHED_TOGETHER: usize = 30;
 
 /// Updates marking emails sent that may run at once: a send waits for its
 /// row's mark before its permit goes back, so a second update in flight

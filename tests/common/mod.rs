@@ -640,15 +640,33 @@ impl TestWorker {
         timeout: Duration,
     ) -> HashMap<String, Vec<Value>> {
         let mut replies: HashMap<String, Vec<Value>> = HashMap::new();
+        for (correlation, reply) in self.replies_in_arrival_order(ids, timeout).await {
+            replies.entry(correlation).or_default().push(reply);
+        }
+        replies
+    }
+
+    /// Collects replies until every id in `ids` has at least one (or
+    /// `timeout`); returns all of them as they arrived, with their ids.
+    pub async fn replies_in_arrival_order(
+        &mut self,
+        ids: &[String],
+        timeout: Duration,
+    ) -> Vec<(String, Value)> {
+        let mut arrived = Vec::new();
+        let mut waiting: std::collections::HashSet<&String> = ids.iter().collect();
         let deadline = tokio::time::Instant::now() + timeout;
-        while ids.iter().any(|id| !replies.contains_key(id)) {
+        while !waiting.is_empty() {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.client.next_reply(left).await {
-                Ok((correlation, reply)) => replies.entry(correlation).or_default().push(reply),
+                Ok((correlation, reply)) => {
+                    waiting.remove(&correlation);
+                    arrived.push((correlation, reply));
+                }
                 Err(_) => break,
             }
         }
-        replies
+        arrived
     }
 
     /// Sends SIGTERM and waits for the exit status. Waits without blocking
