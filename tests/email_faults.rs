@@ -664,3 +664,61 @@ async fn a_recipient_refused_in_a_pipelined_envelope_fails_that_email_at_once_an
     assert_eq!(f.sent, later.len() as f64);
     assert!(w.smtp.pipelined() > 0, "the dialogue was pipelined");
 }
+
+/// Sends a message built as the relay builds them, whose text and HTML
+/// have lines that begin with dots, through a mailer of its own to `smtp`;
+/// returns what arrived.
+async fn dotted_message_through(smtp: &common::smtp::SmtpServer, to: &str) -> common::smtp::Mail {
+    use user_lifecycle::config::MailUrl;
+    use user_lifecycle::mail::{Mailer, Rendered, message};
+    let from: lettre::message::Mailbox = "Portal <noreply@portal.example>".parse().unwrap();
+    let mailer = Mailer::new(
+        &MailUrl::parse(&smtp.url()).unwrap(),
+        from.clone(),
+        Duration::from_secs(10),
+        1,
+    )
+    .unwrap();
+    let rendered = Rendered {
+        subject: "Dots".into(),
+        text: DOTTED_TEXT.into(),
+        html: format!("<p>\n{DOTTED_TEXT}</p>\n"),
+    };
+    let id = message::message_id(uuid::Uuid::new_v4(), &from);
+    let built = message::build(&from, to.parse().unwrap(), id, rendered).unwrap();
+    mailer.send(built).await.expect("the server accepted it");
+    smtp.wait_for(to, 1, WAIT).await.remove(0)
+}
+
+/// Lines that SMTP must dot-stuff, one that is a lone dot among them.
+const DOTTED_TEXT: &str = ".starts with a dot\n..two dots\n.\nnot.at the start\n";
+
+#[tokio::test]
+async fn lines_that_begin_with_a_dot_arrive_as_written_pipelined_or_not() {
+    let smtp = common::smtp::SmtpServer::start().await;
+    let piped = dotted_message_through(&smtp, "piped@dots.example").await;
+    assert_eq!(smtp.pipelined(), 1, "sent pipelined");
+
+    let stepwise_server = common::smtp::SmtpServer::start().await;
+    stepwise_server.stop_offering_pipelining();
+    let stepwise = dotted_message_through(&stepwise_server, "stepwise@dots.example").await;
+    assert_eq!(stepwise_server.pipelined(), 0, "sent one command at a time");
+
+    for (how, mail) in [("pipelined", &piped), ("one command at a time", &stepwise)] {
+        let raw = String::from_utf8_lossy(&mail.raw);
+        assert!(
+            raw.contains("\r\n.starts with a dot\r\n..two dots\r\n.\r\n"),
+            "{how}: the text went as it is, its lines starting with dots: {raw}"
+        );
+        assert_eq!(
+            mail.text().replace("\r\n", "\n"),
+            DOTTED_TEXT,
+            "{how}: the text as written"
+        );
+        assert!(
+            mail.html().replace("\r\n", "\n").contains(DOTTED_TEXT),
+            "{how}: the HTML as written: {}",
+            mail.html()
+        );
+    }
+}

@@ -43,8 +43,14 @@ pub struct Pipe(Arc<Mutex<Vec<u8>>>);
 impl Pipe {
     /// Queues `bytes` to go out before anything the client writes next.
     pub fn push(&self, bytes: &[u8]) {
+        self.push_with(|ahead| ahead.extend_from_slice(bytes));
+    }
+
+    /// Queues what `write` appends to the buffer (which may hold bytes
+    /// queued before), without building it elsewhere first.
+    pub fn push_with(&self, write: impl FnOnce(&mut Vec<u8>)) {
         if let Ok(mut ahead) = self.0.lock() {
-            ahead.extend_from_slice(bytes);
+            write(&mut ahead);
         }
     }
 }

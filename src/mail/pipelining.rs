@@ -5,9 +5,11 @@
 //! both sides. A server that offers PIPELINING takes the envelope and
 //! `DATA` in one go; the client then reads their replies in order and sends
 //! the body only after `DATA`'s `354`. So a message costs two round trips,
-//! whatever the distance to the server. lettre still formats every command,
-//! parses every reply and writes the body; this module only changes when
-//! the commands are written, through the stream's [`Pipe`].
+//! whatever the distance to the server. lettre still formats every command
+//! and parses every reply; this module changes when they are written,
+//! through the stream's [`Pipe`]. The body goes through the pipe too,
+//! dot-stuffed here: lettre's own writer stuffs it a byte at a time into a
+//! buffer of its own, 4 % of the worker's CPU at 3,000 emails/s.
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::client::AsyncSmtpConnection;
@@ -79,7 +81,29 @@ pub async fn send(
     for _ in 0..envelope.to().len() + 2 {
         conn.read_response().await?;
     }
-    conn.message(message).await
+    pipe.push_with(|data| {
+        dot_stuffed(message, data);
+        data.extend_from_slice(b"\r\n.\r\n");
+    });
+    conn.read_response().await
+}
+
+/// Appends `message` to `data` as `DATA` carries it (RFC 5321, 4.5.2): a
+/// line that begins with `.` gets a second one, so that no line of it
+/// reads as the `.` that ends the message. Lines end with CRLF, as lettre
+/// formats them and as its own writer reads them.
+fn dot_stuffed(message: &[u8], data: &mut Vec<u8>) {
+    data.reserve(message.len() + 8);
+    if message.first() == Some(&b'.') {
+        data.push(b'.');
+    }
+    let mut from = 0;
+    for line_end in memchr::memmem::find_iter(message, b"\r\n.") {
+        data.extend_from_slice(&message[from..line_end + 2]);
+        data.push(b'.');
+        from = line_end + 2;
+    }
+    data.extend_from_slice(&message[from..]);
 }
 
 #[cfg(test)]
@@ -97,6 +121,28 @@ mod tests {
             ),
             lines.iter().map(|l| l.to_string()).collect(),
         )
+    }
+
+    fn stuffed(message: &str) -> String {
+        let mut data = b"ahead;".to_vec();
+        dot_stuffed(message.as_bytes(), &mut data);
+        String::from_utf8(data).unwrap()
+    }
+
+    #[test]
+    fn a_line_that_begins_with_a_dot_gets_a_second_one() {
+        assert_eq!(
+            stuffed(".a\r\nb\r\n.\r\n..c\r\n"),
+            "ahead;..a\r\nb\r\n..\r\n...c\r\n"
+        );
+        assert_eq!(stuffed("a\r\n.\r\n.\r\n."), "ahead;a\r\n..\r\n..\r\n..");
+    }
+
+    #[test]
+    fn dots_inside_a_line_or_after_a_bare_line_feed_stay_single() {
+        assert_eq!(stuffed("a.b\r\nc..\r\n"), "ahead;a.b\r\nc..\r\n");
+        assert_eq!(stuffed("a\n.b\r.c"), "ahead;a\n.b\r.c");
+        assert_eq!(stuffed(""), "ahead;");
     }
 
     #[test]
