@@ -223,14 +223,17 @@ pub async fn claim(
     Ok(claimed)
 }
 
-/// Marks rows delivered; their payload keeps no token.
+/// Marks rows delivered; their payload keeps no token. Only a payload
+/// that has one is rewritten: events and replies (two rows in three)
+/// never do, and `-` rebuilds the whole document even when the key is
+/// absent.
 pub async fn mark_sent(pool: &PgPool, ids: &[i64]) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
     sqlx::query(
         "UPDATE outbox SET sent_at = now(), claimed_until = NULL, last_error = NULL,
-            payload = payload - 'token'
+            payload = CASE WHEN payload ? 'token' THEN payload - 'token' ELSE payload END
          WHERE id = ANY($1)",
     )
     .bind(ids)
