@@ -1,4 +1,4 @@
-//! The publication lane's confirms and marks, off the lane's path.
+//! The publication lane's confirms, off the lane's path.
 //!
 //! A batch of replies and events is published, then the broker confirms
 //! it, then its rows are marked sent. If the lane waited for the confirms
@@ -6,28 +6,28 @@
 //! would queue behind the previous batch's round trip to the broker and
 //! UPDATE in the database. So the lane only publishes and hands each batch
 //! here: one task waits for the confirms in publishing order (a channel
-//! confirms in order), puts a refused row back to be retried, and marks
-//! the confirmed rows sent, everything confirmed while a mark runs going
-//! into the next one. Each batch holds a place among
+//! confirms in order), puts a refused row back to be retried, and hands the
+//! confirmed rows to the relay's marker (`marks`), which marks them with
+//! whatever else was delivered meanwhile. Each batch holds a place among
 //! [`Confirmer::IN_FLIGHT`] from its publishing until its mark finished, so
 //! at most that many batches are ever published but not marked (a failed
 //! mark is tried again until written): what a crash or a database outage
 //! can make a relay publish again (with the same message ids).
 
-use futures_util::StreamExt;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use super::marks::Delivered;
 use super::relay::retry_delay;
 use crate::broker::publisher::{Pending, PublishError};
-use crate::store::outbox::{self, ClaimedRow, Lane};
+use crate::store::outbox::{self, ClaimedRow};
 
 /// A published batch: each row with its publish's outcome so far.
 pub type Published = Vec<(ClaimedRow, Result<Pending, PublishError>)>;
 
-/// Waits for the confirms of published batches and marks their rows.
+/// Waits for the confirms of published batches and hands their rows to be marked.
 #[derive(Debug)]
 pub struct Confirmer {
     room: Arc<Semaphore>,
@@ -39,13 +39,18 @@ impl Confirmer {
     /// Batches published but not yet marked, at most.
     pub const IN_FLIGHT: usize = 4;
 
-    /// A confirmer marking in `pool`, waiting at most `limit` for a confirm.
-    pub fn start(pool: PgPool, limit: Duration) -> Confirmer {
+    /// A confirmer waiting at most `limit` for a confirm, retrying in
+    /// `pool`, handing confirmed rows to `marks` (the relay's marker).
+    pub(crate) fn start(
+        pool: PgPool,
+        limit: Duration,
+        marks: mpsc::UnboundedSender<Delivered>,
+    ) -> Confirmer {
         let (batches, received) = mpsc::unbounded_channel();
         Confirmer {
             room: Arc::new(Semaphore::new(Self::IN_FLIGHT)),
             batches: Some(batches),
-            task: Some(tokio::spawn(confirm_and_mark(pool, limit, received))),
+            task: Some(tokio::spawn(confirm_all(pool, limit, received, marks))),
         }
     }
 
@@ -63,7 +68,8 @@ impl Confirmer {
         }
     }
 
-    /// Waits until every batch handed over is confirmed and marked.
+    /// Waits until every batch handed over is confirmed and handed on to
+    /// be marked (the relay waits for its marker before it stops).
     pub async fn finish(&mut self) {
         self.batches = None;
         self.room.close();
@@ -73,39 +79,21 @@ impl Confirmer {
     }
 }
 
-/// Confirms the batches in order; the confirmed rows of as many as came in
-/// meanwhile are marked in one UPDATE, one at a time.
-async fn confirm_and_mark(
+/// Confirms the batches in order and hands each one's confirmed rows, with
+/// its place, to `marks`.
+async fn confirm_all(
     pool: PgPool,
     limit: Duration,
-    batches: mpsc::UnboundedReceiver<(Published, OwnedSemaphorePermit)>,
+    mut batches: mpsc::UnboundedReceiver<(Published, OwnedSemaphorePermit)>,
+    marks: mpsc::UnboundedSender<Delivered>,
 ) {
-    let (confirmed_tx, confirmed_rx) = mpsc::unbounded_channel();
-    let confirming = {
-        let pool = pool.clone();
-        async move {
-            let mut batches = batches;
-            while let Some((batch, permit)) = batches.recv().await {
-                let sent = confirm(&pool, limit, batch).await;
-                let _ = confirmed_tx.send((sent, permit));
-            }
-        }
-    };
-    let marking = super::gathered(confirmed_rx).for_each(|all| {
-        let pool = pool.clone();
-        async move {
-            let ids: Vec<i64> = all
-                .iter()
-                .flat_map(|(sent, _)| sent.iter().copied())
-                .collect();
-            if !ids.is_empty() {
-                super::marks::mark_sent(&pool, &ids, Lane::Publications).await;
-            }
-            // The places go back only now.
-            drop(all);
-        }
-    });
-    tokio::join!(confirming, marking);
+    while let Some((batch, place)) = batches.recv().await {
+        let sent = confirm(&pool, limit, batch).await;
+        // The marker runs until the relay stops, after this task; were it
+        // gone, the place goes back unmarked and the rows are published
+        // again after their lease, as after a crash.
+        let _ = marks.send((sent, place));
+    }
 }
 
 /// Waits for each row's confirm; returns the confirmed rows' ids and puts

@@ -12,10 +12,50 @@
 //! (On the way out, the time the worker gives its relay to finish ends the
 //! waiting.)
 
+use futures_util::StreamExt;
 use sqlx::PgPool;
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::task::JoinHandle;
 
-use crate::store::outbox::{self, Lane};
+use crate::store::outbox;
+
+/// Rows a lane delivered, and what it holds until they are marked (an
+/// email's send permit, a publication batch's place).
+pub(crate) type Delivered = (Vec<i64>, OwnedSemaphorePermit);
+
+/// Marks that may run at once: a lane waits for its rows' mark before its
+/// permit or place goes back, so a second update in flight keeps the lanes
+/// from idling behind the first.
+const MARKS_IN_FLIGHT: usize = 2;
+
+/// Starts the relay's marker: both lanes hand it what they delivered, and
+/// everything handed over while the marks in flight run goes into one
+/// UPDATE — an email sent and the replies and events confirmed at about
+/// the same time are marked together, not by an UPDATE each. The task
+/// ends once every sender is dropped and every mark written.
+pub(crate) fn start(pool: PgPool) -> (mpsc::UnboundedSender<Delivered>, JoinHandle<()>) {
+    let (delivered, received) = mpsc::unbounded_channel::<Delivered>();
+    let task = tokio::spawn(async move {
+        super::gathered(received)
+            .for_each_concurrent(MARKS_IN_FLIGHT, |all| {
+                let pool = pool.clone();
+                async move {
+                    let ids: Vec<i64> = all
+                        .iter()
+                        .flat_map(|(ids, _)| ids.iter().copied())
+                        .collect();
+                    if !ids.is_empty() {
+                        mark_sent(&pool, &ids).await;
+                    }
+                    // The permits and places go back only now.
+                    drop(all);
+                }
+            })
+            .await;
+    });
+    (delivered, task)
+}
 
 /// First wait before a mark is tried again; doubles up to [`MAX_WAIT`].
 const FIRST_WAIT: Duration = Duration::from_millis(100);
@@ -25,7 +65,7 @@ const MAX_WAIT: Duration = Duration::from_secs(2);
 const LOG_EVERY: u32 = 10;
 
 /// Marks `ids` sent, trying again until it is written.
-pub(crate) async fn mark_sent(pool: &PgPool, ids: &[i64], lane: Lane) {
+async fn mark_sent(pool: &PgPool, ids: &[i64]) {
     let mut wait = FIRST_WAIT;
     let mut failures = 0u32;
     loop {
@@ -34,7 +74,6 @@ pub(crate) async fn mark_sent(pool: &PgPool, ids: &[i64], lane: Lane) {
                 if failures > 0 {
                     tracing::info!(
                         rows = ids.len(),
-                        lane = lane.name(),
                         failures,
                         "marked sent after the database came back"
                     );
@@ -43,7 +82,7 @@ pub(crate) async fn mark_sent(pool: &PgPool, ids: &[i64], lane: Lane) {
             }
             Err(e) => {
                 if failures.is_multiple_of(LOG_EVERY) {
-                    tracing::warn!(error = %e, rows = ids.len(), lane = lane.name(), failures = failures + 1, "marking sent failed; the lane waits and tries again");
+                    tracing::warn!(error = %e, rows = ids.len(), failures = failures + 1, "marking sent failed; the lanes wait and try again");
                 }
                 failures = failures.saturating_add(1);
             }

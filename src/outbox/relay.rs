@@ -16,6 +16,7 @@ use crate::mail::{Mailer, Renderer, message};
 use crate::outbox::Wakeup;
 use crate::outbox::confirms::Confirmer;
 use crate::outbox::handoff::HandoffQueues;
+use crate::outbox::marks::Delivered;
 use crate::store::StoreError;
 use crate::store::outbox::{self, ClaimedRow, Lane, OutboxKind};
 use crate::store::payload::{EventHead, Publication};
@@ -85,23 +86,29 @@ impl Relay {
     /// Delivers until `shutdown` in two lanes (publications, emails): rows
     /// handed over by commands as they come, rows left in the table on
     /// wake-ups and once a second. Then keeps delivering what is due for up
-    /// to `flush` and hands back whatever it still holds.
+    /// to `flush` and hands back whatever it still holds. Both lanes hand
+    /// what they delivered to one marker (`marks`), so an email and the
+    /// publications delivered at about the same time share an UPDATE.
     pub async fn run(
         self: Arc<Self>,
         queues: HandoffQueues,
         shutdown: watch::Receiver<bool>,
         flush: Duration,
     ) {
+        let (marks, marking) = super::marks::start(self.pool.clone());
         let emails = tokio::spawn(self.clone().email_lane(
             queues.emails,
             queues.emails_sender,
             shutdown.clone(),
             flush,
+            marks.clone(),
         ));
         self.clone()
-            .publication_lane(queues.publications, shutdown, flush)
+            .publication_lane(queues.publications, shutdown, flush, marks)
             .await;
         let _ = emails.await;
+        // Every delivered row marked before the undelivered are handed back.
+        let _ = marking.await;
         self.release().await;
     }
 
@@ -113,10 +120,11 @@ impl Relay {
         mut handed: tokio::sync::mpsc::Receiver<ClaimedRow>,
         mut shutdown: watch::Receiver<bool>,
         flush: Duration,
+        marks: tokio::sync::mpsc::UnboundedSender<Delivered>,
     ) {
         let wakeup = &self.wakeup.publications;
         let mut next_pass = tokio::time::Instant::now();
-        let mut confirmer = Confirmer::start(self.pool.clone(), self.settings.lease / 2);
+        let mut confirmer = Confirmer::start(self.pool.clone(), self.settings.lease / 2, marks);
         loop {
             if *shutdown.borrow() {
                 let deadline = tokio::time::Instant::now() + flush;
@@ -211,6 +219,7 @@ impl Relay {
         queue: tokio::sync::mpsc::Sender<ClaimedRow>,
         shutdown: watch::Receiver<bool>,
         flush: Duration,
+        marks: tokio::sync::mpsc::UnboundedSender<Delivered>,
     ) {
         let chunk = usize::try_from(self.settings.batch).unwrap_or(1).max(2) / 2;
         let give_up = std::sync::atomic::AtomicBool::new(false);
@@ -220,7 +229,7 @@ impl Relay {
                 .await;
             done.send_replace(true);
         };
-        let sending = self.send_stream(queued, claimer_done, &give_up);
+        let sending = self.send_stream(queued, claimer_done, &give_up, marks);
         tokio::join!(claiming, sending);
     }
 
@@ -280,10 +289,10 @@ impl Relay {
     }
 
     /// Sends the rows of `queued`, `concurrency` at a time, until the
-    /// claimer is `done` and the queue is empty. Sent rows are marked sent
-    /// as they come in, [`MARKS_IN_FLIGHT`] updates at a time, so under load
-    /// one UPDATE covers many emails. A send holds its permit until its row
-    /// is marked (a failed mark is tried again until written), so at most
+    /// claimer is `done` and the queue is empty. Sent rows go to `marks`,
+    /// the relay's marker, which marks them with whatever else was
+    /// delivered meanwhile. A send holds its permit until its row is
+    /// marked (a failed mark is tried again until written), so at most
     /// `concurrency` emails are ever sent-or-sending but not yet marked,
     /// through a database outage too: the most a crash or an outage can
     /// make a relay send twice. Once `give_up` is set, queued rows are no
@@ -293,11 +302,10 @@ impl Relay {
         queued: tokio::sync::mpsc::Receiver<ClaimedRow>,
         done: watch::Receiver<bool>,
         give_up: &std::sync::atomic::AtomicBool,
+        marks: tokio::sync::mpsc::UnboundedSender<Delivered>,
     ) {
         let concurrency = self.settings.concurrency.max(1);
         let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
-        let (sent_tx, sent_rx) =
-            tokio::sync::mpsc::unbounded_channel::<(i64, tokio::sync::OwnedSemaphorePermit)>();
         // Commands keep a sender on the queue: the stream ends when the
         // claimer is done and the queue empty, not when it closes.
         let rows =
@@ -314,9 +322,8 @@ impl Relay {
             });
         // Twice as many emails are in hand as may be sending: the next ones
         // are rendered and built while the permits wait for their marks.
-        let sending = async {
-            rows.for_each_concurrent(2 * concurrency, |row| {
-                let sent_tx = sent_tx.clone();
+        rows.for_each_concurrent(2 * concurrency, |row| {
+                let marks = marks.clone();
                 let permits = permits.clone();
                 async move {
                     let stopped = || give_up.load(std::sync::atomic::Ordering::Relaxed);
@@ -339,7 +346,8 @@ impl Relay {
                     }
                     match self.deliver_email(email).await {
                         Ok(Some(id)) => {
-                            let _ = sent_tx.send((id, permit));
+                            // The marker outlives the lanes (`run`).
+                            let _ = marks.send((vec![id], permit));
                         }
                         Ok(None) => {}
                         Err(e) => tracing::warn!(error = %e, lane = Lane::Emails.name(), "recording an email outcome failed"),
@@ -347,16 +355,6 @@ impl Relay {
                 }
             })
             .await;
-            drop(sent_tx);
-        };
-        // Everything sent while the updates in flight ran goes in the next one.
-        let batches = crate::outbox::gathered(sent_rx);
-        let pool = self.pool.clone();
-        let marking = batches.for_each_concurrent(MARKS_IN_FLIGHT, move |sent| {
-            let pool = pool.clone();
-            mark_emails_sent(pool, sent)
-        });
-        tokio::join!(sending, marking);
     }
 
     /// Publishes `rows` and hands them to `confirmer`, which waits for
@@ -582,23 +580,11 @@ async fn publish_row(publisher: &Publisher, row: &ClaimedRow) -> Result<Pending,
     }
 }
 
-/// Marks `sent` emails sent; their permits go back only then.
-async fn mark_emails_sent(pool: sqlx::PgPool, sent: Vec<(i64, tokio::sync::OwnedSemaphorePermit)>) {
-    let ids: Vec<i64> = sent.iter().map(|(id, _)| *id).collect();
-    super::marks::mark_sent(&pool, &ids, Lane::Emails).await;
-    drop(sent);
-}
-
 /// Rows of a batch published at once. At most 30: up to that many,
 /// `join_all` polls its futures one after the other in the order given, so
 /// the rows keep their order on the wire (above, it hands them to a
 /// `FuturesOrdered`, whose first polls follow no documented order).
 const PUBLISHED_TOGETHER: usize = 30;
-
-/// Updates marking emails sent that may run at once: a send waits for its
-/// row's mark before its permit goes back, so a second update in flight
-/// keeps the senders from idling behind the first.
-const MARKS_IN_FLIGHT: usize = 2;
 
 /// A deadline that never comes.
 fn far_future() -> tokio::time::Instant {
