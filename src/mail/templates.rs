@@ -4,7 +4,7 @@
 //! templates do not (they are not HTML). A locale without its own template
 //! falls back to its language (`nl-BE` → `nl`), then to `en`.
 
-use handlebars::{Handlebars, no_escape};
+use handlebars::{Context, Handlebars, no_escape};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -168,7 +168,9 @@ impl Renderer {
 
     /// Renders `job` in its locale (with fallback).
     pub fn render(&self, job: &EmailJob) -> Result<Rendered, TemplateError> {
-        let vars = self.variables(job);
+        // One context for the three parts: `render` would copy the
+        // variables into a context of its own for each.
+        let vars = Context::from(self.variables(job));
         let render = |part: &str| {
             let name = self.resolve(&job.locale, job.template, part);
             let registry = if part == "html" {
@@ -177,7 +179,7 @@ impl Renderer {
                 &self.plain
             };
             registry
-                .render(&name, &vars)
+                .render_with_context(&name, &vars)
                 .map_err(|e| TemplateError::Render {
                     name,
                     detail: e.to_string(),

@@ -17,6 +17,10 @@ pub fn init(format: LogFormat) {
             .json()
             .flatten_event(true)
             .with_current_span(true)
+            // A line's spans are its command's span alone (the only span
+            // there is), already in `span`: listing it again under
+            // `spans` serialized it twice on every line.
+            .with_span_list(false)
             .try_init(),
     };
     // A subscriber already installed (tests) is fine.
