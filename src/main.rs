@@ -18,10 +18,13 @@ use user_lifecycle::ops::{
 };
 use user_lifecycle::{app, store, telemetry};
 
+mod allocator;
+
 /// Exit status when the expiry sweep is running elsewhere (`EX_TEMPFAIL`).
 const EXIT_TRY_AGAIN: u8 = 75;
 
 fn main() -> ExitCode {
+    allocator::keep_huge_pages_out();
     let cli = Cli::parse();
     // The ops tools report for themselves; their logs only when asked for.
     let is_worker = matches!(cli.command, Command::Run(_));
