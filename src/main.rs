@@ -24,7 +24,7 @@ mod allocator;
 const EXIT_TRY_AGAIN: u8 = 75;
 
 fn main() -> ExitCode {
-    allocator::keep_huge_pages_out();
+    allocator::configure();
     let cli = Cli::parse();
     // The ops tools report for themselves; their logs only when asked for.
     let is_worker = matches!(cli.command, Command::Run(_));
