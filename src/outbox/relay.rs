@@ -323,38 +323,38 @@ impl Relay {
         // Twice as many emails are in hand as may be sending: the next ones
         // are rendered and built while the permits wait for their marks.
         rows.for_each_concurrent(2 * concurrency, |row| {
-                let marks = marks.clone();
-                let permits = permits.clone();
-                async move {
-                    let stopped = || give_up.load(std::sync::atomic::Ordering::Relaxed);
-                    if stopped() {
-                        return;
-                    }
-                    let email = match self.prepare_email(row).await {
-                        Ok(Some(email)) => email,
-                        Ok(None) => return,
-                        Err(e) => {
-                            tracing::warn!(error = %e, lane = Lane::Emails.name(), "recording an email outcome failed");
-                            return;
-                        }
-                    };
-                    let Ok(permit) = permits.acquire_owned().await else {
-                        return;
-                    };
-                    if stopped() {
-                        return;
-                    }
-                    match self.deliver_email(email).await {
-                        Ok(Some(id)) => {
-                            // The marker outlives the lanes (`run`).
-                            let _ = marks.send((vec![id], permit));
-                        }
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!(error = %e, lane = Lane::Emails.name(), "recording an email outcome failed"),
-                    }
+            let marks = marks.clone();
+            let permits = permits.clone();
+            async move {
+                let stopped = || give_up.load(std::sync::atomic::Ordering::Relaxed);
+                if stopped() {
+                    return;
                 }
-            })
-            .await;
+                let email = match self.prepare_email(row).await {
+                    Ok(Some(email)) => email,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, lane = Lane::Emails.name(), "recording an email outcome failed");
+                        return;
+                    }
+                };
+                let Ok(permit) = permits.acquire_owned().await else {
+                    return;
+                };
+                if stopped() {
+                    return;
+                }
+                match self.deliver_email(email).await {
+                    Ok(Some(id)) => {
+                        // The marker outlives the lanes (`run`).
+                        let _ = marks.send((vec![id], permit));
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, lane = Lane::Emails.name(), "recording an email outcome failed"),
+                }
+            }
+        })
+        .await;
     }
 
     /// Publishes `rows` and hands them to `confirmer`, which waits for
