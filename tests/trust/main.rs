@@ -1,0 +1,6 @@
+//! The trust model through the wire contract (issue 25): each module proves
+//! one group of rules against a real worker, one test per rule, named after
+//! the rule it proves.
+
+#[path = "../common/mod.rs"]
+mod common;
