@@ -1,63 +1,34 @@
 //! Who may do what to whom: every authorization rule of the contract, once.
 //!
 //! The handler loads the actor and the target and asks these functions; it
-//! never decides on its own. Targets outside the actor's organization are
-//! reported `not_found`, so nothing reveals that another tenant's user exists.
+//! never decides on its own. Each decision checks, in this order, the actor,
+//! its right over the target, then the target's state and the data, so a
+//! refused actor learns nothing about a user it may not act on. Targets
+//! outside the actor's organization are reported `not_found`, so nothing
+//! reveals that another tenant's user exists.
+//!
+//! The rule under all of them: a manager acts only on users whose rights
+//! are within its own ([`Rights::is_within`]), and leaves every user it
+//! changes or invites with rights within its own. The property tests in
+//! `trust_properties` check this over generated organizations and command
+//! sequences.
 
 use super::access::AccountAccess;
 use super::command::AccessChanges;
-use super::field_error::FieldError;
 use super::ids::{AccountId, OrganizationId};
-use super::permission::PermissionSet;
 use super::reply::{Reason, Rejection};
-use super::user::{Role, Scope, UserSnapshot, UserStatus};
-
-/// The role, permissions and account access one user gives another.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    /// manager or user.
-    pub role: Role,
-    /// Permissions from the catalog.
-    pub permissions: PermissionSet,
-    /// Contract accounts the user may see.
-    pub contract_accounts: AccountAccess,
-    /// Delivery accounts the user may see.
-    pub delivery_accounts: AccountAccess,
-}
-
-impl Grant {
-    /// What an organization's first manager gets: everything.
-    pub fn everything() -> Grant {
-        Grant {
-            role: Role::Manager,
-            permissions: PermissionSet::all(),
-            contract_accounts: AccountAccess::All,
-            delivery_accounts: AccountAccess::All,
-        }
-    }
-
-    /// The grant as it applies to a user living in `scope`: a user of a
-    /// delivery account sees that delivery account only (an empty list means
-    /// exactly that one); anything wider is refused, naming the field.
-    pub fn fitted_to(mut self, scope: &Scope) -> Result<Grant, FieldError> {
-        let Scope::DeliveryAccount(own) = scope else {
-            return Ok(self);
-        };
-        match &self.delivery_accounts {
-            AccountAccess::Only(ids) if ids.iter().all(|id| id == own) => {
-                self.delivery_accounts = AccountAccess::Only([own.clone()].into());
-                Ok(self)
-            }
-            _ => Err(FieldError::new(
-                "delivery_accounts",
-                format!("a user of delivery account {own} can only have access to {own}"),
-            )),
-        }
-    }
-}
+use super::rights::{AccountGraph, Grant, Rights};
+use super::user::{self, Role, Scope, UserSnapshot, UserStatus};
 
 fn refuse(message: impl Into<String>) -> Rejection {
     Rejection::new(Reason::NotAuthorized, message)
+}
+
+fn last_manager() -> Rejection {
+    Rejection::new(
+        Reason::LastManager,
+        "this is the organization's last active My Organization manager",
+    )
 }
 
 /// An actor command needs a known actor; a missing or unknown one is refused.
@@ -133,45 +104,37 @@ fn delivery_account_visible(access: &AccountAccess, da: &AccountId) -> bool {
     }
 }
 
-/// Nobody grants a permission, contract account or delivery account it does
-/// not hold itself (`"all"` included).
+/// Nobody grants a role, permission, contract account or delivery account
+/// it does not hold itself (`"all"` included).
 pub fn check_grant(actor: &UserSnapshot, grant: &Grant) -> Result<(), Rejection> {
-    check_grant_parts(
-        actor,
-        Some(&grant.permissions),
-        Some(&grant.contract_accounts),
-        Some(&grant.delivery_accounts),
-    )
-}
-
-/// The same rule for the parts of a grant that a change actually sets:
-/// leaving a field as it is grants nothing.
-pub fn check_grant_parts(
-    actor: &UserSnapshot,
-    permissions: Option<&PermissionSet>,
-    contract_accounts: Option<&AccountAccess>,
-    delivery_accounts: Option<&AccountAccess>,
-) -> Result<(), Rejection> {
-    if let Some(permissions) = permissions {
-        let missing: Vec<&str> = permissions
-            .iter()
-            .filter(|p| !actor.permissions.contains(*p))
-            .map(|p| p.as_str())
-            .collect();
-        if !missing.is_empty() {
-            return Err(refuse(format!(
-                "you cannot grant permissions you do not hold: {}",
-                missing.join(", ")
-            )));
-        }
+    if grant.role == Role::Manager && actor.role != Role::Manager {
+        return Err(refuse("you cannot make a manager"));
+    }
+    let missing: Vec<&str> = grant
+        .permissions
+        .iter()
+        .filter(|p| !actor.permissions.contains(*p))
+        .map(|p| p.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(refuse(format!(
+            "you cannot grant permissions you do not hold: {}",
+            missing.join(", ")
+        )));
     }
     for (wanted, held, what) in [
-        (contract_accounts, &actor.contract_accounts, "contract"),
-        (delivery_accounts, &actor.delivery_accounts, "delivery"),
+        (
+            &grant.contract_accounts,
+            &actor.contract_accounts,
+            "contract",
+        ),
+        (
+            &grant.delivery_accounts,
+            &actor.delivery_accounts,
+            "delivery",
+        ),
     ] {
-        if let Some(wanted) = wanted
-            && !wanted.is_within(held)
-        {
+        if !wanted.is_within(held) {
             return Err(refuse(format!(
                 "you cannot grant {what} accounts you do not hold: {}",
                 wanted.missing_from(held).join(", ")
@@ -182,21 +145,42 @@ pub fn check_grant_parts(
 }
 
 /// May `actor` invite a user into `organization` / `scope` with `grant`?
-pub fn check_invite(
+/// The grant fitted to the scope, if so: within the actor's own rights and
+/// within the organization's account graph.
+pub fn decide_invite(
     actor: &UserSnapshot,
     organization: &OrganizationId,
     scope: &Scope,
-    grant: &Grant,
-) -> Result<(), Rejection> {
+    grant: Grant,
+    graph: &AccountGraph,
+) -> Result<Grant, Rejection> {
     check_manages(actor, organization, scope)?;
-    check_grant(actor, grant)
+    let grant = grant.fitted_to(scope)?;
+    check_grant(actor, &grant)?;
+    graph.check(scope, &grant)?;
+    Ok(grant)
 }
 
-/// May `actor` act on `target` as its manager (resend, remove, access)?
+/// May `actor` act on `target` as its manager (resend, remove, access,
+/// profile)? Only a manager of the target's organization and scope whose
+/// own rights contain all of the target's. The refusal says nothing about
+/// the target: not its scope, its accounts, nor its state.
 pub fn check_manages_user(actor: &UserSnapshot, target: &UserSnapshot) -> Result<(), Rejection> {
     check_visible(actor, target)?;
-    check_manages(actor, &target.organization_id, &target.scope)
+    if actor.role != Role::Manager {
+        return Err(refuse("only a manager may manage users"));
+    }
+    let manages = check_manages(actor, &target.organization_id, &target.scope).is_ok();
+    if manages && Rights::of(target).is_within(&Rights::of(actor)) {
+        Ok(())
+    } else {
+        Err(refuse(NOT_YOURS))
+    }
 }
+
+/// The refusal of an action on a user the actor does not manage.
+pub const NOT_YOURS: &str =
+    "you may act only on users of your scope whose rights are within your own";
 
 /// May `actor` edit `target`'s profile? The user itself, or its manager.
 pub fn check_edit_profile(actor: &UserSnapshot, target: &UserSnapshot) -> Result<(), Rejection> {
@@ -207,57 +191,79 @@ pub fn check_edit_profile(actor: &UserSnapshot, target: &UserSnapshot) -> Result
     if actor.role == Role::User {
         return Err(refuse("a user may change only its own profile"));
     }
-    check_manages(actor, &target.organization_id, &target.scope)
+    check_manages_user(actor, target)
 }
 
-/// May `actor` remove `target`? Not itself, and never the organization's last
-/// active manager (`active_managers` counts the organization's active managers).
+/// Does `user` count among the organization's managers, who must never
+/// all be gone? Active managers of My Organization only: a delivery
+/// account's managers cannot manage the organization. (The store's count,
+/// `users::count_organization_managers`, selects the same users.)
+pub fn is_organization_manager(user: &UserSnapshot) -> bool {
+    user.role == Role::Manager
+        && user.scope == Scope::MyOrganization
+        && user.status == UserStatus::Active
+}
+
+/// Would `target` leaving the organization's managers (removed or demoted)
+/// leave none? `organization_managers` counts them, `target` included when
+/// it is one.
+fn leaves_no_manager(target: &UserSnapshot, organization_managers: i64) -> bool {
+    is_organization_manager(target) && organization_managers <= 1
+}
+
+/// May `actor` remove `target`? Its manager; not itself; not a removed
+/// user; never the organization's last active My Organization manager
+/// (`organization_managers` counts the organization's active managers of
+/// My Organization).
 pub fn check_remove(
     actor: &UserSnapshot,
     target: &UserSnapshot,
-    active_managers: i64,
+    organization_managers: i64,
 ) -> Result<(), Rejection> {
     check_manages_user(actor, target)?;
     if actor.id == target.id {
         return Err(refuse("you cannot remove yourself"));
     }
-    if target.role == Role::Manager && target.status == UserStatus::Active && active_managers <= 1 {
-        return Err(Rejection::new(
-            Reason::LastManager,
-            "this is the organization's last active manager",
-        ));
+    user::check_not_removed(target.status)?;
+    if leaves_no_manager(target, organization_managers) {
+        return Err(last_manager());
     }
     Ok(())
 }
 
-/// May `actor` change `target`'s access to `grant`? Its manager, granting
-/// only what it holds among the fields it `changes`; and never demoting the
-/// organization's last active manager.
-pub fn check_update_access(
+/// The grant `target` holds after `changes`: what they name, the rest as it is.
+fn changed_grant(target: &UserSnapshot, changes: &AccessChanges) -> Grant {
+    let current = Grant::of(target);
+    Grant {
+        role: changes.role.unwrap_or(current.role),
+        permissions: changes.permissions.clone().unwrap_or(current.permissions),
+        contract_accounts: (changes.contract_accounts.clone()).unwrap_or(current.contract_accounts),
+        delivery_accounts: (changes.delivery_accounts.clone()).unwrap_or(current.delivery_accounts),
+    }
+}
+
+/// May `actor` change `target`'s access by `changes`? The grant `target`
+/// ends with, if so: `actor` manages `target`, the target is not removed,
+/// the resulting grant (every field, named in `changes` or not) is within
+/// the actor's rights and the organization's account graph, and the
+/// organization keeps an active My Organization manager
+/// (`organization_managers` counts them).
+pub fn decide_update_access(
     actor: &UserSnapshot,
     target: &UserSnapshot,
     changes: &AccessChanges,
-    grant: &Grant,
-    active_managers: i64,
-) -> Result<(), Rejection> {
+    graph: &AccountGraph,
+    organization_managers: i64,
+) -> Result<Grant, Rejection> {
     check_manages_user(actor, target)?;
-    check_grant_parts(
-        actor,
-        changes.permissions.as_ref(),
-        changes.contract_accounts.as_ref(),
-        changes.delivery_accounts.as_ref(),
-    )?;
-    if target.role == Role::Manager
-        && grant.role != Role::Manager
-        && target.status == UserStatus::Active
-        && active_managers <= 1
-    {
-        return Err(Rejection::new(
-            Reason::LastManager,
-            "this is the organization's last active manager",
-        ));
+    user::check_not_removed(target.status)?;
+    let grant = changed_grant(target, changes).fitted_to(&target.scope)?;
+    check_grant(actor, &grant)?;
+    graph.check(&target.scope, &grant)?;
+    if grant.role != Role::Manager && leaves_no_manager(target, organization_managers) {
+        return Err(last_manager());
     }
-    Ok(())
+    Ok(grant)
 }
 
 #[cfg(test)]
@@ -265,7 +271,16 @@ mod tests {
     use super::*;
     use crate::domain::email::EmailAddress;
     use crate::domain::ids::UserId;
-    use crate::domain::permission::Permission;
+    use crate::domain::permission::{Permission, PermissionSet};
+
+    /// CA-1, CA-2; DA-1 and DA-2, both linked to CA-1.
+    fn graph() -> AccountGraph {
+        let linked = || ["CA-1".to_owned()].into();
+        AccountGraph {
+            contract: ["CA-1".to_owned(), "CA-2".to_owned()].into(),
+            delivery: [("DA-1".to_owned(), linked()), ("DA-2".to_owned(), linked())].into(),
+        }
+    }
 
     fn org(id: &str) -> OrganizationId {
         OrganizationId::parse(id, "o").unwrap()
@@ -424,7 +439,9 @@ mod tests {
         ];
         for (name, actor, o, scope, expected) in cases {
             assert_eq!(
-                outcome(check_invite(&actor, &org(o), &scope, &small_grant())),
+                outcome(
+                    decide_invite(&actor, &org(o), &scope, small_grant(), &graph()).map(|_| ())
+                ),
                 expected,
                 "{name}"
             );
@@ -482,12 +499,13 @@ mod tests {
         let colleague = plain_user();
         let mut stranger = plain_user();
         stranger.organization_id = org("b");
-        let shop_user = user(
+        let mut shop_user = user(
             "a",
             Scope::DeliveryAccount(da("DA-1")),
             Role::User,
             UserStatus::Active,
         );
+        shop_user.delivery_accounts = only(&["DA-1"]);
         for (name, actor, target, expected) in [
             ("a user, itself", me.clone(), me.clone(), None),
             (
@@ -553,40 +571,65 @@ mod tests {
     }
 
     #[test]
-    fn update_access_checks_only_what_changes_and_keeps_a_manager() {
-        let actor = limited_manager();
-        let mut target = org_manager();
-        target.status = UserStatus::Active;
+    fn update_access_keeps_the_target_within_the_actor_and_keeps_a_manager() {
+        let boss = org_manager();
+        let mut other = org_manager();
+        other.id = UserId::new();
         let demote = AccessChanges {
             role: Some(Role::User),
             ..Default::default()
         };
-        let grant = Grant {
-            role: Role::User,
-            ..Grant::everything()
+        let decide = |actor: &UserSnapshot, target: &UserSnapshot, c: &AccessChanges, n| {
+            outcome(decide_update_access(actor, target, c, &graph(), n).map(|_| ()))
         };
+        assert_eq!(decide(&boss, &other, &demote, 2), None);
+        assert_eq!(decide(&boss, &other, &demote, 1), Some(Reason::LastManager));
         assert_eq!(
-            outcome(check_update_access(&actor, &target, &demote, &grant, 2)),
-            None,
-            "a role change grants nothing"
+            decide(&boss, &boss, &demote, 1),
+            Some(Reason::LastManager),
+            "not even itself"
         );
         assert_eq!(
-            outcome(check_update_access(&actor, &target, &demote, &grant, 1)),
-            Some(Reason::LastManager)
+            decide(&limited_manager(), &other, &demote, 2),
+            Some(Reason::NotAuthorized),
+            "a stronger user is out of reach"
         );
-        let widen = AccessChanges {
-            permissions: Some(PermissionSet::all()),
+        let mut strong_user = plain_user();
+        strong_user.role = Role::User;
+        let promote = AccessChanges {
+            role: Some(Role::Manager),
             ..Default::default()
         };
         assert_eq!(
-            outcome(check_update_access(
-                &actor,
-                &target,
-                &widen,
-                &Grant::everything(),
-                2
-            )),
-            Some(Reason::NotAuthorized)
+            decide(&limited_manager(), &strong_user, &promote, 2),
+            Some(Reason::NotAuthorized),
+            "a role change hands over everything the target holds"
+        );
+        let mut da_user = user(
+            "a",
+            Scope::DeliveryAccount(da("DA-1")),
+            Role::User,
+            UserStatus::Active,
+        );
+        da_user.delivery_accounts = only(&["DA-1"]);
+        da_user.contract_accounts = only(&["CA-1"]);
+        let other_contract = AccessChanges {
+            contract_accounts: Some(only(&["CA-2"])),
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&boss, &da_user, &other_contract, 2),
+            Some(Reason::Invalid),
+            "DA-1 is not linked to CA-2"
+        );
+        let all_deliveries = AccessChanges {
+            delivery_accounts: Some(AccountAccess::All),
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&plain_user(), &da_user, &all_deliveries, 2),
+            Some(Reason::NotAuthorized),
+            "the actor before the data"
         );
     }
 

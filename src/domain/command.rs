@@ -7,7 +7,6 @@
 use serde_json::{Map, Value};
 
 use super::access::AccountAccess;
-use super::authz::Grant;
 use super::country::CountryCode;
 use super::email::EmailAddress;
 use super::field_error::FieldError;
@@ -16,6 +15,7 @@ use super::locale::Locale;
 use super::name::PersonName;
 use super::permission::PermissionSet;
 use super::phone::PhoneNumber;
+use super::rights::Grant;
 use super::token::SecretToken;
 use super::user::{Role, Scope, UserKind};
 

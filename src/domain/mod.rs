@@ -19,9 +19,12 @@ pub mod notification;
 pub mod permission;
 pub mod phone;
 pub mod reply;
+pub mod rights;
 pub mod strict_json;
 pub mod token;
 pub mod trace;
+#[cfg(test)]
+mod trust_properties;
 pub mod user;
 
 pub use field_error::FieldError;

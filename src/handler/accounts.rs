@@ -7,11 +7,12 @@ use super::invitations::ActivationEmail;
 use super::tokens::new_secret;
 use super::{Ctx, Effects, FunnelStep, HandlerSettings, Outcome};
 use crate::domain::FieldError;
-use crate::domain::authz::{self, Grant};
+use crate::domain::authz;
 use crate::domain::command::{AccountSpec, OnboardOrganization, SyncAccounts};
 use crate::domain::event::EventType;
 use crate::domain::ids::UserId;
 use crate::domain::reply::{Reason, Rejection};
+use crate::domain::rights::Grant;
 use crate::domain::user::Scope;
 use crate::store::audit::AuditEntry;
 use crate::store::users::NewUserRow;
@@ -158,7 +159,9 @@ pub(super) async fn sync(tx: &mut Tx<'_>, ctx: &Ctx, c: SyncAccounts, fx: &mut E
         )
         .into());
     }
-    let (mut contract, _) = accounts::known_ids(tx, &c.organization_id).await?;
+    let mut contract = accounts::account_graph(tx, &c.organization_id)
+        .await?
+        .contract;
     contract.extend(ids(&c.contract_accounts).into_iter().map(str::to_owned));
     check_links(&c.delivery_accounts, &contract)?;
     accounts::upsert(

@@ -16,7 +16,7 @@ use crate::domain::ids::{OrganizationId, UserId};
 use crate::domain::notification::{EmailJob, Template};
 use crate::domain::reply::{Reason, Rejection};
 use crate::domain::token::{SecretToken, TokenPurpose};
-use crate::domain::user::{self, Scope, UserStatus};
+use crate::domain::user::{self, UserStatus};
 use crate::store::accounts::OrganizationAccounts;
 use crate::store::audit::AuditEntry;
 use crate::store::fingerprint::Fingerprint;
@@ -187,7 +187,7 @@ pub(super) async fn invite(
             (cache.keep_actor(actor, fingerprint), Some(organization))
         }
     };
-    let c = authorized(c, &actor)?;
+    authz::check_manages(&actor.snapshot, &c.organization_id, &c.scope)?;
     let organization = match (read_with_actor, cache.organization(&c.organization_id)) {
         (None, Some(organization)) => organization,
         (read, _) => {
@@ -200,6 +200,7 @@ pub(super) async fn invite(
             cache.keep_organization(&c.organization_id, found)
         }
     };
+    let c = authorized(c, &actor, &organization)?;
     match cache.deferred.as_mut() {
         // In a batch the write waits (the batch stops here if the email was taken).
         Some(deferred) => invited(ctx, settings, c, &actor, &organization, fx, deferred),
@@ -214,18 +215,24 @@ pub(super) async fn invite(
     }
 }
 
-/// `c` with its grant fitted to its scope, if `actor` may make that invite.
-pub(super) fn authorized(c: InviteUser, actor: &UserRecord) -> Result<InviteUser, Fail> {
-    let c = InviteUser {
-        grant: c.grant.fitted_to(&c.scope)?,
-        ..c
-    };
-    authz::check_invite(&actor.snapshot, &c.organization_id, &c.scope, &c.grant)?;
-    Ok(c)
+/// `c` with its grant fitted to its scope, if `actor` may make that invite
+/// in `organization`.
+pub(super) fn authorized(
+    c: InviteUser,
+    actor: &UserRecord,
+    organization: &OrganizationAccounts,
+) -> Result<InviteUser, Fail> {
+    let grant = authz::decide_invite(
+        &actor.snapshot,
+        &c.organization_id,
+        &c.scope,
+        c.grant,
+        &organization.graph,
+    )?;
+    Ok(InviteUser { grant, ..c })
 }
 
-/// The invite `c`, authorized for `actor`, checked against `organization`'s
-/// accounts: the user (with its first activation token) is added to
+/// The invite `c`, authorized for `actor` in `organization`: the user (with its first activation token) is added to
 /// `users`, to be written by the caller; its audit row, event and email go
 /// to `fx`. Nothing here reads or writes the database.
 pub(super) fn invited(
@@ -237,22 +244,6 @@ pub(super) fn invited(
     fx: &mut Effects,
     users: &mut InvitedUsers,
 ) -> Outcome {
-    if let Scope::DeliveryAccount(da) = &c.scope
-        && !organization.delivery.contains(da.as_str())
-    {
-        return Err(crate::domain::FieldError::new(
-            "delivery_account_id",
-            format!("unknown delivery account {da} in this organization"),
-        )
-        .into());
-    }
-    c.grant
-        .contract_accounts
-        .check_known(&organization.contract, "contract_accounts")?;
-    c.grant
-        .delivery_accounts
-        .check_known(&organization.delivery, "delivery_accounts")?;
-
     let user_id = UserId::new();
     note_user(user_id);
     let expires_at = ctx.now + settings.activation_ttl;

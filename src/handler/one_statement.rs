@@ -80,7 +80,7 @@ impl Handler {
             };
             let mut fx = Effects::default();
             // A refusal is answered (and recorded) by the transactional way.
-            let c = authorized(c, &actor).ok()?;
+            let c = authorized(c, &actor, &organization).ok()?;
             let data = invited(
                 &ctx,
                 &self.settings,

@@ -5,7 +5,7 @@ use serde_json::json;
 use super::participants::{load_actor, load_target};
 use super::removal::lock_actor_organization;
 use super::{Ctx, Effects, Outcome};
-use crate::domain::authz::{self, Grant};
+use crate::domain::authz;
 use crate::domain::command::{AccessChanges, ProfileChanges};
 use crate::domain::country::CountryCode;
 use crate::domain::event::EventType;
@@ -98,41 +98,10 @@ pub(super) async fn update_access(
     lock_actor_organization(tx, ctx).await?;
     let actor = load_actor(tx, ctx).await?;
     let target = load_target(tx, user_id).await?;
-    authz::check_visible(&actor.snapshot, &target.snapshot)?;
-    user::check_not_removed(target.snapshot.status)?;
     let current = &target.snapshot;
-    let grant = Grant {
-        role: changes.role.unwrap_or(current.role),
-        permissions: changes
-            .permissions
-            .clone()
-            .unwrap_or_else(|| current.permissions.clone()),
-        contract_accounts: changes
-            .contract_accounts
-            .clone()
-            .unwrap_or_else(|| current.contract_accounts.clone()),
-        delivery_accounts: changes
-            .delivery_accounts
-            .clone()
-            .unwrap_or_else(|| current.delivery_accounts.clone()),
-    }
-    .fitted_to(&current.scope)?;
-    let managers = users::count_active_managers(tx, &current.organization_id).await?;
-    authz::check_update_access(
-        &actor.snapshot,
-        &target.snapshot,
-        &changes,
-        &grant,
-        managers,
-    )?;
-    let (known_contract, known_delivery) =
-        accounts::known_ids(tx, &current.organization_id).await?;
-    grant
-        .contract_accounts
-        .check_known(&known_contract, "contract_accounts")?;
-    grant
-        .delivery_accounts
-        .check_known(&known_delivery, "delivery_accounts")?;
+    let managers = users::count_organization_managers(tx, &current.organization_id).await?;
+    let graph = accounts::account_graph(tx, &current.organization_id).await?;
+    let grant = authz::decide_update_access(&actor.snapshot, current, &changes, &graph, managers)?;
     let before = target.access_json();
     let after = json!({
         "role": grant.role,

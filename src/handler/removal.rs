@@ -7,7 +7,7 @@ use super::{Ctx, Effects, FunnelStep, Outcome};
 use crate::domain::authz;
 use crate::domain::event::EventType;
 use crate::domain::ids::UserId;
-use crate::domain::user::{self, UserStatus};
+use crate::domain::user::UserStatus;
 use crate::store::audit::AuditEntry;
 use crate::store::{Tx, accounts, tokens, users};
 
@@ -33,9 +33,7 @@ pub(super) async fn remove(
     lock_actor_organization(tx, ctx).await?;
     let actor = load_actor(tx, ctx).await?;
     let target = load_target(tx, user_id).await?;
-    authz::check_visible(&actor.snapshot, &target.snapshot)?;
-    user::check_not_removed(target.snapshot.status)?;
-    let managers = users::count_active_managers(tx, &target.snapshot.organization_id).await?;
+    let managers = users::count_organization_managers(tx, &target.snapshot.organization_id).await?;
     authz::check_remove(&actor.snapshot, &target.snapshot, managers)?;
     tokens::revoke_all(tx, user_id, None).await?;
     users::remove(tx, user_id, ctx.now).await?;

@@ -1,12 +1,14 @@
 //! Organizations and their contract and delivery accounts.
 
 use sqlx::Row;
-use std::collections::BTreeSet;
+use sqlx::types::Json;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::fingerprint::Fingerprint;
 use super::{StoreError, Tx};
 use crate::domain::command::AccountSpec;
 use crate::domain::ids::OrganizationId;
+use crate::domain::rights::AccountGraph;
 
 /// Inserts an organization. False when it exists already.
 pub async fn insert_organization(
@@ -86,50 +88,50 @@ pub async fn upsert(
     Ok(())
 }
 
-/// The ids of the organization's contract and delivery accounts.
-pub async fn known_ids(
+/// The organization's account graph: its contract accounts, and the
+/// contract accounts each delivery account is linked to.
+pub async fn account_graph(
     tx: &mut Tx<'_>,
     organization: &OrganizationId,
-) -> Result<(BTreeSet<String>, BTreeSet<String>), StoreError> {
+) -> Result<AccountGraph, StoreError> {
     let rows = sqlx::query(
-        "SELECT 'c' AS k, id FROM contract_accounts WHERE organization_id = $1
-         UNION ALL SELECT 'd', id FROM delivery_accounts WHERE organization_id = $1",
+        "SELECT id, NULL::text[] AS links FROM contract_accounts WHERE organization_id = $1
+         UNION ALL SELECT id, contract_accounts FROM delivery_accounts WHERE organization_id = $1",
     )
     .bind(organization.as_str())
     .fetch_all(&mut **tx)
     .await?;
-    let mut contract = BTreeSet::new();
-    let mut delivery = BTreeSet::new();
+    let mut graph = AccountGraph::default();
     for r in rows {
-        let k: String = r.try_get("k")?;
         let id: String = r.try_get("id")?;
-        if k == "c" {
-            contract.insert(id);
-        } else {
-            delivery.insert(id);
+        match r.try_get::<Option<Vec<String>>, _>("links")? {
+            None => {
+                graph.contract.insert(id);
+            }
+            Some(links) => {
+                graph.delivery.insert(id, links.into_iter().collect());
+            }
         }
     }
-    Ok((contract, delivery))
+    Ok(graph)
 }
 
-/// An organization's name and the ids of its contract and delivery
-/// accounts, as an invite checks them.
+/// An organization's name and its account graph, as an invite checks them.
 #[derive(Debug, Clone)]
 pub struct OrganizationAccounts {
     /// The organization's name (for the activation email).
     pub name: String,
-    /// Its contract accounts' ids.
-    pub contract: BTreeSet<String>,
-    /// Its delivery accounts' ids.
-    pub delivery: BTreeSet<String>,
-    /// The fingerprint of all three, to check later that they are unchanged.
+    /// Its accounts and their links.
+    pub graph: AccountGraph,
+    /// The fingerprint of both, to check later that they are unchanged.
     pub fingerprint: Fingerprint,
 }
 
-/// The statement that reads an organization's name, its account ids and
-/// their fingerprint, the organization's id bound as `$id` (a literal such
-/// as `"$1"`); its columns are read by [`organization_from_row`]. The ids
-/// are sorted so that the same accounts always give the same fingerprint.
+/// The statement that reads an organization's name, its account ids (each
+/// delivery account with its linked contract accounts) and their
+/// fingerprint, the organization's id bound as `$id` (a literal such as
+/// `"$1"`); its columns are read by [`organization_from_row`]. The ids are
+/// sorted so that the same accounts always give the same fingerprint.
 macro_rules! organization_accounts {
     ($id:literal) => {
         concat!(
@@ -139,8 +141,9 @@ macro_rules! organization_accounts {
              FROM (SELECT o.name AS organization_name,
                 COALESCE((SELECT array_agg(c.id ORDER BY c.id) FROM contract_accounts c
                     WHERE c.organization_id = o.id), '{}') AS known_contract,
-                COALESCE((SELECT array_agg(d.id ORDER BY d.id) FROM delivery_accounts d
-                    WHERE d.organization_id = o.id), '{}') AS known_delivery
+                COALESCE((SELECT jsonb_object_agg(d.id, d.contract_accounts ORDER BY d.id)
+                    FROM delivery_accounts d WHERE d.organization_id = o.id), '{}')
+                    AS known_delivery
              FROM organizations o WHERE o.id = ",
             $id,
             ") AS found"
@@ -158,17 +161,18 @@ pub(super) fn organization_from_row(
         return Ok(None);
     };
     let contract: Vec<String> = row.try_get("known_contract")?;
-    let delivery: Vec<String> = row.try_get("known_delivery")?;
+    let Json(delivery): Json<BTreeMap<String, BTreeSet<String>>> = row.try_get("known_delivery")?;
     Ok(Some(OrganizationAccounts {
         name,
-        contract: contract.into_iter().collect(),
-        delivery: delivery.into_iter().collect(),
+        graph: AccountGraph {
+            contract: contract.into_iter().collect(),
+            delivery,
+        },
         fingerprint: Fingerprint::from_db(row.try_get("organization_fingerprint")?),
     }))
 }
 
-/// The organization's name and the ids of its contract and delivery
-/// accounts, in one round trip; `None` when it does not exist.
+/// The organization's name and its account graph, in one round trip; `None` when it does not exist.
 pub async fn organization_with_accounts(
     tx: &mut Tx<'_>,
     id: &OrganizationId,

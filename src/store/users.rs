@@ -11,11 +11,11 @@ use super::accounts::{self, OrganizationAccounts, organization_accounts};
 use super::fingerprint::{Fingerprint, user_fingerprint};
 use super::{PgQuery, StoreError, Tx};
 use crate::domain::access::AccountAccess;
-use crate::domain::authz::Grant;
 use crate::domain::command::NewUser;
 use crate::domain::email::EmailAddress;
 use crate::domain::ids::{AccountId, OrganizationId, UserId};
 use crate::domain::permission::PermissionSet;
+use crate::domain::rights::Grant;
 use crate::domain::token::TokenHash;
 use crate::domain::user::{Role, Scope, UserKind, UserSnapshot, UserStatus};
 
@@ -496,13 +496,15 @@ pub async fn update_access(tx: &mut Tx<'_>, id: UserId, grant: &Grant) -> Result
     Ok(())
 }
 
-/// Counts the organization's active managers.
-pub async fn count_active_managers(
+/// Counts the organization's active managers of My Organization (a
+/// delivery account's managers cannot manage the organization).
+pub async fn count_organization_managers(
     tx: &mut Tx<'_>,
     organization_id: &OrganizationId,
 ) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM users WHERE organization_id = $1 AND role = 'manager' AND status = 'active'",
+        "SELECT count(*) FROM users WHERE organization_id = $1 AND role = 'manager'
+            AND status = 'active' AND delivery_account_id IS NULL",
     )
     .bind(organization_id.as_str())
     .fetch_one(&mut **tx)
