@@ -223,12 +223,12 @@ async fn the_last_active_manager_cannot_be_demoted() {
         .send(
             "update_access",
             json!({"user_id": boss, "role": "user"}),
-            Some(&second_id),
+            Some(&boss),
         )
         .await;
     assert_eq!(
         demote["status"], "applied",
-        "two managers: one may go: {demote}"
+        "two managers: one may step down: {demote}"
     );
     w.event("user.access_updated", Some(&boss)).await;
     let last = w
