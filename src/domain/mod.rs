@@ -11,6 +11,7 @@ pub mod country;
 pub mod email;
 pub mod envelope;
 pub mod event;
+pub mod expiry_notice;
 pub mod field_error;
 pub mod ids;
 pub mod locale;

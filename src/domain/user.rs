@@ -230,12 +230,6 @@ pub fn check_not_removed(status: UserStatus) -> Result<(), Rejection> {
     }
 }
 
-/// When an invitation expires, is the manager who sent it told? Only while
-/// that manager is still active (a removed manager's mailbox is not ours to use).
-pub fn inviter_is_told(inviter_status: UserStatus) -> bool {
-    inviter_status == UserStatus::Active
-}
-
 fn check_cooldown(
     last_issued_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
@@ -332,18 +326,6 @@ mod tests {
                 .reason,
             Reason::Removed
         );
-    }
-
-    #[test]
-    fn only_an_active_inviter_hears_of_an_expired_invite() {
-        assert!(inviter_is_told(UserStatus::Active));
-        for s in [
-            UserStatus::Invited,
-            UserStatus::Expired,
-            UserStatus::Removed,
-        ] {
-            assert!(!inviter_is_told(s));
-        }
     }
 
     #[test]

@@ -6,24 +6,28 @@
 //! batch's commit does not wait for the disk (see
 //! [`begin_batch`](crate::store::expiry::begin_batch) for why that loses
 //! nothing). Each
-//! expired invite emits `user.invite_expired` and emails the inviting
-//! manager (`invite_expired`) through the outbox.
+//! expired invite emits `user.invite_expired` and emails (`invite_expired`)
+//! whoever manages the invitee now (see [`crate::domain::expiry_notice`])
+//! through the outbox: the managers are read once per batch, and only for
+//! the organizations whose inviter no longer manages its invitee.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgPool;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::lock::{keys, with_lock};
 use crate::domain::event::{Event, EventType};
+use crate::domain::expiry_notice::{Recipients, inviter_still_manages, recipients};
 use crate::domain::notification::{EmailJob, Template};
-use crate::domain::user::{self, UserStatus};
 use crate::outbox::Wakeup;
 use crate::store::StoreError;
-use crate::store::expiry::{ExpiredInvite, begin_batch, expire_batch};
+use crate::store::expiry::{ExpiredInvite, active_managers, begin_batch, expire_batch};
 use crate::store::outbox::{NewOutboxRow, OutboxKind, insert_unclaimed};
 use crate::store::payload::Payload;
+use crate::store::users::UserRecord;
 use crate::telemetry::metrics;
 
 /// What a sweep did.
@@ -39,6 +43,7 @@ pub struct SweepReport {
 
 fn rows_for(
     invite: &ExpiredInvite,
+    managers: &[UserRecord],
     now: chrono::DateTime<Utc>,
 ) -> Result<Vec<NewOutboxRow>, StoreError> {
     let event = Event::new(
@@ -48,44 +53,66 @@ fn rows_for(
             "user_id": invite.user_id,
             "organization_id": invite.organization_id,
             "expired_at": invite.expired_at,
-            "invited_by": invite.inviter.as_ref().map(|m| m.id),
+            "invited_by": invite.invited_by,
         }),
     );
     let mut rows = vec![NewOutboxRow {
         kind: OutboxKind::Event,
         payload: Payload::event(event.kind.as_str(), &event.cloudevent(now, None))?,
     }];
-    if let Some(manager) = &invite.inviter {
-        let status = UserStatus::parse(&manager.status).unwrap_or(UserStatus::Removed);
-        if user::inviter_is_told(status) {
-            let to_name = if manager.last_name.is_empty() {
-                manager.first_name.clone()
-            } else {
-                format!("{} {}", manager.first_name, manager.last_name)
-            };
-            let job = EmailJob {
-                template: Template::InviteExpired,
-                locale: manager.locale.clone(),
-                to: manager.email.clone(),
-                to_name,
-                vars: json!({
-                    "manager_first_name": manager.first_name,
-                    "user_first_name": invite.first_name,
-                    "user_last_name": invite.last_name,
-                    "user_email": invite.email,
-                    "organization_name": invite.organization_name,
-                    "expired_at": crate::handler::email_time(invite.expired_at),
-                }),
-                token: None,
-                user_id: Some(invite.user_id.to_string()),
-            };
-            rows.push(NewOutboxRow {
-                kind: OutboxKind::Email,
-                payload: Payload::new(&job)?,
-            });
-        }
+    let told: Vec<&UserRecord> = match &invite.invitee {
+        None => Vec::new(),
+        Some(invitee) => match recipients(invite.inviter.as_ref(), invitee, managers) {
+            Recipients::Inviter(inviter) => vec![inviter],
+            Recipients::Managers(managers) => managers,
+            Recipients::Nobody => Vec::new(),
+        },
+    };
+    if told.is_empty() {
+        tracing::info!(
+            user_id = %invite.user_id,
+            organization_id = %invite.organization_id,
+            "no active manager manages the expired invitee; nobody is told"
+        );
+    }
+    for manager in told {
+        let job = EmailJob {
+            template: Template::InviteExpired,
+            locale: manager.locale.clone(),
+            to: manager.snapshot.email.as_str().to_owned(),
+            to_name: manager.display_name(),
+            vars: json!({
+                "manager_first_name": manager.first_name,
+                "user_first_name": invite.first_name,
+                "user_last_name": invite.last_name,
+                "user_email": invite.email,
+                "organization_name": invite.organization_name,
+                "expired_at": crate::handler::email_time(invite.expired_at),
+            }),
+            token: None,
+            user_id: Some(invite.user_id.to_string()),
+        };
+        rows.push(NewOutboxRow {
+            kind: OutboxKind::Email,
+            payload: Payload::new(&job)?,
+        });
     }
     Ok(rows)
+}
+
+/// The organizations whose managers some of `expired` need: those whose
+/// inviter no longer manages the invitee (or who have none).
+fn organizations_needing_managers(expired: &[ExpiredInvite]) -> Vec<&str> {
+    let needed: BTreeSet<&str> = expired
+        .iter()
+        .filter(|e| {
+            e.invitee
+                .as_ref()
+                .is_some_and(|invitee| !inviter_still_manages(e.inviter.as_ref(), invitee))
+        })
+        .map(|e| e.organization_id.as_str())
+        .collect();
+    needed.into_iter().collect()
 }
 
 /// How long a sweep transaction aims to hold its row locks.
@@ -118,9 +145,13 @@ pub async fn sweep(pool: &PgPool, batch: i64, relay: &Wakeup) -> Result<SweepRep
         let mut tx = begin_batch(pool).await?;
         let started = std::time::Instant::now();
         let expired = expire_batch(&mut tx, now, from, limit).await?;
+        let managers = active_managers(&mut tx, &organizations_needing_managers(&expired)).await?;
         let mut rows = Vec::with_capacity(expired.len() * 2);
         for invite in &expired {
-            rows.extend(rows_for(invite, now)?);
+            let managers = managers
+                .get(&invite.organization_id)
+                .map_or(&[][..], Vec::as_slice);
+            rows.extend(rows_for(invite, managers, now)?);
         }
         insert_unclaimed(&mut tx, &rows).await?;
         tx.commit().await?;

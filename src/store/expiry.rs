@@ -1,10 +1,13 @@
 //! The expiry sweep's database side: expire one bounded batch of invites.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row};
+use sqlx::{AssertSqlSafe, PgPool, Row};
+use std::collections::HashMap;
 use uuid::Uuid;
 
+use super::users::{self, UserRecord};
 use super::{StoreError, Tx};
+use crate::domain::user::UserSnapshot;
 
 /// An invitation the sweep just expired, with what the notification needs.
 #[derive(Debug, Clone)]
@@ -23,25 +26,22 @@ pub struct ExpiredInvite {
     pub last_name: String,
     /// When the activation token expired.
     pub expired_at: DateTime<Utc>,
-    /// The inviting manager, if any: (id, email, first name, locale, status).
-    pub inviter: Option<Inviter>,
+    /// Who invited it (none for an organization's first manager).
+    pub invited_by: Option<Uuid>,
+    /// The invitee as the rules see it, now expired; `None` when its row
+    /// does not read as one (logged), and then nobody is told.
+    pub invitee: Option<UserSnapshot>,
+    /// The inviting user as it is now, if any and its row reads.
+    pub inviter: Option<UserRecord>,
 }
 
-/// The manager who sent an invitation.
-#[derive(Debug, Clone)]
-pub struct Inviter {
-    /// Its id.
-    pub id: Uuid,
-    /// Its email.
-    pub email: String,
-    /// Its first name.
-    pub first_name: String,
-    /// Its last name.
-    pub last_name: String,
-    /// Its email locale.
-    pub locale: String,
-    /// Its status.
-    pub status: String,
+/// A user read from a sweep's row, or `None` with the reason logged: one
+/// row the rules cannot read must not stop every other expiry.
+fn readable(user: Uuid, what: &str, read: Result<UserRecord, StoreError>) -> Option<UserRecord> {
+    read.map_err(|e| {
+        tracing::error!(user_id = %user, error = %e, "expiry sweep cannot read the {what}; it is not told");
+    })
+    .ok()
 }
 
 /// Opens a sweep batch's transaction, which commits without waiting for
@@ -83,7 +83,7 @@ pub async fn expire_batch(
     from: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<ExpiredInvite>, StoreError> {
-    let rows = sqlx::query(
+    let rows = sqlx::query(AssertSqlSafe(format!(
         "WITH due AS (
              SELECT id FROM users
              WHERE status = 'invited' AND activation_expires_at <= $1
@@ -94,52 +94,79 @@ pub async fn expire_batch(
          ), upd AS (
              UPDATE users u SET status = 'expired', updated_at = now()
              FROM due WHERE u.id = due.id
-             RETURNING u.id, u.organization_id, u.email, u.first_name, u.last_name,
-                       u.invited_by, u.activation_expires_at
+             RETURNING u.*
          ), audit AS (
              INSERT INTO audit_log (user_id, organization_id, action, before, after)
              SELECT id, organization_id, 'user.invite_expired',
-                    '{\"status\": \"invited\"}'::jsonb, '{\"status\": \"expired\"}'::jsonb
+                    '{{\"status\": \"invited\"}}'::jsonb, '{{\"status\": \"expired\"}}'::jsonb
              FROM upd
          )
-         SELECT upd.id, upd.organization_id, o.name AS organization_name, upd.email, upd.first_name,
-                upd.last_name, upd.activation_expires_at,
-                m.id AS m_id, m.email AS m_email, m.first_name AS m_first, m.last_name AS m_last,
-                m.locale AS m_locale, m.status AS m_status
+         SELECT {invitee}, o.name AS organization_name, upd.activation_expires_at, {inviter}
          FROM upd
          JOIN organizations o ON o.id = upd.organization_id
          LEFT JOIN users m ON m.id = upd.invited_by",
-    )
+        invitee = users::prefixed_columns("upd", ""),
+        inviter = users::prefixed_columns("m", "m_"),
+    )))
     .bind(now)
     .bind(limit)
     .bind(from)
     .fetch_all(&mut **tx)
     .await?;
-    rows.into_iter()
+    rows.iter()
         .map(|r| {
-            let m_id: Option<Uuid> = r.try_get("m_id")?;
-            let inviter = match m_id {
+            let user_id: Uuid = r.try_get("id")?;
+            let invited_by: Option<Uuid> = r.try_get("invited_by")?;
+            let inviter = match r.try_get::<Option<Uuid>, _>("m_id")? {
                 None => None,
-                Some(id) => Some(Inviter {
-                    id,
-                    email: r.try_get("m_email")?,
-                    first_name: r.try_get("m_first")?,
-                    last_name: r.try_get("m_last")?,
-                    locale: r.try_get("m_locale")?,
-                    status: r.try_get("m_status")?,
-                }),
+                Some(_) => readable(user_id, "inviter", users::record_from_row(r, "m_")),
             };
+            let invitee = readable(user_id, "invitee", users::record_from_row(r, ""));
             Ok(ExpiredInvite {
-                user_id: r.try_get("id")?,
+                user_id,
                 organization_id: r.try_get("organization_id")?,
                 organization_name: r.try_get("organization_name")?,
                 email: r.try_get("email")?,
                 first_name: r.try_get("first_name")?,
                 last_name: r.try_get("last_name")?,
                 expired_at: r.try_get("activation_expires_at")?,
+                invited_by,
+                invitee: invitee.map(|i| i.snapshot),
                 inviter,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map_err(StoreError::from)
+}
+
+/// The active managers of `organizations`, by organization: whom an
+/// expired invitation's notice may go to when its inviter no longer
+/// manages the invitee. One statement for a whole sweep batch.
+pub async fn active_managers(
+    tx: &mut Tx<'_>,
+    organizations: &[&str],
+) -> Result<HashMap<String, Vec<UserRecord>>, StoreError> {
+    let mut found: HashMap<String, Vec<UserRecord>> = HashMap::new();
+    if organizations.is_empty() {
+        return Ok(found);
+    }
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {} FROM users
+         WHERE organization_id = ANY($1) AND status = 'active' AND role = 'manager'
+         ORDER BY organization_id, created_at, id",
+        users::COLUMNS
+    )))
+    .bind(organizations)
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in &rows {
+        let id: Uuid = row.try_get("id")?;
+        if let Some(manager) = readable(id, "manager", users::record_from_row(row, "")) {
+            found
+                .entry(manager.snapshot.organization_id.as_str().to_owned())
+                .or_default()
+                .push(manager);
+        }
+    }
+    Ok(found)
 }

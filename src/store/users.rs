@@ -44,6 +44,12 @@ pub struct UserRecord {
     pub created_at: DateTime<Utc>,
 }
 
+impl AsRef<UserSnapshot> for UserRecord {
+    fn as_ref(&self) -> &UserSnapshot {
+        &self.snapshot
+    }
+}
+
 impl UserRecord {
     /// `First Last`, or just the first name.
     pub fn display_name(&self) -> String {
@@ -77,7 +83,7 @@ impl UserRecord {
     }
 }
 
-const COLUMNS: &str =
+pub(super) const COLUMNS: &str =
     "id, organization_id, delivery_account_id, kind, email, first_name, last_name,
     phone, country, locale, role, permissions, contract_accounts, delivery_accounts, status,
     invited_by, activated_at, created_at";
@@ -96,15 +102,37 @@ fn access(ids: Option<Vec<String>>, field: &str) -> Result<AccountAccess, StoreE
 }
 
 fn from_row(row: &PgRow) -> Result<UserRecord, StoreError> {
+    record_from_row(row, "")
+}
+
+/// The [`COLUMNS`] of `table`, each named with `prefix` in front (for
+/// [`record_from_row`]), to read two users from one row.
+pub(super) fn prefixed_columns(table: &str, prefix: &str) -> String {
+    COLUMNS
+        .split(',')
+        .map(|c| format!("{table}.{c} AS {prefix}{c}", c = c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The user in `row`'s [`COLUMNS`], each named with `prefix` in front.
+pub(super) fn record_from_row(row: &PgRow, prefix: &str) -> Result<UserRecord, StoreError> {
     let bad = |e: &dyn std::fmt::Display| StoreError::corrupt("users", e.to_string());
-    let id: Uuid = row.try_get("id")?;
-    let organization_id: String = row.try_get("organization_id")?;
-    let delivery_account_id: Option<String> = row.try_get("delivery_account_id")?;
-    let status: String = row.try_get("status")?;
-    let role: String = row.try_get("role")?;
-    let kind: String = row.try_get("kind")?;
-    let email: String = row.try_get("email")?;
-    let permissions: Vec<String> = row.try_get("permissions")?;
+    let col = |c: &'static str| -> std::borrow::Cow<'static, str> {
+        if prefix.is_empty() {
+            c.into()
+        } else {
+            format!("{prefix}{c}").into()
+        }
+    };
+    let id: Uuid = row.try_get(&*col("id"))?;
+    let organization_id: String = row.try_get(&*col("organization_id"))?;
+    let delivery_account_id: Option<String> = row.try_get(&*col("delivery_account_id"))?;
+    let status: String = row.try_get(&*col("status"))?;
+    let role: String = row.try_get(&*col("role"))?;
+    let kind: String = row.try_get(&*col("kind"))?;
+    let email: String = row.try_get(&*col("email"))?;
+    let permissions: Vec<String> = row.try_get(&*col("permissions"))?;
     let scope = match delivery_account_id {
         None => Scope::MyOrganization,
         Some(da) => Scope::DeliveryAccount(
@@ -120,20 +148,26 @@ fn from_row(row: &PgRow) -> Result<UserRecord, StoreError> {
         status: UserStatus::parse(&status).ok_or_else(|| bad(&format!("status {status}")))?,
         email: EmailAddress::parse(&email).map_err(|e| bad(&e))?,
         permissions: PermissionSet::parse(&permissions).map_err(|e| bad(&e))?,
-        contract_accounts: access(row.try_get("contract_accounts")?, "contract_accounts")?,
-        delivery_accounts: access(row.try_get("delivery_accounts")?, "delivery_accounts")?,
+        contract_accounts: access(
+            row.try_get(&*col("contract_accounts"))?,
+            "contract_accounts",
+        )?,
+        delivery_accounts: access(
+            row.try_get(&*col("delivery_accounts"))?,
+            "delivery_accounts",
+        )?,
     };
     Ok(UserRecord {
         snapshot,
         kind: UserKind::parse(&kind).ok_or_else(|| bad(&format!("kind {kind}")))?,
-        first_name: row.try_get("first_name")?,
-        last_name: row.try_get("last_name")?,
-        phone: row.try_get("phone")?,
-        country: row.try_get("country")?,
-        locale: row.try_get("locale")?,
-        invited_by: row.try_get("invited_by")?,
-        activated_at: row.try_get("activated_at")?,
-        created_at: row.try_get("created_at")?,
+        first_name: row.try_get(&*col("first_name"))?,
+        last_name: row.try_get(&*col("last_name"))?,
+        phone: row.try_get(&*col("phone"))?,
+        country: row.try_get(&*col("country"))?,
+        locale: row.try_get(&*col("locale"))?,
+        invited_by: row.try_get(&*col("invited_by"))?,
+        activated_at: row.try_get(&*col("activated_at"))?,
+        created_at: row.try_get(&*col("created_at"))?,
     })
 }
 
