@@ -17,6 +17,7 @@ pub mod ids;
 pub mod locale;
 pub mod name;
 pub mod notification;
+pub mod onboarding;
 pub mod permission;
 pub mod phone;
 pub mod reply;

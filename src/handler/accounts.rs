@@ -1,21 +1,25 @@
-//! Organizations: onboard one with its first manager, sync its accounts.
+//! Organizations: onboard one with its first manager (again, while nobody
+//! can enter it), sync its accounts.
 
 use serde_json::json;
 use std::collections::BTreeSet;
 
 use super::invitations::ActivationEmail;
-use super::tokens::new_secret;
-use super::{Ctx, Effects, FunnelStep, HandlerSettings, Outcome};
+use super::tokens::{issue_token, new_secret};
+use super::{Ctx, Effects, Fail, FunnelStep, HandlerSettings, Outcome};
 use crate::domain::FieldError;
 use crate::domain::authz;
 use crate::domain::command::{AccountSpec, OnboardOrganization, SyncAccounts};
 use crate::domain::event::EventType;
 use crate::domain::ids::UserId;
+use crate::domain::onboarding::{self, Onboarding, Reinvited};
 use crate::domain::reply::{Reason, Rejection};
 use crate::domain::rights::Grant;
-use crate::domain::user::Scope;
+use crate::domain::token::TokenPurpose;
+use crate::domain::user::{self, Scope};
 use crate::store::audit::AuditEntry;
-use crate::store::users::NewUserRow;
+use crate::store::tokens as store_tokens;
+use crate::store::users::{NewUserRow, UserRecord};
 use crate::store::{Tx, accounts, users};
 
 /// Every delivery account must link only to contract accounts that exist
@@ -38,7 +42,9 @@ fn ids(specs: &[AccountSpec]) -> Vec<&str> {
     specs.iter().map(|a| a.id.as_str()).collect()
 }
 
-/// `onboard_organization`.
+/// `onboard_organization`: a new organization with its first manager; an
+/// existing one without an active organization-level manager gets its
+/// manager invited again (see [`onboarding`]).
 pub(super) async fn onboard(
     tx: &mut Tx<'_>,
     ctx: &Ctx,
@@ -47,18 +53,41 @@ pub(super) async fn onboard(
     fx: &mut Effects,
 ) -> Outcome {
     authz::require_no_actor(ctx.actor.is_some(), "onboard_organization")?;
+    let created =
+        accounts::insert_organization(tx, &c.organization_id, &c.organization_name).await?;
+    // An existing organization is locked, as changes that count its managers
+    // do, and keeps its stored name.
+    let stored_name = if created {
+        None
+    } else {
+        accounts::lock_organization(tx, &c.organization_id).await?
+    };
+    let has_manager = match stored_name {
+        Some(_) => users::has_active_organization_manager(tx, &c.organization_id).await?,
+        None => false,
+    };
+    match onboarding::decide(!created, has_manager)? {
+        Onboarding::Create => create(tx, ctx, settings, c, fx).await,
+        Onboarding::Reinvite => {
+            let name = stored_name.unwrap_or_else(|| c.organization_name.clone());
+            reinvite(tx, ctx, settings, c, &name, fx).await
+        }
+    }
+}
+
+/// A new organization (just inserted): its accounts and its first manager.
+async fn create(
+    tx: &mut Tx<'_>,
+    ctx: &Ctx,
+    settings: &HandlerSettings,
+    c: OnboardOrganization,
+    fx: &mut Effects,
+) -> Outcome {
     let contract: BTreeSet<String> = ids(&c.contract_accounts)
         .into_iter()
         .map(str::to_owned)
         .collect();
     check_links(&c.delivery_accounts, &contract)?;
-    if !accounts::insert_organization(tx, &c.organization_id, &c.organization_name).await? {
-        return Err(Rejection::new(
-            Reason::OrganizationExists,
-            format!("organization {} was onboarded already", c.organization_id),
-        )
-        .into());
-    }
     accounts::upsert(
         tx,
         &c.organization_id,
@@ -66,6 +95,40 @@ pub(super) async fn onboard(
         &c.delivery_accounts,
     )
     .await?;
+    let manager_id = invite_manager(tx, ctx, settings, &c, &c.organization_name, fx).await?;
+    fx.audit(AuditEntry {
+        command_id: Some(&ctx.command_id),
+        actor_id: None,
+        user_id: Some(manager_id.as_uuid()),
+        organization_id: c.organization_id.as_str(),
+        action: "organization.onboarded",
+        before: None,
+        after: Some(json!({"status": "invited", "role": "manager"})),
+    });
+    fx.event(
+        EventType::OrganizationOnboarded,
+        &c.organization_id,
+        json!({
+            "organization_id": c.organization_id,
+            "name": c.organization_name,
+            "contract_accounts": ids(&c.contract_accounts),
+            "delivery_accounts": ids(&c.delivery_accounts),
+            "manager_id": manager_id,
+        }),
+    );
+    Ok(json!({"organization_id": c.organization_id, "manager_id": manager_id}))
+}
+
+/// Invites `c`'s manager as a new user with everything: `user.invited`
+/// and the activation email.
+async fn invite_manager(
+    tx: &mut Tx<'_>,
+    ctx: &Ctx,
+    settings: &HandlerSettings,
+    c: &OnboardOrganization,
+    organization_name: &str,
+    fx: &mut Effects,
+) -> Result<UserId, Fail> {
     let manager_id = UserId::new();
     let expires_at = ctx.now + settings.activation_ttl;
     let grant = Grant::everything();
@@ -92,26 +155,6 @@ pub(super) async fn onboard(
         )
         .into());
     }
-    fx.audit(AuditEntry {
-        command_id: Some(&ctx.command_id),
-        actor_id: None,
-        user_id: Some(manager_id.as_uuid()),
-        organization_id: c.organization_id.as_str(),
-        action: "organization.onboarded",
-        before: None,
-        after: Some(json!({"status": "invited", "role": "manager"})),
-    });
-    fx.event(
-        EventType::OrganizationOnboarded,
-        &c.organization_id,
-        json!({
-            "organization_id": c.organization_id,
-            "name": c.organization_name,
-            "contract_accounts": ids(&c.contract_accounts),
-            "delivery_accounts": ids(&c.delivery_accounts),
-            "manager_id": manager_id,
-        }),
-    );
     fx.funnel(FunnelStep::Invited);
     fx.event(
         EventType::UserInvited,
@@ -136,14 +179,119 @@ pub(super) async fn onboard(
             first_name: c.manager.first_name.as_str(),
             last_name: c.manager.last_name.as_str(),
             locale: c.manager.locale.as_str(),
-            organization_name: &c.organization_name,
+            organization_name,
             inviter_name: None,
             expires_at,
             resend: false,
         }
         .job(&token),
     );
+    Ok(manager_id)
+}
+
+/// An organization onboarded again while nobody can enter it (the
+/// organization is locked): its accounts are upserted as `sync_accounts`
+/// does, its stored name stays, and its manager is invited again.
+async fn reinvite(
+    tx: &mut Tx<'_>,
+    ctx: &Ctx,
+    settings: &HandlerSettings,
+    c: OnboardOrganization,
+    organization_name: &str,
+    fx: &mut Effects,
+) -> Outcome {
+    let (mut contract, _) = accounts::known_ids(tx, &c.organization_id).await?;
+    contract.extend(ids(&c.contract_accounts).into_iter().map(str::to_owned));
+    check_links(&c.delivery_accounts, &contract)?;
+    if !c.contract_accounts.is_empty() || !c.delivery_accounts.is_empty() {
+        accounts::upsert(
+            tx,
+            &c.organization_id,
+            &c.contract_accounts,
+            &c.delivery_accounts,
+        )
+        .await?;
+        fx.event(
+            EventType::AccountsSynced,
+            &c.organization_id,
+            json!({
+                "organization_id": c.organization_id,
+                "contract_accounts": ids(&c.contract_accounts),
+                "delivery_accounts": ids(&c.delivery_accounts),
+            }),
+        );
+    }
+    let holder = users::lock_by_email(tx, &c.manager.email).await?;
+    let whom = onboarding::reinvited(&c.organization_id, holder.as_ref().map(|h| &h.snapshot))?;
+    let manager_id = match (whom, holder) {
+        (Reinvited::Same(_), Some(holder)) => {
+            reinvite_same(tx, ctx, settings, &c, organization_name, holder, fx).await?
+        }
+        _ => invite_manager(tx, ctx, settings, &c, organization_name, fx).await?,
+    };
+    fx.audit(AuditEntry {
+        command_id: Some(&ctx.command_id),
+        actor_id: None,
+        user_id: Some(manager_id.as_uuid()),
+        organization_id: c.organization_id.as_str(),
+        action: "organization.manager_reinvited",
+        before: None,
+        after: Some(json!({
+            "status": "invited",
+            "role": "manager",
+            "contract_accounts": ids(&c.contract_accounts),
+            "delivery_accounts": ids(&c.delivery_accounts),
+        })),
+    });
     Ok(json!({"organization_id": c.organization_id, "manager_id": manager_id}))
+}
+
+/// The organization's own inactive manager, invited again as
+/// `resend_activation` does (by nobody): its stored profile, a fresh token
+/// and TTL (earlier tokens revoked) after the resend cooldown,
+/// `user.activation_resent` and the activation email.
+async fn reinvite_same(
+    tx: &mut Tx<'_>,
+    ctx: &Ctx,
+    settings: &HandlerSettings,
+    c: &OnboardOrganization,
+    organization_name: &str,
+    manager: UserRecord,
+    fx: &mut Effects,
+) -> Result<UserId, Fail> {
+    let id = manager.snapshot.id;
+    let previous = manager.snapshot.status;
+    let last = store_tokens::last_issued_at(tx, id, TokenPurpose::Activation).await?;
+    user::check_resendable(previous, last, ctx.now, settings.resend_cooldown)?;
+    let expires_at = ctx.now + settings.activation_ttl;
+    let token = issue_token(tx, id, TokenPurpose::Activation, ctx.now, expires_at).await?;
+    users::reinvite(tx, id, expires_at).await?;
+    fx.event(
+        EventType::UserActivationResent,
+        id,
+        json!({
+            "user_id": id,
+            "organization_id": c.organization_id,
+            "resent_by": null,
+            "previous_status": previous,
+            "activation_expires_at": expires_at,
+        }),
+    );
+    fx.email(
+        ActivationEmail {
+            user_id: id,
+            email: manager.snapshot.email.as_str(),
+            first_name: &manager.first_name,
+            last_name: &manager.last_name,
+            locale: &manager.locale,
+            organization_name,
+            inviter_name: None,
+            expires_at,
+            resend: true,
+        }
+        .job(&token),
+    );
+    Ok(id)
 }
 
 /// `sync_accounts`.

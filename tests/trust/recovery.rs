@@ -8,6 +8,7 @@
 
 use crate::common::{TestWorker, WAIT, person};
 use serde_json::{Value, json};
+use user_lifecycle::broker::client::CommandClient;
 
 /// Every second: the sweep expires an invitation as soon as it is due.
 const SWEEP_EVERY_SECOND: (&str, &str) = ("EXPIRY_SCHEDULE", "* * * * * *");
@@ -75,6 +76,15 @@ async fn full_manager(w: &mut TestWorker, actor: &str, email: &str, first: &str)
     let activated = w.send("activate_user", json!({"token": token}), None).await;
     applied(&activated);
     id
+}
+
+fn onboarding(manager_email: &str, contract: Value) -> Value {
+    json!({
+        "organization": {"id": "acme", "name": "acme B.V."},
+        "contract_accounts": contract,
+        "delivery_accounts": [],
+        "manager": person(manager_email, "Mara", "Manager"),
+    })
 }
 
 #[tokio::test]
@@ -157,4 +167,129 @@ async fn an_expiry_notice_goes_to_the_inviter_alone_while_it_still_manages_the_i
         1,
         "the other managers are not told while the inviter manages X"
     );
+}
+
+#[tokio::test]
+async fn an_organization_whose_manager_never_activated_is_onboarded_again_and_its_manager_reinvited()
+ {
+    let mut w = TestWorker::start_with(&[SWEEP_EVERY_SECOND]).await;
+    let contract = json!([{"id": "CA-1", "name": "Main"}]);
+    let first = w
+        .send(
+            "onboard_organization",
+            onboarding("boss@acme.example", contract.clone()),
+            None,
+        )
+        .await;
+    let manager = applied(&first)["manager_id"].as_str().unwrap().to_owned();
+    let old = w.smtp.mail_to("boss@acme.example").await.token("/activate");
+
+    invitation_sent_a_week_ago(&w, &manager).await;
+    w.event("user.invite_expired", Some(&manager)).await;
+    // Nobody manages the expired first manager: nobody is told, and the log says so.
+    w.log_lines_once("saying nobody is told of the expiry", |l| {
+        l["user_id"] == manager.as_str()
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("nobody is told"))
+    })
+    .await;
+    let dead = w.send("activate_user", json!({"token": old}), None).await;
+    assert_eq!(dead["code"], "token_expired", "{dead}");
+
+    // Onboarding again: the same organization and manager, a fresh invitation.
+    let again = CommandClient::envelope(
+        "onboard_organization",
+        onboarding("boss@acme.example", contract.clone()),
+        None,
+    );
+    let reinvited = w.send_envelope(&again).await;
+    let data = applied(&reinvited);
+    assert_eq!(data["organization_id"], "acme", "{reinvited}");
+    assert_eq!(
+        data["manager_id"],
+        manager.as_str(),
+        "the same user: {reinvited}"
+    );
+    let resent = w.event("user.activation_resent", Some(&manager)).await;
+    assert!(resent["data"]["resent_by"].is_null(), "{resent}");
+    assert_eq!(resent["data"]["previous_status"], "expired", "{resent}");
+    let expires: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(resent["data"]["activation_expires_at"].clone()).unwrap();
+    assert!(
+        expires > chrono::Utc::now() + chrono::Duration::days(6),
+        "a fresh seven days: {expires}"
+    );
+
+    // The same command again is answered from its record, and sends nothing more.
+    let duplicate = w.send_envelope(&again).await;
+    assert_eq!(duplicate["duplicate"], true, "{duplicate}");
+    assert_eq!(duplicate["data"]["manager_id"], manager.as_str());
+
+    let mails = w.smtp.wait_for("boss@acme.example", 2, WAIT).await;
+    let new = mails[1].token("/activate");
+    assert_ne!(new, old);
+    let stale = w.send("activate_user", json!({"token": old}), None).await;
+    assert_eq!(
+        stale["status"], "rejected",
+        "the old link stays dead: {stale}"
+    );
+    let activated = w.send("activate_user", json!({"token": new}), None).await;
+    assert_eq!(applied(&activated)["user_id"], manager.as_str());
+
+    // With an active manager it is the manager's organization again.
+    let third = w
+        .send(
+            "onboard_organization",
+            onboarding("boss@acme.example", contract),
+            None,
+        )
+        .await;
+    assert_eq!(third["status"], "rejected", "{third}");
+    assert_eq!(third["code"], "organization_exists", "{third}");
+    w.outbox_drained(WAIT).await;
+    assert_eq!(
+        w.smtp.count_to("boss@acme.example"),
+        2,
+        "one email per invitation"
+    );
+}
+
+#[tokio::test]
+async fn onboarding_again_with_another_manager_email_invites_that_person_as_a_new_full_manager() {
+    let mut w = TestWorker::start_with(&[SWEEP_EVERY_SECOND]).await;
+    let first = w
+        .send(
+            "onboard_organization",
+            onboarding("boss@acme.example", json!([{"id": "CA-1", "name": "Main"}])),
+            None,
+        )
+        .await;
+    let gone = applied(&first)["manager_id"].as_str().unwrap().to_owned();
+    w.smtp.mail_to("boss@acme.example").await;
+    invitation_sent_a_week_ago(&w, &gone).await;
+    w.event("user.invite_expired", Some(&gone)).await;
+
+    // The repeated command's accounts are upserted, as sync_accounts does.
+    let again = w
+        .send(
+            "onboard_organization",
+            onboarding("new@acme.example", json!([{"id": "CA-9", "name": "Later"}])),
+            None,
+        )
+        .await;
+    let manager = applied(&again)["manager_id"].as_str().unwrap().to_owned();
+    assert_ne!(manager, gone, "another person, another user");
+    let invited = w.event("user.invited", Some(&manager)).await;
+    assert_eq!(invited["data"]["role"], "manager", "{invited}");
+    assert_eq!(invited["data"]["contract_accounts"], "all", "{invited}");
+    assert!(invited["data"]["invited_by"].is_null(), "{invited}");
+
+    let token = w.smtp.mail_to("new@acme.example").await.token("/activate");
+    let activated = w.send("activate_user", json!({"token": token}), None).await;
+    applied(&activated);
+    let mut data = crate::common::invite_data("acme", "ivo@acme.example");
+    data["contract_accounts"] = json!(["CA-1", "CA-9"]);
+    let invite = w.send("invite_user", data, Some(&manager)).await;
+    applied(&invite);
 }
