@@ -351,7 +351,7 @@ async fn the_statement_finds_taken_emails_and_recorded_ids_through_their_unique_
     .execute(&mut *tx)
     .await
     .unwrap();
-    let explain = format!("EXPLAIN EXECUTE checked({})", vec!["NULL"; 39].join(", "));
+    let explain = format!("EXPLAIN EXECUTE checked({})", vec!["NULL"; 40].join(", "));
     let first = plan(&mut tx, &explain).await;
     sqlx::query(
         "INSERT INTO users (id, organization_id, kind, email, first_name, last_name, phone,

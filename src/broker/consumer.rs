@@ -517,7 +517,7 @@ async fn admit(delivery: Delivery, publisher: &Publisher) -> Option<Incoming> {
     })
 }
 
-/// Answers and acks a duplicate; retries a failed command a few times
+/// Answers and acks a duplicate or a reused id; retries a failed command a few times
 /// in-process (acking and counting it once applied), then hands it back or
 /// dead-letters it.
 async fn settle(
@@ -558,6 +558,19 @@ async fn settle(
                 ack(&delivery).await;
                 tracing::info!("duplicate delivery answered with the stored reply");
                 metrics::command(kind, "duplicate", started.elapsed());
+                return;
+            }
+            Ok(Handled::IdReused(reply)) => {
+                if let Some(address) = &address {
+                    publish_reply(publisher, address, &reply, env.traceparent.as_ref()).await;
+                }
+                ack(&delivery).await;
+                tracing::warn!(
+                    status = reply.status.as_str(),
+                    code = %reply.code,
+                    "command id already recorded for a different command; refused"
+                );
+                metrics::command(kind, reply.status.as_str(), started.elapsed());
                 return;
             }
             Err(e) if e.is_unavailable() => {

@@ -7,6 +7,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use super::command::CommandType;
+use super::command_fingerprint::CommandFingerprint;
 use super::field_error::FieldError;
 use super::ids::{CommandId, UserId};
 use super::trace::TraceParent;
@@ -30,6 +31,13 @@ pub struct Envelope {
     /// Trace context: the CloudEvents `traceparent` attribute (the AMQP
     /// header of the same name, read by the consumer, takes precedence).
     pub traceparent: Option<TraceParent>,
+}
+
+impl Envelope {
+    /// What binds its id to this command: type, actor and data.
+    pub fn fingerprint(&self) -> CommandFingerprint {
+        CommandFingerprint::of(self.kind, self.actor, &self.data)
+    }
 }
 
 /// Why a message is not a command envelope. The `reason` label is used in

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod authz;
 pub mod command;
+pub mod command_fingerprint;
 pub mod country;
 pub mod email;
 pub mod envelope;

@@ -38,6 +38,9 @@ pub enum Reason {
     TokenUsed,
     /// The change would leave the organization without an active manager.
     LastManager,
+    /// The command id was recorded for a different command (type, actor or
+    /// data); nothing is applied and nothing of that command is shown.
+    IdReused,
 }
 
 impl Reason {
@@ -57,6 +60,7 @@ impl Reason {
             Reason::TokenExpired => "token_expired",
             Reason::TokenUsed => "token_used",
             Reason::LastManager => "last_manager",
+            Reason::IdReused => "id_reused",
         }
     }
 }
@@ -184,6 +188,7 @@ mod tests {
             (Reason::TokenExpired, "token_expired"),
             (Reason::TokenUsed, "token_used"),
             (Reason::LastManager, "last_manager"),
+            (Reason::IdReused, "id_reused"),
         ] {
             assert_eq!(reason.code(), code);
             assert_eq!(serde_json::to_value(reason).unwrap(), json!(code));

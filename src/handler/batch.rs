@@ -247,6 +247,7 @@ impl Gathered {
             .map(|(item, (reply, _))| Record {
                 command_id: item.envelope.id.as_str(),
                 command_type: item.envelope.kind.as_str(),
+                fingerprint: item.envelope.fingerprint(),
                 reply,
             })
             .collect()

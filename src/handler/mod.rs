@@ -4,9 +4,11 @@
 //! rows (emails, events, reply) commit in one transaction. The record is
 //! written last, with the id as primary key: a second delivery of the same
 //! command either finds it or waits on it, and its own work is rolled back;
-//! it gets the stored reply. A rejection rolls the work back and records
-//! only the refusal, in a fresh transaction. Fewest round trips on the
-//! common path: no savepoint, no claim-then-update.
+//! it gets the stored reply, or is refused `id_reused` when the id was
+//! recorded for a different command (`domain::command_fingerprint`). A
+//! rejection rolls the work back and records only the refusal, in a fresh
+//! transaction. Fewest round trips on the common path: no savepoint, no
+//! claim-then-update.
 
 mod accounts;
 mod batch;
@@ -27,6 +29,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::domain::command::Command;
+use crate::domain::command_fingerprint;
 use crate::domain::envelope::Envelope;
 use crate::domain::ids::UserId;
 use crate::domain::reply::{Rejection, Reply};
@@ -95,6 +98,10 @@ pub enum Handled {
     Processed(Reply, Vec<FunnelStep>, Vec<ClaimedRow>),
     /// Processed before: here is the stored reply, nothing else happened.
     Duplicate(Reply),
+    /// Its id was recorded for a different command: refused with this
+    /// reply (`id_reused`), nothing applied or recorded, nothing of the
+    /// other command's reply shown.
+    IdReused(Reply),
 }
 
 /// A failure that is not the command's fault: worth a retry.
@@ -241,10 +248,12 @@ impl Handler {
         }
     }
 
-    /// Records the command id with its reply and writes its audit and
-    /// outbox rows, in one statement (`store::closing`), then commits. The id's primary key decides: if another delivery of the same
-    /// command committed first (or is committing: the insert waits for it),
-    /// everything in `tx` is rolled back and the stored reply is returned.
+    /// Records the command id with its fingerprint and reply and writes its
+    /// audit and outbox rows, in one statement (`store::closing`), then
+    /// commits. The id's primary key decides: if a command with that id
+    /// committed first (or is committing: the insert waits for it),
+    /// everything in `tx` is rolled back; a redelivery of the same command
+    /// gets the stored reply, another command reusing the id `id_reused`.
     async fn record(
         &self,
         mut tx: Tx<'_>,
@@ -262,9 +271,11 @@ impl Handler {
             rows.push(reply_row(address, &reply, envelope.traceparent.as_ref())?);
         }
         let claim = self.settings.claim_for(&rows);
+        let fingerprint = envelope.fingerprint();
         let record = Record {
             command_id: id,
             command_type: envelope.kind.as_str(),
+            fingerprint,
             reply: &reply,
         };
         let closing = Closing {
@@ -277,10 +288,14 @@ impl Handler {
         let closed = store::closing::write(&mut tx, closing).await?;
         if !closed.recorded.contains(id) {
             tx.rollback().await?;
-            let stored = store::processed::reply_of(&self.pool, id)
-                .await?
-                .unwrap_or_else(|| Reply::applied(id, json!({})));
-            return Ok(Handled::Duplicate(stored));
+            return match store::processed::recorded(&self.pool, id).await? {
+                Some(stored) if !fingerprint.repeats(stored.fingerprint.as_ref()) => {
+                    let rejection = command_fingerprint::id_reused(id);
+                    Ok(Handled::IdReused(Reply::refused(Some(id), &rejection)))
+                }
+                Some(stored) => Ok(Handled::Duplicate(stored.reply)),
+                None => Ok(Handled::Duplicate(Reply::applied(id, json!({})))),
+            };
         }
         tx.commit().await?;
         Ok(Handled::Processed(reply, funnel, closed.claimed))
@@ -344,6 +359,7 @@ pub fn outcome_label(handled: &Handled) -> &'static str {
     match handled {
         Handled::Processed(r, _, _) => r.status.as_str(),
         Handled::Duplicate(_) => "duplicate",
+        Handled::IdReused(r) => r.status.as_str(),
     }
 }
 

@@ -25,15 +25,18 @@ use super::fingerprint::{Fingerprint, user_fingerprint};
 use super::outbox::{Claim, ClaimedRow, NewOutboxRow};
 use super::users::{InvitedUsers, invite_ctes};
 use super::{PgQuery, StoreError, Tx};
+use crate::domain::command_fingerprint::CommandFingerprint;
 use crate::domain::reply::Reply;
 
-/// An idempotency record: the command's id and type, and its reply.
+/// An idempotency record: the command's id, type and fingerprint, and its reply.
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
     /// The command id (primary key of `processed_commands`).
     pub command_id: &'a str,
     /// The command type.
     pub command_type: &'a str,
+    /// What binds the id to this command (type, actor, data).
+    pub fingerprint: CommandFingerprint,
     /// The reply a later delivery of the same id gets.
     pub reply: &'a Reply,
 }
@@ -69,23 +72,28 @@ pub struct Closed {
 }
 
 /// The closing statement's `WITH` items and answer: the invited users are
-/// `$1`–`$18` ([`invite_ctes`]), the records `$19`–`$22`, the audit rows
-/// `$23`–`$29`, the outbox rows `$30`–`$35`. It answers one row per user
-/// written (`user_id`), per command recorded (`command_id`) and per outbox
-/// row claimed (`message_id`, `outbox_id`, `created_at`). The outbox lease
-/// runs from the statement (`clock_timestamp`), not from the transaction's
+/// `$1`–`$18` ([`invite_ctes`]), the records `$19`–`$22` with their
+/// command fingerprints in `$fingerprints` (the statement's last
+/// parameter, after those of its own), the audit rows `$23`–`$29`, the
+/// outbox rows `$30`–`$35`. It answers one row per user written
+/// (`user_id`), per command recorded (`command_id`) and per outbox row
+/// claimed (`message_id`, `outbox_id`, `created_at`). The outbox lease runs
+/// from the statement (`clock_timestamp`), not from the transaction's
 /// start. `when` is a condition on every write (`""`: none); `taken` and
 /// `recorded` say what an email taken or a command id recorded already
 /// does: skip the user / the record (for the caller to roll back), or fail
 /// the statement.
 macro_rules! closing_ctes {
-    (when: $when:literal, taken: $taken:ident, recorded: $recorded:literal) => {
+    (when: $when:literal, taken: $taken:ident, recorded: $recorded:literal,
+     fingerprints: $fingerprints:literal) => {
         concat!(
             invite_ctes!(when: $when, taken: $taken),
             ",
      recorded AS (
-         INSERT INTO processed_commands (command_id, command_type, status, reply)
-         SELECT * FROM UNNEST($19::text[], $20::text[], $21::text[], $22::jsonb[]) ",
+         INSERT INTO processed_commands (command_id, command_type, status, reply, fingerprint)
+         SELECT * FROM UNNEST($19::text[], $20::text[], $21::text[], $22::jsonb[], ",
+            $fingerprints,
+            "::bytea[]) ",
             $when,
             " ",
             $recorded,
@@ -122,13 +130,14 @@ const CLOSE: &str = concat!(
     closing_ctes!(
         when: "",
         taken: skip,
-        recorded: "ON CONFLICT (command_id) DO NOTHING"
+        recorded: "ON CONFLICT (command_id) DO NOTHING",
+        fingerprints: "$36"
     )
 );
 
 /// The closing statement on its own ([`write_checked`]): `$36`–`$39` are
 /// the actor's id and fingerprint and the organization's id and
-/// fingerprint. It writes nothing unless the actor still has that
+/// fingerprint, `$40` the records' command fingerprints. It writes nothing unless the actor still has that
 /// fingerprint (share-locked, as a transaction would have read it), the
 /// organization its accounts and the batch no email twice. An email taken
 /// or an id recorded already, committed or not, fails it whole: the unique
@@ -153,11 +162,12 @@ const CLOSE_CHECKED: &str = concat!(
     closing_ctes!(
         when: "WHERE (SELECT ok FROM guard)",
         taken: fail,
-        recorded: ""
+        recorded: "",
+        fingerprints: "$40"
     )
 );
 
-/// The statement [`write_checked`] runs (`$1`–`$39`); public so a test can
+/// The statement [`write_checked`] runs (`$1`–`$40`); public so a test can
 /// check its plan.
 pub fn checked_sql() -> &'static str {
     CLOSE_CHECKED
@@ -182,7 +192,11 @@ pub async fn write(tx: &mut Tx<'_>, closing: Closing<'_>) -> Result<Closed, Stor
     // Taken before the statement: the relay's view of the lease is never
     // longer than the database's.
     let claimed_at = Instant::now();
-    let rows = prepared.query(CLOSE).fetch_all(&mut **tx).await?;
+    let rows = prepared
+        .query(CLOSE)
+        .bind(prepared.fingerprints())
+        .fetch_all(&mut **tx)
+        .await?;
     prepared.closed(rows, claimed_at)
 }
 
@@ -205,6 +219,7 @@ pub async fn write_checked(
         .bind(expected.actor_fingerprint.as_str())
         .bind(expected.organization)
         .bind(expected.organization_fingerprint.as_str())
+        .bind(prepared.fingerprints())
         .fetch_all(pool)
         .await?;
     let closed = prepared.closed(rows, claimed_at)?;
@@ -301,6 +316,16 @@ impl<'a> Prepared<'a> {
             .bind(claim.map(|c| c.owner))
             .bind(claim.map_or(0.0, |c| c.lease.as_millis() as f64))
             .bind(&self.claimed)
+    }
+
+    /// The records' command fingerprints, bound after the statement's
+    /// other parameters.
+    fn fingerprints(&self) -> Vec<&[u8]> {
+        self.closing
+            .records
+            .iter()
+            .map(|r| r.fingerprint.as_bytes())
+            .collect()
     }
 
     /// What the statement that answered `rows` wrote.

@@ -1,26 +1,48 @@
-//! The idempotency record: one row per command id, holding its reply.
+//! The idempotency record: one row per command id, holding its reply and
+//! the fingerprint of the command it was recorded for.
 //!
 //! The record is written by the command's closing statement
 //! (`store::closing`), the last write of its transaction: a concurrent
 //! delivery of the same id blocks on the primary key until the first
-//! commits, then sees the row, rolls back its own work and becomes a
-//! duplicate, answered with the reply stored here.
+//! commits, then sees the row and rolls back its own work. It is a
+//! duplicate, answered with the reply stored here, when its fingerprint is
+//! the recorded one; otherwise it reuses the id for another command
+//! (`domain::command_fingerprint`).
 
 use sqlx::PgPool;
 
 use super::StoreError;
+use crate::domain::command_fingerprint::CommandFingerprint;
 use crate::domain::reply::Reply;
 
-/// The stored reply of an already processed command.
-pub async fn reply_of(pool: &PgPool, command_id: &str) -> Result<Option<Reply>, StoreError> {
-    let body: Option<serde_json::Value> =
-        sqlx::query_scalar("SELECT reply FROM processed_commands WHERE command_id = $1")
+/// An already processed command, as recorded.
+#[derive(Debug, Clone)]
+pub struct Processed {
+    /// Its reply.
+    pub reply: Reply,
+    /// The fingerprint of the command recorded under the id; `None` for a
+    /// record written before fingerprints were kept.
+    pub fingerprint: Option<CommandFingerprint>,
+}
+
+/// The record of the command processed under `command_id`, if any.
+pub async fn recorded(pool: &PgPool, command_id: &str) -> Result<Option<Processed>, StoreError> {
+    let row: Option<(serde_json::Value, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT reply, fingerprint FROM processed_commands WHERE command_id = $1")
             .bind(command_id)
             .fetch_optional(pool)
             .await?;
-    body.map(|b| {
-        serde_json::from_value(b)
-            .map_err(|e| StoreError::corrupt("processed_commands", e.to_string()))
+    row.map(|(reply, fingerprint)| {
+        let reply = serde_json::from_value(reply)
+            .map_err(|e| StoreError::corrupt("processed_commands", e.to_string()))?;
+        let fingerprint = fingerprint
+            .map(|f| {
+                CommandFingerprint::from_bytes(&f).ok_or_else(|| {
+                    StoreError::corrupt("processed_commands", "a fingerprint is not 32 bytes")
+                })
+            })
+            .transpose()?;
+        Ok(Processed { reply, fingerprint })
     })
     .transpose()
 }
