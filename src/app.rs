@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::broker::{Topology, consumer, session};
-use crate::config::Settings;
+use crate::config::{self, Settings};
 use crate::domain::user::UserStatus;
 use crate::handler::{Handler, HandlerSettings};
 use crate::mail::{Mailer, Renderer};
@@ -29,6 +29,10 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 
 /// Runs the worker until SIGTERM or Ctrl-C.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    config::check_mail_credentials(&settings.mail_url).map_err(anyhow::Error::msg)?;
+    for warning in config::plaintext_warnings(&settings.database_url, &settings.amqp_url) {
+        tracing::warn!("{warning}");
+    }
     let prometheus = metrics::install().context("cannot install the metrics recorder")?;
     let health = Health::default();
 

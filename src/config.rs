@@ -142,6 +142,104 @@ impl MailUrl {
     }
 }
 
+/// Is `host` this machine (`localhost`, `127.0.0.0/8`, `::1`), so that what
+/// is sent to it never crosses a network? A name other than `localhost` is
+/// not resolved: it counts as remote.
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses a `MAIL_URL` that would send SMTP credentials where they can be
+/// read on the way: to a host that is not loopback, without TLS
+/// (`tls=none`) or with TLS only if the server offers it
+/// (`tls=opportunistic`, which anyone in the path can strip). The message
+/// names the setting and never holds the password.
+pub fn check_mail_credentials(url: &MailUrl) -> Result<(), String> {
+    match url {
+        MailUrl::Smtp {
+            host,
+            tls: tls @ (SmtpTls::None | SmtpTls::Opportunistic),
+            credentials: Some(_),
+            ..
+        } if !is_loopback_host(host) => {
+            let how = if *tls == SmtpTls::None {
+                "without TLS"
+            } else {
+                "with tls=opportunistic, which sends them in the clear when STARTTLS is not offered or is stripped"
+            };
+            Err(format!(
+                "MAIL_URL: SMTP credentials for {host} would be sent {how}; \
+                 use tls=starttls or smtps://"
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The settings that reach a server over the network without TLS, each
+/// as a warning naming it (never its value, which may hold a password):
+/// `DATABASE_URL` to a host that is not loopback without `sslmode` require
+/// or verify-*, `AMQP_URL` to such a host with `amqp://`.
+pub fn plaintext_warnings(database_url: &str, amqp_url: &str) -> Vec<String> {
+    use sqlx::postgres::{PgConnectOptions, PgSslMode};
+    use std::str::FromStr;
+    let mut warnings = Vec::new();
+    if let Ok(options) = PgConnectOptions::from_str(database_url) {
+        let host = options.get_host();
+        let remote = !host.starts_with('/') && !is_loopback_host(host);
+        let encrypted = matches!(
+            options.get_ssl_mode(),
+            PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
+        );
+        if remote && !encrypted {
+            warnings.push(format!(
+                "DATABASE_URL: {host} is not loopback and TLS is not required \
+                 (sslmode=require or verify-full); data and password may cross the network in the clear"
+            ));
+        }
+    }
+    if let Ok(url) = Url::parse(amqp_url) {
+        let host = url.host_str().unwrap_or("localhost");
+        if url.scheme() == "amqp" && !is_loopback_host(host) {
+            warnings.push(format!(
+                "AMQP_URL: {host} is not loopback and amqp:// has no TLS (use amqps://); \
+                 commands, replies and the password cross the network in the clear"
+            ));
+        }
+    }
+    warnings
+}
+
+/// Parses `MAIL_URL` for clap without echoing the value in the error, as
+/// clap's own message would: it may hold the SMTP password.
+#[derive(Debug, Clone, Copy)]
+struct MailUrlParser;
+
+impl clap::builder::TypedValueParser for MailUrlParser {
+    type Value = MailUrl;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<MailUrl, clap::Error> {
+        let refuse = |detail: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid MAIL_URL (--mail-url): {detail}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value.to_str().ok_or_else(|| refuse("not UTF-8".into()))?;
+        MailUrl::parse(text).map_err(refuse)
+    }
+}
+
 fn percent_decode(s: &str) -> Option<String> {
     percent_encoding::percent_decode_str(s)
         .decode_utf8()
@@ -202,7 +300,7 @@ pub struct Settings {
     #[arg(long, env = "AMQP_PREFIX", default_value = "user_lifecycle", value_parser = parse_prefix)]
     pub amqp_prefix: String,
     /// `smtp://host:port`, `smtp://user:pass@host:port?tls=starttls`, `smtps://…` or `file://DIR`.
-    #[arg(long, env = "MAIL_URL", default_value = "file://./var/mail", value_parser = MailUrl::parse, hide_env_values = true)]
+    #[arg(long, env = "MAIL_URL", default_value = "file://./var/mail", value_parser = MailUrlParser, hide_env_values = true)]
     pub mail_url: MailUrl,
     /// Sender of every email.
     #[arg(long, env = "MAIL_FROM", default_value = "Customer Portal <no-reply@localhost>", value_parser = parse_mailbox)]
@@ -316,6 +414,108 @@ mod tests {
         );
         assert!(MailUrl::parse("http://x").is_err());
         assert!(MailUrl::parse("smtp://x?tls=maybe").is_err());
+    }
+
+    #[test]
+    fn smtp_credentials_go_to_a_remote_host_only_over_required_tls() {
+        let check = |u: &str| check_mail_credentials(&MailUrl::parse(u).unwrap());
+        for refused in [
+            "smtp://user:s3cretpw@mail.example.com:587",
+            "smtp://user:s3cretpw@mail.example.com:587?tls=none",
+            "smtp://user:s3cretpw@mail.example.com:587?tls=opportunistic",
+            "smtp://user:s3cretpw@10.0.0.5:25",
+            "smtp://user:s3cretpw@[2001:db8::1]:25",
+        ] {
+            let err = check(refused).unwrap_err();
+            assert!(err.starts_with("MAIL_URL"), "{refused}: {err}");
+            assert!(!err.contains("s3cretpw"), "{refused}: {err}");
+        }
+        for allowed in [
+            "smtp://user:s3cretpw@mail.example.com:587?tls=starttls",
+            "smtps://user:s3cretpw@mail.example.com",
+            "smtp://user:s3cretpw@localhost:25",
+            "smtp://user:s3cretpw@127.0.0.1:2525?tls=opportunistic",
+            "smtp://user:s3cretpw@[::1]:25",
+            "smtp://mail.example.com:25",
+            "smtp://mail.example.com:25?tls=opportunistic",
+            "file://./var/mail",
+        ] {
+            assert_eq!(check(allowed), Ok(()), "{allowed}");
+        }
+    }
+
+    #[test]
+    fn loopback_is_localhost_and_loopback_addresses_only() {
+        for host in [
+            "localhost",
+            "LOCALHOST",
+            "127.0.0.1",
+            "127.8.9.10",
+            "::1",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "mail.example.com",
+            "10.0.0.1",
+            "localhost.example.com",
+            "[2001:db8::1]",
+            "",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn a_remote_database_or_broker_without_tls_is_warned_about_by_name_without_secrets() {
+        let local_amqp = "amqp://guest:guest@127.0.0.1:5672/%2f";
+        let local_db = "postgres://postgres@127.0.0.1:5432/db";
+        assert!(plaintext_warnings(local_db, local_amqp).is_empty());
+        assert!(plaintext_warnings("postgres://u@localhost/db", "amqp://localhost").is_empty());
+
+        let db = plaintext_warnings("postgres://u:s3cretpw@db.example.com/db", local_amqp);
+        assert_eq!(db.len(), 1, "{db:?}");
+        assert!(db[0].starts_with("DATABASE_URL") && !db[0].contains("s3cretpw"));
+        for prefer in ["sslmode=prefer", "sslmode=disable", "sslmode=allow"] {
+            let url = format!("postgres://u@db.example.com/db?{prefer}");
+            assert_eq!(plaintext_warnings(&url, local_amqp).len(), 1, "{prefer}");
+        }
+        for required in [
+            "sslmode=require",
+            "sslmode=verify-ca",
+            "sslmode=verify-full",
+        ] {
+            let url = format!("postgres://u:s3cretpw@db.example.com/db?{required}");
+            assert!(
+                plaintext_warnings(&url, local_amqp).is_empty(),
+                "{required}"
+            );
+        }
+
+        let amqp = plaintext_warnings(local_db, "amqp://u:s3cretpw@mq.example.com:5672/%2f");
+        assert_eq!(amqp.len(), 1, "{amqp:?}");
+        assert!(amqp[0].starts_with("AMQP_URL") && !amqp[0].contains("s3cretpw"));
+        assert!(plaintext_warnings(local_db, "amqps://u:s3cretpw@mq.example.com/%2f").is_empty());
+    }
+
+    #[test]
+    fn a_mail_url_that_does_not_parse_is_refused_without_echoing_it() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let err = <Cli as clap::Parser>::try_parse_from([
+            "ul",
+            "--mail-url",
+            "smtp://u:s3cretpw@mail.example.com?tls=maybe",
+        ])
+        .err()
+        .expect("refused")
+        .to_string();
+        assert!(err.contains("MAIL_URL") && err.contains("maybe"), "{err}");
+        assert!(!err.contains("s3cretpw"), "{err}");
     }
 
     #[test]

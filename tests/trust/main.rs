@@ -2,6 +2,7 @@
 //! one group of rules against a real worker, one test per rule, named after
 //! the rule it proves.
 
+mod abuse;
 #[path = "../common/mod.rs"]
 mod common;
 mod idempotency;
