@@ -106,6 +106,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             activation_ttl: chrono_duration(settings.activation_ttl),
             password_reset_ttl: chrono_duration(settings.password_reset_ttl),
             resend_cooldown: chrono_duration(settings.resend_cooldown),
+            mail_cap_per_day: settings.mail_cap_per_day,
             handoff: Some(handoff.clone()),
         },
     );

@@ -317,6 +317,10 @@ pub struct Settings {
     /// A resend (or reset request) sooner than this after the last is refused `too_soon`.
     #[arg(long, env = "RESEND_COOLDOWN", default_value = "60s", value_parser = parse_duration)]
     pub resend_cooldown: Duration,
+    /// Most activation and password reset emails (invitation included) to
+    /// one user in 24 hours; one more is refused `rate_limited`.
+    #[arg(long, env = "MAIL_CAP_PER_DAY", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub mail_cap_per_day: u32,
     /// Cron (with seconds) of the expiry sweep.
     #[arg(long, env = "EXPIRY_SCHEDULE", default_value = "0 */5 * * * *")]
     pub expiry_schedule: String,

@@ -394,6 +394,7 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
                 activation_ttl: chrono::Duration::days(7),
                 password_reset_ttl: chrono::Duration::hours(1),
                 resend_cooldown: chrono::Duration::seconds(60),
+                mail_cap_per_day: 10,
                 handoff: None,
             },
         );

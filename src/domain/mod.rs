@@ -16,6 +16,7 @@ pub mod expiry_notice;
 pub mod field_error;
 pub mod ids;
 pub mod locale;
+pub mod mail_cap;
 pub mod name;
 pub mod notification;
 pub mod onboarding;

@@ -41,6 +41,9 @@ pub enum Reason {
     /// The command id was recorded for a different command (type, actor or
     /// data); nothing is applied and nothing of that command is shown.
     IdReused,
+    /// Too many emails to this address lately; the reply's data says when
+    /// the next is allowed (`retry_after`).
+    RateLimited,
 }
 
 impl Reason {
@@ -61,6 +64,7 @@ impl Reason {
             Reason::TokenUsed => "token_used",
             Reason::LastManager => "last_manager",
             Reason::IdReused => "id_reused",
+            Reason::RateLimited => "rate_limited",
         }
     }
 }
@@ -72,6 +76,8 @@ pub struct Rejection {
     pub reason: Reason,
     /// What is wrong and what to do, without secrets.
     pub message: String,
+    /// What the reply's `data` carries (e.g. `retry_after`); empty when `None`.
+    pub data: Option<Value>,
 }
 
 impl Rejection {
@@ -80,7 +86,14 @@ impl Rejection {
         Self {
             reason,
             message: message.into(),
+            data: None,
         }
+    }
+
+    /// The same rejection, answered with `data`.
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
     }
 }
 
@@ -155,7 +168,10 @@ impl Reply {
             status,
             code: rejection.reason.code().to_owned(),
             message: rejection.message.clone(),
-            data: Value::Object(Default::default()),
+            data: rejection
+                .data
+                .clone()
+                .unwrap_or_else(|| Value::Object(Default::default())),
             duplicate: false,
         }
     }
@@ -189,6 +205,7 @@ mod tests {
             (Reason::TokenUsed, "token_used"),
             (Reason::LastManager, "last_manager"),
             (Reason::IdReused, "id_reused"),
+            (Reason::RateLimited, "rate_limited"),
         ] {
             assert_eq!(reason.code(), code);
             assert_eq!(serde_json::to_value(reason).unwrap(), json!(code));

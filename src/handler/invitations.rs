@@ -13,6 +13,7 @@ use crate::domain::authz;
 use crate::domain::command::InviteUser;
 use crate::domain::event::EventType;
 use crate::domain::ids::{OrganizationId, UserId};
+use crate::domain::mail_cap;
 use crate::domain::notification::{EmailJob, Template};
 use crate::domain::reply::{Reason, Rejection};
 use crate::domain::token::{SecretToken, TokenPurpose};
@@ -335,6 +336,8 @@ pub(super) async fn resend(
         ctx.now,
         settings.resend_cooldown,
     )?;
+    let issued = tokens::issued_since(tx, user_id, ctx.now - mail_cap::window()).await?;
+    mail_cap::check_mail_cap(&issued, ctx.now, settings.mail_cap_per_day)?;
     let expires_at = ctx.now + settings.activation_ttl;
     let token = issue_token(tx, user_id, TokenPurpose::Activation, ctx.now, expires_at).await?;
     users::reinvite(tx, user_id, expires_at).await?;

@@ -54,6 +54,8 @@ pub struct HandlerSettings {
     pub password_reset_ttl: Duration,
     /// Minimum time between two emails of the same kind to one user.
     pub resend_cooldown: Duration,
+    /// Most activation and password reset emails to one user in 24 hours.
+    pub mail_cap_per_day: u32,
     /// This worker's relay, which claims the outbox rows a command writes
     /// to deliver them straight after the commit; `None` leaves them for
     /// any relay to claim.

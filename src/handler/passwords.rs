@@ -7,6 +7,7 @@ use super::tokens::{issue_token, redeem as redeem_token};
 use super::{Ctx, Effects, HandlerSettings, Outcome, email_time};
 use crate::domain::email::EmailAddress;
 use crate::domain::event::EventType;
+use crate::domain::mail_cap;
 use crate::domain::notification::{EmailJob, Template};
 use crate::domain::reply::{Reason, Rejection};
 use crate::domain::token::{SecretToken, TokenPurpose};
@@ -49,6 +50,8 @@ pub(super) async fn request(
         }
         return Err(rejection.into());
     }
+    let issued = tokens::issued_since(tx, user_id, ctx.now - mail_cap::window()).await?;
+    mail_cap::check_mail_cap(&issued, ctx.now, settings.mail_cap_per_day)?;
     let expires_at = ctx.now + settings.password_reset_ttl;
     let token = issue_token(
         tx,

@@ -65,6 +65,23 @@ pub async fn last_issued_at(
     )
 }
 
+/// When each token of either purpose issued to `user` after `since` was
+/// issued (one email each: invitation, resend, reset), for the daily cap.
+pub async fn issued_since(
+    tx: &mut Tx<'_>,
+    user: UserId,
+    since: DateTime<Utc>,
+) -> Result<Vec<DateTime<Utc>>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT created_at FROM tokens
+         WHERE user_id = $1 AND purpose IN ('activation', 'password_reset') AND created_at > $2",
+    )
+    .bind(user.as_uuid())
+    .bind(since)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
 /// Finds a token by hash, locking it; returns its owner and state.
 pub async fn lock_by_hash(
     tx: &mut Tx<'_>,

@@ -3,6 +3,9 @@
 //! mailed without end, and what is no longer needed is pruned while the
 //! audit trail stays.
 
+use crate::common::{TestWorker, WAIT};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -65,4 +68,107 @@ async fn smtp_credentials_for_a_remote_host_without_required_tls_stop_start_up()
             "never shows the password:\n{stderr}"
         );
     }
+}
+
+fn applied(reply: &Value) -> String {
+    assert_eq!(reply["status"], "applied", "{reply}");
+    reply["data"]["user_id"].as_str().unwrap().to_owned()
+}
+
+/// The refusal of one email too many: `rate_limited`, with `retry_after`
+/// an RFC 3339 time within the next 24 hours.
+fn assert_rate_limited(reply: &Value) -> DateTime<Utc> {
+    assert_eq!(reply["status"], "rejected", "{reply}");
+    assert_eq!(reply["code"], "rate_limited", "{reply}");
+    let at = reply["data"]["retry_after"]
+        .as_str()
+        .unwrap_or_else(|| panic!("retry_after in data: {reply}"));
+    let at = DateTime::parse_from_rfc3339(at)
+        .unwrap_or_else(|e| panic!("retry_after is RFC 3339 ({e}): {reply}"))
+        .with_timezone(&Utc);
+    let now = Utc::now();
+    assert!(
+        at > now && at <= now + chrono::Duration::hours(24),
+        "retry_after within the next 24 h: {reply}"
+    );
+    at
+}
+
+/// Proves that nothing more goes to the address: an email to another
+/// address is sent after the refusal and arrives, and the outbox is empty.
+async fn barrier(w: &mut TestWorker, manager: &str) {
+    applied(&w.invite(manager, "acme", "barrier@acme.example").await);
+    w.smtp.mail_to("barrier@acme.example").await;
+    w.outbox_drained(WAIT).await;
+}
+
+#[tokio::test]
+async fn password_resets_to_one_address_stop_at_the_daily_cap_with_retry_after() {
+    let mut w =
+        TestWorker::start_with(&[("MAIL_CAP_PER_DAY", "3"), ("RESEND_COOLDOWN", "0s")]).await;
+    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+    // The invitation is the first of the three emails of the day.
+    w.active_user(&manager, "acme", "ana@acme.example").await;
+    for _ in 0..2 {
+        let reply = w
+            .send(
+                "request_password_reset",
+                json!({"email": "ana@acme.example"}),
+                None,
+            )
+            .await;
+        applied(&reply);
+    }
+    w.smtp.wait_for("ana@acme.example", 3, WAIT).await;
+
+    let refused = w
+        .send(
+            "request_password_reset",
+            json!({"email": "ana@acme.example"}),
+            None,
+        )
+        .await;
+    assert_rate_limited(&refused);
+    barrier(&mut w, &manager).await;
+    assert_eq!(
+        w.smtp.count_to("ana@acme.example"),
+        3,
+        "the invitation and two resets"
+    );
+
+    // An unknown address is answered as before the cap.
+    let unknown = w
+        .send(
+            "request_password_reset",
+            json!({"email": "nobody@acme.example"}),
+            None,
+        )
+        .await;
+    assert_eq!(unknown["code"], "not_found", "{unknown}");
+}
+
+#[tokio::test]
+async fn activation_resends_to_one_address_stop_at_the_daily_cap_with_retry_after() {
+    let mut w =
+        TestWorker::start_with(&[("MAIL_CAP_PER_DAY", "3"), ("RESEND_COOLDOWN", "0s")]).await;
+    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+    let ivo = applied(&w.invite(&manager, "acme", "ivo@acme.example").await);
+    for _ in 0..2 {
+        let reply = w
+            .send("resend_activation", json!({"user_id": ivo}), Some(&manager))
+            .await;
+        applied(&reply);
+    }
+    w.smtp.wait_for("ivo@acme.example", 3, WAIT).await;
+
+    let refused = w
+        .send("resend_activation", json!({"user_id": ivo}), Some(&manager))
+        .await;
+    assert_rate_limited(&refused);
+    barrier(&mut w, &manager).await;
+    assert_eq!(
+        w.smtp.count_to("ivo@acme.example"),
+        3,
+        "the invitation and two resends"
+    );
 }
