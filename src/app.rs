@@ -51,6 +51,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     )
     .context("setting up the mail transport (MAIL_URL)")?;
     scheduler::validate("EXPIRY_SCHEDULE", &settings.expiry_schedule)?;
+    scheduler::validate("HOUSEKEEPING_SCHEDULE", &settings.housekeeping_schedule)?;
 
     store::create_database_if_missing(&settings.database_url)
         .await
@@ -162,6 +163,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         &settings.expiry_schedule,
         settings.expiry_batch_size,
         relay_notify.clone(),
+        &settings.housekeeping_schedule,
+        scheduler::housekeeping::Retention {
+            tokens: settings.token_retention,
+            failed_outbox: settings.failed_outbox_retention,
+        },
     )
     .await
     .context("starting the scheduler")?;

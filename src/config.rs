@@ -324,6 +324,19 @@ pub struct Settings {
     /// Cron (with seconds) of the expiry sweep.
     #[arg(long, env = "EXPIRY_SCHEDULE", default_value = "0 */5 * * * *")]
     pub expiry_schedule: String,
+    /// Cron (with seconds) of housekeeping; hourly at minute 17 by default
+    /// (off the hour, away from other crons).
+    #[arg(long, env = "HOUSEKEEPING_SCHEDULE", default_value = "0 17 * * * *")]
+    pub housekeeping_schedule: String,
+    /// How long a used, revoked or expired token is kept before
+    /// housekeeping deletes it (never within 24 h of its issue: the mail
+    /// cap counts it).
+    #[arg(long, env = "TOKEN_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub token_retention: Duration,
+    /// How long an outbox row given up on (an email never delivered) is
+    /// kept for diagnosis before housekeeping deletes it.
+    #[arg(long, env = "FAILED_OUTBOX_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub failed_outbox_retention: Duration,
     /// Serves `/metrics`, `/healthz`, `/readyz`.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: SocketAddr,

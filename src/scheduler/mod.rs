@@ -32,9 +32,6 @@ pub enum SchedulerError {
     Scheduler(#[from] JobSchedulerError),
 }
 
-/// Hourly housekeeping at minute 17 (off the hour, away from other crons).
-pub const HOUSEKEEPING_SCHEDULE: &str = "0 17 * * * *";
-
 /// Checks that `schedule` parses, without starting anything.
 pub fn validate(setting: &'static str, schedule: &str) -> Result<(), SchedulerError> {
     Job::new_async(schedule, |_, _| Box::pin(async {}))
@@ -52,8 +49,11 @@ pub async fn start(
     expiry_schedule: &str,
     batch: i64,
     relay: Arc<crate::outbox::Wakeup>,
+    housekeeping_schedule: &str,
+    retention: housekeeping::Retention,
 ) -> Result<JobScheduler, SchedulerError> {
     validate("EXPIRY_SCHEDULE", expiry_schedule)?;
+    validate("HOUSEKEEPING_SCHEDULE", housekeeping_schedule)?;
     let scheduler = JobScheduler::new().await?;
     let expiry_pool = pool.clone();
     scheduler
@@ -66,10 +66,10 @@ pub async fn start(
         })?)
         .await?;
     scheduler
-        .add(Job::new_async(HOUSEKEEPING_SCHEDULE, move |_, _| {
+        .add(Job::new_async(housekeeping_schedule, move |_, _| {
             let pool = pool.clone();
             Box::pin(async move {
-                housekeeping::run(&pool).await;
+                housekeeping::run(&pool, retention).await;
             })
         })?)
         .await?;

@@ -336,12 +336,16 @@ pub async fn release(pool: &PgPool, owner: Uuid) -> Result<u64, StoreError> {
     .rows_affected())
 }
 
-/// Deletes delivered rows older than `older_than`; returns how many.
-pub async fn prune_sent(pool: &PgPool, older_than: Duration) -> Result<u64, StoreError> {
+/// Deletes rows delivered longer than `sent` ago and rows given up on
+/// longer than `failed` ago; returns how many.
+pub async fn prune(pool: &PgPool, sent: Duration, failed: Duration) -> Result<u64, StoreError> {
     Ok(sqlx::query(
-        "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < now() - $1 * interval '1 millisecond'",
+        "DELETE FROM outbox
+         WHERE sent_at < now() - $1 * interval '1 millisecond'
+            OR failed_at < now() - $2 * interval '1 millisecond'",
     )
-    .bind(older_than.as_millis() as f64)
+    .bind(sent.as_millis() as f64)
+    .bind(failed.as_millis() as f64)
     .execute(pool)
     .await?
     .rows_affected())

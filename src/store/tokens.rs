@@ -125,3 +125,25 @@ pub async fn mark_used(
         .await?;
     Ok(())
 }
+
+/// Deletes the tokens that stopped being usable (used, revoked or expired)
+/// longer than `dead_for` ago and were issued longer than `issued_for`
+/// ago; returns how many. Live tokens are never deleted.
+pub async fn prune(
+    pool: &sqlx::PgPool,
+    dead_for: std::time::Duration,
+    issued_for: std::time::Duration,
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "DELETE FROM tokens
+         WHERE created_at < now() - $2 * interval '1 millisecond'
+           AND (used_at < now() - $1 * interval '1 millisecond'
+             OR revoked_at < now() - $1 * interval '1 millisecond'
+             OR expires_at < now() - $1 * interval '1 millisecond')",
+    )
+    .bind(dead_for.as_millis() as f64)
+    .bind(issued_for.as_millis() as f64)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}

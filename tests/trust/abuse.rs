@@ -172,3 +172,140 @@ async fn activation_resends_to_one_address_stop_at_the_daily_cap_with_retry_afte
         "the invitation and two resends"
     );
 }
+
+async fn execute(w: &TestWorker, sql: &'static str) {
+    let mut db = w.db().await;
+    sqlx::query(sql).execute(&mut db).await.expect(sql);
+}
+
+/// Waits until `sql` counts `want` (up to `WAIT`), then returns it.
+async fn count_reaches(w: &TestWorker, sql: &'static str, want: i64) -> i64 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let n = w.count(sql).await;
+        if n == want || tokio::time::Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn housekeeping_prunes_dead_tokens_and_failed_emails_after_their_retention_and_keeps_the_audit_trail()
+ {
+    let mut w = TestWorker::start_with(&[
+        ("HOUSEKEEPING_SCHEDULE", "* * * * * *"),
+        ("TOKEN_RETENTION", "1d"),
+        ("FAILED_OUTBOX_RETENTION", "1d"),
+        ("RESEND_COOLDOWN", "0s"),
+    ])
+    .await;
+    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+    // Used activation tokens (manager, ana), a revoked and an expired reset token.
+    let ana = w.active_user(&manager, "acme", "ana@acme.example").await;
+    for nth in 1..=2 {
+        let reply = w
+            .send(
+                "request_password_reset",
+                json!({"email": "ana@acme.example"}),
+                None,
+            )
+            .await;
+        assert_eq!(reply["status"], "applied", "{reply}");
+        w.smtp.wait_for("ana@acme.example", 1 + nth, WAIT).await;
+    }
+    // A revoked activation token, and a live one (7 days).
+    let ivo = applied(&w.invite(&manager, "acme", "ivo@acme.example").await);
+    let resent = w
+        .send("resend_activation", json!({"user_id": ivo}), Some(&manager))
+        .await;
+    assert_eq!(resent["status"], "applied", "{resent}");
+    w.smtp.wait_for("ivo@acme.example", 2, WAIT).await;
+    // An email given up on (the server refuses every recipient meanwhile).
+    w.smtp.answer_with(crate::common::Answer::RefuseRecipient);
+    applied(&w.invite(&manager, "acme", "gone@acme.example").await);
+    let failed = count_reaches(
+        &w,
+        "SELECT count(*) FROM outbox WHERE failed_at IS NOT NULL",
+        1,
+    )
+    .await;
+    assert_eq!(failed, 1, "the refused email is given up on");
+    w.smtp.answer_with(crate::common::Answer::Accept);
+    let history_before: Vec<Vec<Value>> = [&manager, &ana, &ivo]
+        .iter()
+        .map(|u| w.history(u))
+        .collect();
+
+    // Two days pass for everything issued and given up on so far.
+    execute(
+        &w,
+        "UPDATE tokens SET created_at = created_at - interval '2 days',
+            expires_at = expires_at - interval '2 days',
+            used_at = used_at - interval '2 days',
+            revoked_at = revoked_at - interval '2 days'",
+    )
+    .await;
+    execute(
+        &w,
+        "UPDATE outbox SET failed_at = failed_at - interval '2 days' WHERE failed_at IS NOT NULL",
+    )
+    .await;
+    // Dead only now, within the retention: kept. Its successor is live.
+    let resent = w
+        .send("resend_activation", json!({"user_id": ivo}), Some(&manager))
+        .await;
+    assert_eq!(resent["status"], "applied", "{resent}");
+
+    let dead_long_ago = "SELECT count(*) FROM tokens
+         WHERE used_at IS NOT NULL OR revoked_at < now() - interval '1 day'
+            OR expires_at < now() - interval '1 day'";
+    assert_eq!(
+        count_reaches(&w, dead_long_ago, 0).await,
+        0,
+        "used, revoked and expired tokens pruned"
+    );
+    assert_eq!(
+        count_reaches(
+            &w,
+            "SELECT count(*) FROM outbox WHERE failed_at IS NOT NULL",
+            0
+        )
+        .await,
+        0,
+        "the failed email pruned"
+    );
+    assert_eq!(
+        w.count(
+            "SELECT count(*) FROM tokens
+             WHERE used_at IS NULL AND revoked_at IS NULL AND expires_at > now()"
+        )
+        .await,
+        2,
+        "the live activation tokens of ivo and gone stay"
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM tokens WHERE revoked_at > now() - interval '1 day'")
+            .await,
+        1,
+        "a token revoked within the retention stays"
+    );
+    // The live token still activates.
+    let token = w
+        .smtp
+        .wait_for("ivo@acme.example", 3, WAIT)
+        .await
+        .pop()
+        .unwrap()
+        .token("/activate");
+    let activated = w.send("activate_user", json!({"token": token}), None).await;
+    assert_eq!(activated["status"], "applied", "{activated}");
+
+    for (user, before) in [&manager, &ana, &ivo].iter().zip(history_before) {
+        let after = w.history(user);
+        assert!(
+            after.len() >= before.len() && after[..before.len()] == before[..],
+            "the audit trail of {user} is intact: {before:?} vs {after:?}"
+        );
+    }
+}
