@@ -456,8 +456,11 @@ fn parse_permissions(v: &Value) -> Result<PermissionSet, FieldError> {
     PermissionSet::parse(&names)
 }
 
-/// A display name of an organization or account: trimmed, 1..=200 chars, one line.
+/// A display name of an organization or account: trimmed, 1..=200 chars,
+/// one line, and reading as it displays (no format characters).
 fn parse_display_name(s: &str, field: &str) -> Result<String, FieldError> {
+    // Before trimming: a line separator is whitespace, refused wherever it sits.
+    let hidden = super::format_chars::has_hidden_chars(s);
     let s = s.trim();
     if s.is_empty() {
         return Err(FieldError::new(field, "must not be empty"));
@@ -470,6 +473,9 @@ fn parse_display_name(s: &str, field: &str) -> Result<String, FieldError> {
             field,
             "must not contain control characters",
         ));
+    }
+    if hidden {
+        return Err(FieldError::new(field, super::name::HIDDEN_CHARS));
     }
     Ok(s.to_owned())
 }
@@ -710,7 +716,121 @@ mod tests {
         })
     }
 
+    fn onboard() -> Value {
+        json!({"organization": {"id": "org-1", "name": "Acme"},
+               "contract_accounts": [{"id": "CA-1", "name": "Acme North"}],
+               "delivery_accounts": [{"id": "DA-1", "name": "Depot", "contract_accounts": ["CA-1"]}],
+               "manager": user()})
+    }
+
+    fn sync() -> Value {
+        json!({"organization_id": "org-1",
+               "contract_accounts": [{"id": "CA-1", "name": "Acme North"}],
+               "delivery_accounts": [{"id": "DA-1", "name": "Depot", "contract_accounts": ["CA-1"]}]})
+    }
+
+    /// Every name a command carries: its type, the data, where the name
+    /// sits in it (JSON pointer) and the field an error names.
+    fn name_fields() -> Vec<(CommandType, Value, &'static str, &'static str)> {
+        let profile = json!({"user_id": UserId::new().to_string(), "first_name": "Bo"});
+        vec![
+            (
+                CommandType::OnboardOrganization,
+                onboard(),
+                "/organization/name",
+                "organization.name",
+            ),
+            (
+                CommandType::OnboardOrganization,
+                onboard(),
+                "/contract_accounts/0/name",
+                "contract_accounts[0].name",
+            ),
+            (
+                CommandType::OnboardOrganization,
+                onboard(),
+                "/delivery_accounts/0/name",
+                "delivery_accounts[0].name",
+            ),
+            (
+                CommandType::OnboardOrganization,
+                onboard(),
+                "/manager/first_name",
+                "manager.first_name",
+            ),
+            (
+                CommandType::OnboardOrganization,
+                onboard(),
+                "/manager/last_name",
+                "manager.last_name",
+            ),
+            (
+                CommandType::SyncAccounts,
+                sync(),
+                "/contract_accounts/0/name",
+                "contract_accounts[0].name",
+            ),
+            (
+                CommandType::SyncAccounts,
+                sync(),
+                "/delivery_accounts/0/name",
+                "delivery_accounts[0].name",
+            ),
+            (
+                CommandType::InviteUser,
+                invite(),
+                "/user/first_name",
+                "user.first_name",
+            ),
+            (
+                CommandType::InviteUser,
+                invite(),
+                "/user/last_name",
+                "user.last_name",
+            ),
+            (
+                CommandType::UpdateProfile,
+                profile,
+                "/first_name",
+                "first_name",
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_name_field_takes_a_plain_name() {
+        for (kind, data, _, field) in name_fields() {
+            assert!(Command::parse(kind, &data).is_ok(), "{field}");
+        }
+    }
+
+    #[test]
+    fn a_right_to_left_override_in_an_organization_name_is_refused() {
+        let mut v = onboard();
+        v["organization"]["name"] = json!("Acme\u{202E}gnp.exe");
+        let e = Command::parse(CommandType::OnboardOrganization, &v).unwrap_err();
+        assert_eq!(e.field, "organization.name");
+        assert_eq!(e.message, crate::domain::name::HIDDEN_CHARS);
+    }
+
     proptest::proptest! {
+        #[test]
+        fn any_name_with_a_hidden_char_is_refused_naming_its_field(
+            which in 0..10usize,
+            before in "[A-Za-z ]{0,20}",
+            hidden in proptest::sample::select(&[
+                '\u{202A}', '\u{202E}', '\u{2066}', '\u{2069}', '\u{2028}', '\u{2029}',
+                '\u{200B}', '\u{200D}', '\u{200F}', '\u{2060}', '\u{2064}', '\u{FEFF}',
+                '\u{00AD}', '\u{E0041}',
+            ][..]),
+            after in "[A-Za-z ]{0,20}",
+        ) {
+            let (kind, mut data, pointer, field) = name_fields().swap_remove(which);
+            *data.pointer_mut(pointer).unwrap() = json!(format!("{before}{hidden}{after}"));
+            let e = Command::parse(kind, &data).unwrap_err();
+            proptest::prop_assert_eq!(e.field, field);
+        }
+
         #[test]
         fn any_data_for_any_type_parses_or_is_refused_naming_a_field(
             data in arbitrary_json(),

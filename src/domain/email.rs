@@ -15,6 +15,7 @@ use std::fmt;
 use serde::{Serialize, Serializer};
 
 use super::field_error::{FieldError, has_control_chars};
+use super::format_chars::is_format_char;
 
 const FIELD: &str = "email";
 /// RFC 5321 §4.5.3.1.3 (path) minus the angle brackets.
@@ -49,7 +50,7 @@ impl EmailAddress {
                 "must not contain spaces, line breaks or other control characters",
             ));
         }
-        if s.chars().any(is_invisible_format_char) {
+        if s.chars().any(is_format_char) {
             return Err(invalid(
                 "must not contain invisible formatting characters (zero-width or bidirectional marks)",
             ));
@@ -137,22 +138,6 @@ impl Serialize for EmailAddress {
 
 fn invalid(message: impl Into<String>) -> FieldError {
     FieldError::new(FIELD, message)
-}
-
-/// Characters that render as nothing (or reorder text) and so let two
-/// different addresses look identical: zero-width, bidi and BOM marks.
-fn is_invisible_format_char(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}'
-            | '\u{061C}'
-            | '\u{180E}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{206F}'
-            | '\u{FEFF}'
-    )
 }
 
 /// A person-readable reason for an `email_address` parse error.

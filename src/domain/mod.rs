@@ -14,6 +14,7 @@ pub mod envelope;
 pub mod event;
 pub mod expiry_notice;
 pub mod field_error;
+pub mod format_chars;
 pub mod ids;
 pub mod locale;
 pub mod mail_cap;

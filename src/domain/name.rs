@@ -4,7 +4,9 @@
 //! typed apart from surrounding whitespace: no case changes and no collapsing
 //! of inner spaces, since names are too varied for rules beyond that. Control
 //! characters are refused (they have no place in a name and could break mail
-//! headers), and the length is capped. A group user, such as a distribution
+//! headers), and so are format characters and line separators (a name with
+//! a right-to-left override displays as something it is not, in a subject
+//! or a greeting); the length is capped. A group user, such as a distribution
 //! list, may have an empty last name; the caller says when empty is allowed.
 
 use std::fmt;
@@ -12,11 +14,16 @@ use std::fmt;
 use serde::{Serialize, Serializer};
 
 use super::field_error::{FieldError, has_control_chars};
+use super::format_chars::has_hidden_chars;
 
 /// Longest name, in characters (Unicode scalar values).
 const MAX_CHARS: usize = 100;
 
-/// A trimmed name of at most 100 characters without control characters.
+/// Why a name with a format character or a line separator is refused.
+pub const HIDDEN_CHARS: &str = "must not contain invisible formatting characters (bidirectional controls, zero-width characters, line or paragraph separators)";
+
+/// A trimmed name of at most 100 characters without control characters,
+/// format characters or line separators.
 ///
 /// The only way to get one is [`PersonName::parse`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +33,9 @@ impl PersonName {
     /// Parses a name for `field` (e.g. `"first_name"`), which names the field
     /// in errors; empty (after trimming) is accepted only when `allow_empty`.
     pub fn parse(s: &str, field: &str, allow_empty: bool) -> Result<PersonName, FieldError> {
+        // Looked for before trimming: a line separator is whitespace, and a
+        // name that came with one is refused wherever it sits.
+        let hidden = has_hidden_chars(s);
         let s = s.trim();
         if s.is_empty() && !allow_empty {
             return Err(FieldError::new(field, "must not be empty"));
@@ -41,6 +51,9 @@ impl PersonName {
                 field,
                 "must not contain line breaks, tabs or other control characters",
             ));
+        }
+        if hidden {
+            return Err(FieldError::new(field, HIDDEN_CHARS));
         }
         Ok(PersonName(s.to_owned()))
     }
@@ -68,6 +81,38 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Characters no name may hold, listed here apart from the rule's own
+    /// table: bidi controls, zero-width and other format characters, line
+    /// and paragraph separators.
+    const HIDDEN: &[char] = &[
+        '\u{202A}',
+        '\u{202B}',
+        '\u{202C}',
+        '\u{202D}',
+        '\u{202E}',
+        '\u{2066}',
+        '\u{2067}',
+        '\u{2068}',
+        '\u{2069}',
+        '\u{2028}',
+        '\u{2029}',
+        '\u{200B}',
+        '\u{200C}',
+        '\u{200D}',
+        '\u{200E}',
+        '\u{200F}',
+        '\u{2060}',
+        '\u{2061}',
+        '\u{2062}',
+        '\u{2063}',
+        '\u{2064}',
+        '\u{FEFF}',
+        '\u{00AD}',
+        '\u{061C}',
+        '\u{180E}',
+        '\u{E0041}',
+    ];
+
     fn refused(s: &str, allow_empty: bool) -> FieldError {
         let e = PersonName::parse(s, "first_name", allow_empty).unwrap_err();
         assert_eq!(e.field, "first_name");
@@ -91,8 +136,35 @@ mod tests {
     fn unicode_names_are_accepted() {
         assert!(PersonName::parse("Zoë O'Brien-Łukasiewicz", "last_name", false).is_ok());
         assert!(PersonName::parse("山田 太郎", "first_name", false).is_ok());
-        // Zero-width joiner is part of some scripts and emoji: not a control char.
-        assert!(PersonName::parse("क्\u{200D}ष", "first_name", false).is_ok());
+        assert!(PersonName::parse("क्ष", "first_name", false).is_ok());
+    }
+
+    #[test]
+    fn a_right_to_left_override_is_refused() {
+        let e = refused("Ann\u{202E}gnp.exe", false);
+        assert_eq!(e.message, HIDDEN_CHARS);
+    }
+
+    #[test]
+    fn zero_width_and_separator_chars_are_refused() {
+        // A zero-width joiner is invisible too: in a name shown in mail it
+        // can only hide something, so it goes with the other format chars.
+        refused("क्\u{200D}ष", false);
+        refused("Ann\u{200B}", false);
+        refused("\u{FEFF}Ann", false);
+        refused("An\u{00AD}n", false);
+        refused("Ann\u{2028}Smith", false);
+        refused("Ann\u{2029}", true);
+    }
+
+    #[test]
+    fn every_format_char_is_refused() {
+        let hidden = (0..=0x10FFFF_u32)
+            .filter_map(char::from_u32)
+            .filter(|c| crate::domain::format_chars::is_format_char(*c));
+        for c in hidden {
+            refused(&format!("A{c}n"), true);
+        }
     }
 
     #[test]
@@ -149,7 +221,20 @@ mod tests {
         }
 
         #[test]
-        fn printable_names_up_to_100_chars_are_accepted(s in "\\PC{1,100}") {
+        fn any_name_with_a_hidden_char_is_refused_naming_the_field(
+            before in "\\PC{0,40}",
+            hidden in proptest::sample::select(HIDDEN),
+            after in "\\PC{0,40}",
+            field in proptest::sample::select(&["first_name", "last_name", "user.first_name", "manager.last_name"][..]),
+            allow_empty in any::<bool>(),
+        ) {
+            let name = format!("{before}{hidden}{after}");
+            let e = PersonName::parse(&name, field, allow_empty).unwrap_err();
+            prop_assert_eq!(e.field, field);
+        }
+
+        #[test]
+        fn printable_names_up_to_100_chars_are_accepted(s in "[^\\p{C}\\p{Zl}\\p{Zp}]{1,100}") {
             let trimmed = s.trim();
             let parsed = PersonName::parse(&s, "first_name", false);
             if trimmed.is_empty() {
