@@ -597,7 +597,8 @@ async fn settle(
                     let message = format!("failed {deliveries} deliveries in a row, last: {e}");
                     tracing::error!(error = %e, deliveries, "command keeps failing; dead-lettering it");
                     // No reply: the command was not refused, and an operator
-                    // who replays it from the dead-letter queue gets it applied.
+                    // who replays it from the dead-letter queue gets it applied
+                    // (but for a token, which the copy has redacted).
                     dead_letter(&delivery, publisher, "transient", &message, None).await;
                 } else {
                     tracing::error!(error = %e, deliveries, "command failed; handing it back to the broker");

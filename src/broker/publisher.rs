@@ -8,6 +8,7 @@ use lapin::{BasicProperties, Channel, PublisherConfirm};
 use thiserror::Error;
 
 use super::topology::Topology;
+use crate::domain::redact::redact_body;
 
 /// A publish the broker did not take.
 #[derive(Debug, Error)]
@@ -145,8 +146,9 @@ impl Publisher {
     }
 
     /// Publishes a copy of a bad message to the dead-letter exchange with
-    /// `x-error` (why) and `x-error-reason` (a short label). Mandatory: the
-    /// dead-letter queue must exist, or the copy would be lost.
+    /// `x-error` (why) and `x-error-reason` (a short label), its secrets
+    /// redacted (`domain::redact`). Mandatory: the dead-letter queue must
+    /// exist, or the copy would be lost.
     pub async fn dead_letter(
         &self,
         body: &[u8],
@@ -167,7 +169,8 @@ impl Publisher {
         );
         let mut props = original.cloned().unwrap_or_default().with_delivery_mode(2);
         props = props.with_headers(headers);
-        self.publish(&self.topology.dead, "", true, body, props)
+        let body = redact_body(body);
+        self.publish(&self.topology.dead, "", true, &body, props)
             .await
     }
 }

@@ -23,6 +23,7 @@ pub mod notification;
 pub mod onboarding;
 pub mod permission;
 pub mod phone;
+pub mod redact;
 pub mod reply;
 pub mod rights;
 pub mod strict_json;

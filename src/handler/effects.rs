@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::domain::command::CommandType;
 use crate::domain::event::{Event, EventType};
 use crate::domain::notification::EmailJob;
+use crate::domain::redact::redact_body;
 use crate::domain::trace::TraceParent;
 use crate::handler::{FunnelStep, ReplyAddress};
 use crate::store::StoreError;
@@ -70,6 +71,7 @@ impl Effects {
 
     /// Copies the invalid message to the dead-letter exchange with `error`,
     /// keeping where its reply went so a replay after a fix is answered.
+    /// The copy is stored with its secrets redacted.
     pub fn dead_letter(
         &mut self,
         kind: CommandType,
@@ -80,7 +82,7 @@ impl Effects {
         self.dead_letter = Some(json!({
             "reason": "invalid_data",
             "error": format!("{}: {error}", kind.as_str()),
-            "body_base64": STANDARD.encode(raw),
+            "body_base64": STANDARD.encode(redact_body(raw)),
             "reply_to": reply.map(|r| r.reply_to.as_str()),
             "correlation_id": reply.map(|r| r.correlation_id.as_str()),
         }));

@@ -32,6 +32,7 @@ use super::OpsError;
 use crate::broker::Topology;
 use crate::broker::publisher::header_str;
 use crate::domain::envelope::{self, MAX_MESSAGE_BYTES};
+use crate::domain::redact::redact_body;
 
 /// How long `put_back` waits for the queue to count the messages it returned.
 const REQUEUE_WAIT: Duration = Duration::from_secs(5);
@@ -70,15 +71,16 @@ pub struct Held {
 }
 
 impl Held {
-    /// The first [`BODY_PREVIEW_BYTES`] of the body (lossy UTF-8), and
-    /// whether the body is longer. Bodies may hold personal data: show this
-    /// only when the operator asked for it.
-    pub fn body_preview(&self) -> (String, bool) {
-        let body = &self.delivery.data;
+    /// The first [`BODY_PREVIEW_BYTES`] of the body (lossy UTF-8, secrets
+    /// redacted, also in a letter dead-lettered by a worker that did not
+    /// redact), and how many bytes of it are not shown. Bodies may hold
+    /// personal data: show this only when the operator asked for it.
+    pub fn body_preview(&self) -> (String, usize) {
+        let body = redact_body(&self.delivery.data);
         let cut = body.len().min(BODY_PREVIEW_BYTES);
         (
             String::from_utf8_lossy(&body[..cut]).into_owned(),
-            body.len() > cut,
+            body.len() - cut,
         )
     }
 }
@@ -352,9 +354,26 @@ mod tests {
             letter: describe(1, &delivery(&body, &[])),
             delivery: delivery(&body, &[]),
         };
-        let (preview, truncated) = held.body_preview();
+        let (preview, left) = held.body_preview();
         assert_eq!(preview.len(), 200);
-        assert!(truncated);
+        assert_eq!(left, 50);
+    }
+
+    #[test]
+    fn the_preview_redacts_secrets() {
+        let token = crate::domain::token::SecretToken::generate().unwrap();
+        let body = format!(
+            r#"{{"id": "c-1", "data": {{"token": "{}"}}}}"#,
+            token.expose()
+        );
+        let held = Held {
+            letter: describe(1, &delivery(body.as_bytes(), &[])),
+            delivery: delivery(body.as_bytes(), &[]),
+        };
+        let (preview, left) = held.body_preview();
+        assert!(!preview.contains(token.expose()), "{preview}");
+        assert!(preview.contains("[redacted]"), "{preview}");
+        assert_eq!(left, 0);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use super::OpsError;
-use super::dead_letters::{BODY_PREVIEW_BYTES, DeadLetterQueue, Held, printable};
+use super::dead_letters::{DeadLetterQueue, Held, printable};
 
 /// What `list` found.
 #[derive(Debug)]
@@ -57,11 +57,11 @@ pub fn text(held: &Held, show_body: bool) -> String {
         or_dash(&l.error),
     );
     if show_body {
-        let (preview, truncated) = held.body_preview();
+        let (preview, left) = held.body_preview();
         out.push_str("\n    body: ");
         out.push_str(&printable(&preview));
-        if truncated {
-            out.push_str(&format!(" […{} more bytes]", l.size - BODY_PREVIEW_BYTES));
+        if left > 0 {
+            out.push_str(&format!(" […{left} more bytes]"));
         }
     }
     out
@@ -79,9 +79,9 @@ pub fn json(held: &Held, show_body: bool) -> Value {
         "size": l.size,
     });
     if show_body && let Value::Object(map) = &mut v {
-        let (preview, truncated) = held.body_preview();
+        let (preview, left) = held.body_preview();
         map.insert("body".into(), Value::String(preview));
-        map.insert("body_truncated".into(), Value::Bool(truncated));
+        map.insert("body_truncated".into(), Value::Bool(left > 0));
     }
     v
 }

@@ -2,12 +2,32 @@
 //! no secrets in dead letters or stored copies, and no replies into the
 //! worker's own queues (issue 25, cases 6, 7 and 8).
 
-use serde_json::{Value, json};
+use std::process::Command;
 
-use crate::common::{TestWorker, WAIT, invite_data, person};
+use serde_json::{Value, json};
+use user_lifecycle::broker::client::CommandClient;
+use user_lifecycle::domain::token::SecretToken;
+
+use crate::common::{AMQP_URL, TestWorker, WAIT, invite_data, person};
 
 /// A right-to-left override: `Ann\u{202E}gnp.exe` displays as `Annexe.png`.
 const LYING_NAME: &str = "Ann\u{202E}gnp.exe";
+
+/// Waits until exactly `n` messages are ready in the dead-letter queue.
+async fn until_dead_letters(w: &TestWorker, n: u32) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = w.dead_letters_waiting().await;
+        if got == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expected {n} dead letters within {WAIT:?}, have {got}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
 
 fn onboarding(org: &str, org_name: &str, manager_email: &str) -> Value {
     json!({
@@ -70,4 +90,94 @@ async fn a_name_with_bidi_or_invisible_characters_is_refused_naming_the_field() 
             .await,
         0
     );
+}
+
+#[tokio::test]
+async fn a_dead_letter_and_its_stored_copy_keep_no_token_and_the_token_still_works() {
+    let (mut w, manager) = TestWorker::with_active_manager(&[]).await;
+    let reply = w.invite(&manager, "acme", "ivo@acme.example").await;
+    assert_eq!(reply["status"], "applied", "{reply}");
+    let token = w.smtp.mail_to("ivo@acme.example").await.token("/activate");
+
+    let reply = w
+        .send(
+            "activate_user",
+            json!({"token": token, "remember_me": true}),
+            None,
+        )
+        .await;
+    assert_eq!(reply["status"], "invalid", "{reply}");
+    assert!(!reply.to_string().contains(&token), "{reply}");
+    until_dead_letters(&w, 1).await;
+
+    // The stored copy (the outbox row that published the dead letter).
+    let mut db = w.db().await;
+    let stored: Vec<Value> =
+        sqlx::query_scalar("SELECT payload FROM outbox WHERE kind = 'dead_letter'")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(stored.len(), 1);
+    let stored_body = base64_decode(stored[0]["body_base64"].as_str().unwrap());
+    assert!(!stored_body.contains(&token), "stored: {stored_body}");
+    assert!(stored_body.contains("[redacted]"), "stored: {stored_body}");
+
+    // What an operator sees.
+    let out = Command::new(env!("CARGO_BIN_EXE_user-lifecycle"))
+        .args(["dead-letters", "list", "--show-body", "--json"])
+        .env_remove("RUST_LOG")
+        .env("AMQP_URL", AMQP_URL)
+        .env("AMQP_PREFIX", &w.prefix)
+        .output()
+        .expect("run dead-letters list");
+    assert!(out.status.success(), "{out:?}");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(!listed.contains(&token), "listed: {listed}");
+    assert!(listed.contains("[redacted]"), "listed: {listed}");
+
+    // The dead letter itself.
+    let dead = w.dead_letter().await;
+    assert_eq!(dead.reason, "invalid_data");
+    let body = String::from_utf8_lossy(&dead.body).into_owned();
+    assert!(!body.contains(&token), "dead letter: {body}");
+    let body: Value = serde_json::from_str(&body).expect("still JSON");
+    assert_eq!(body["data"]["token"], "[redacted]");
+    assert_eq!(body["data"]["remember_me"], true, "the rest is kept");
+    assert_eq!(body["type"], "activate_user");
+
+    // The token reached nobody but the worker: its user can still activate.
+    let reply = w.send("activate_user", json!({"token": token}), None).await;
+    assert_eq!(reply["status"], "applied", "{reply}");
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_dead_lettered_without_its_token() {
+    let mut w = TestWorker::start().await;
+    let token = SecretToken::generate().unwrap();
+    let token = token.expose();
+    let envelope = CommandClient::envelope("activate_user", json!({"token": token}), None);
+    let mut body = serde_json::to_vec(&envelope).unwrap();
+    body.push(0xff);
+    let reply = w.send_raw(&body).await;
+    assert_eq!(reply["status"], "invalid", "{reply}");
+    let dead = w.dead_letter().await;
+    assert_eq!(dead.reason, "not_json");
+    let kept = String::from_utf8_lossy(&dead.body);
+    assert!(!kept.contains(token), "dead letter: {kept}");
+    assert!(
+        kept.contains(r#""token":"[redacted]""#),
+        "dead letter: {kept}"
+    );
+    assert!(
+        kept.contains(r#""type":"activate_user""#),
+        "the rest is kept: {kept}"
+    );
+}
+
+fn base64_decode(s: &str) -> String {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .expect("base64");
+    String::from_utf8_lossy(&bytes).into_owned()
 }
