@@ -3,7 +3,8 @@
 //! Deliveries that are waiting together are applied together, in one
 //! transaction (see `handler::batch`); alone, a delivery is applied alone,
 //! so batching adds no latency. A message that is not a command envelope is copied to the dead-letter
-//! exchange (confirmed) and acked, so poison never blocks the queue. A
+//! exchange (confirmed) and acked, so poison never blocks the queue; so is
+//! a command whose `reply_to` names one of the worker's own queues. A
 //! command whose handling fails for a transient reason is retried a few
 //! times in-process with growing delays, then handed back to the broker;
 //! after `max_deliveries` it is dead-lettered with the reason. When the
@@ -27,6 +28,7 @@ use super::session::{Session, backoff};
 use crate::domain::envelope;
 use crate::domain::envelope::Envelope;
 use crate::domain::reply::{Reason, Rejection, Reply, ReplyStatus};
+use crate::domain::reply_to::is_forbidden_reply_to;
 use crate::domain::trace::TraceParent;
 use crate::handler::{BatchItem, FunnelStep, HandleError, Handled, Handler, ReplyAddress};
 use crate::telemetry::health::Health;
@@ -467,6 +469,13 @@ async fn admit(delivery: Delivery, publisher: &Publisher) -> Option<Incoming> {
     let started = Instant::now();
     let reply_to = property(delivery.properties.reply_to());
     let correlation_id = property(delivery.properties.correlation_id());
+    let prefix = &publisher.topology().prefix;
+    if let Some(to) = reply_to.as_deref()
+        && is_forbidden_reply_to(prefix, to)
+    {
+        refuse_reply_to(&delivery, publisher, to, started).await;
+        return None;
+    }
     let mut envelope = match envelope::parse(&delivery.data) {
         Ok(env) => env,
         Err(err) => {
@@ -515,6 +524,29 @@ async fn admit(delivery: Delivery, publisher: &Publisher) -> Option<Incoming> {
         span,
         started,
     })
+}
+
+/// Dead-letters, unapplied and unanswered, a message whose `reply_to`
+/// names one of the worker's own queues (`domain::reply_to`).
+async fn refuse_reply_to(delivery: &Delivery, publisher: &Publisher, to: &str, started: Instant) {
+    let parsed = envelope::parse(&delivery.data).ok();
+    let command_id = match &parsed {
+        Some(env) => Some(env.id.as_str().to_owned()),
+        None => envelope::salvage_id(&delivery.data),
+    };
+    let kind = parsed.as_ref().map_or("unknown", |env| env.kind.as_str());
+    let message = format!(
+        "reply_to {to:?} is under the worker's own prefix {:?}: not applied, not answered",
+        publisher.topology().prefix
+    );
+    tracing::warn!(
+        command_id = command_id.as_deref().unwrap_or("-"),
+        r#type = kind,
+        reply_to = to,
+        "dead-lettering a command whose reply_to is one of the worker's own queues"
+    );
+    dead_letter(delivery, publisher, "bad_reply_to", &message, None).await;
+    metrics::command(kind, ReplyStatus::Invalid.as_str(), started.elapsed());
 }
 
 /// Answers and acks a duplicate or a reused id; retries a failed command a few times

@@ -81,6 +81,11 @@ impl Publisher {
         Publisher { channel, topology }
     }
 
+    /// The names it publishes to.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
     /// Whether the channel still works.
     pub fn is_usable(&self) -> bool {
         self.channel.status().connected()

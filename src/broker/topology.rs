@@ -7,6 +7,8 @@ use lapin::{Channel, ExchangeKind};
 /// The names of everything under one `AMQP_PREFIX`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
+    /// `P` itself: every name below starts with `P.`.
+    pub prefix: String,
     /// `P.commands`: topic exchange and its quorum queue.
     pub commands: String,
     /// `P.dead`: fanout dead-letter exchange.
@@ -21,6 +23,7 @@ impl Topology {
     /// The names for `prefix`.
     pub fn new(prefix: &str) -> Topology {
         Topology {
+            prefix: prefix.to_owned(),
             commands: format!("{prefix}.commands"),
             dead: format!("{prefix}.dead"),
             dead_queue: format!("{prefix}.commands.dead"),

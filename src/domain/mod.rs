@@ -26,6 +26,7 @@ pub mod phone;
 pub mod redact;
 pub mod reply;
 pub mod rights;
+pub mod reply_to;
 pub mod strict_json;
 pub mod token;
 pub mod trace;

@@ -155,6 +155,7 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         "too_large",
         "invalid_data",
         "transient",
+        "bad_reply_to",
     ] {
         counter!(DEAD_LETTERED, "reason" => reason).increment(0);
     }

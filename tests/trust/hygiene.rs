@@ -4,6 +4,8 @@
 
 use std::process::Command;
 
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
 use serde_json::{Value, json};
 use user_lifecycle::broker::client::CommandClient;
 use user_lifecycle::domain::token::SecretToken;
@@ -172,6 +174,74 @@ async fn a_body_that_is_not_json_is_dead_lettered_without_its_token() {
         kept.contains(r#""type":"activate_user""#),
         "the rest is kept: {kept}"
     );
+}
+
+#[tokio::test]
+async fn a_command_replying_into_the_workers_own_queues_is_dead_lettered_unapplied() {
+    let mut w = TestWorker::start().await;
+    let dead_queue = format!("{}.commands.dead", w.prefix);
+    let envelope = CommandClient::envelope(
+        "onboard_organization",
+        onboarding("acme", "Acme B.V.", "boss@acme.example"),
+        None,
+    );
+    let id = envelope["id"].as_str().unwrap().to_owned();
+
+    let amqp = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = amqp.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let confirm = channel
+        .basic_publish(
+            format!("{}.commands", w.prefix).as_str().into(),
+            "onboard_organization".into(),
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(&envelope).unwrap(),
+            BasicProperties::default()
+                .with_content_type("application/cloudevents+json".into())
+                .with_delivery_mode(2)
+                .with_reply_to(dead_queue.as_str().into())
+                .with_correlation_id(id.as_str().into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack());
+
+    w.metric_reaches(
+        "user_lifecycle_dead_lettered_total{reason=\"bad_reply_to\"}",
+        1.0,
+    )
+    .await;
+    w.log_lines_once("naming the command with the bad reply_to", |l| {
+        l["command_id"] == id.as_str() && l["reply_to"] == dead_queue.as_str()
+    })
+    .await;
+
+    // Not applied: onboarding it again (replying where it should) is
+    // applied, not `organization_exists`.
+    let again = CommandClient::envelope(
+        "onboard_organization",
+        onboarding("acme", "Acme B.V.", "boss@acme.example"),
+        None,
+    );
+    let reply = w.send_envelope(&again).await;
+    assert_eq!(reply["status"], "applied", "{reply}");
+    w.smtp.mail_to("boss@acme.example").await;
+    w.outbox_drained(WAIT).await;
+
+    // The dead-letter queue holds the dead letter and nothing else: no reply.
+    assert_eq!(w.dead_letters_waiting().await, 1);
+    let dead = w.dead_letter().await;
+    assert_eq!(dead.reason, "bad_reply_to", "{}", dead.error);
+    let body: Value = serde_json::from_slice(&dead.body).unwrap();
+    assert_eq!(body["id"], id.as_str());
+    assert_eq!(w.smtp.count_to("boss@acme.example"), 1, "one onboarding");
 }
 
 fn base64_decode(s: &str) -> String {
