@@ -200,7 +200,9 @@ async fn reinvite(
     organization_name: &str,
     fx: &mut Effects,
 ) -> Outcome {
-    let (mut contract, _) = accounts::known_ids(tx, &c.organization_id).await?;
+    let mut contract = accounts::account_graph(tx, &c.organization_id)
+        .await?
+        .contract;
     contract.extend(ids(&c.contract_accounts).into_iter().map(str::to_owned));
     check_links(&c.delivery_accounts, &contract)?;
     if !c.contract_accounts.is_empty() || !c.delivery_accounts.is_empty() {
