@@ -64,10 +64,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     )
     .await
     .context("connecting to PostgreSQL (DATABASE_URL)")?;
-    store::MIGRATOR
-        .run(&pool)
+    // Before consuming: lookups need every user's email key.
+    let collisions = store::apply_migrations(&pool)
         .await
         .context("applying migrations")?;
+    metrics::email_key_collisions(collisions.len());
     health.set_database(true);
 
     let listener = tokio::net::TcpListener::bind(settings.metrics_addr)

@@ -1,18 +1,29 @@
 //! An email address that is safe to store, to look up and to send mail to.
 //!
 //! Email addresses arrive from the portal typed by people; they end up in mail
-//! headers and in a case-insensitive uniqueness index. Parsing therefore goes
+//! headers and in a uniqueness index. Parsing therefore goes
 //! further than "looks like an address": it enforces the RFC 5321 length
 //! limits, refuses anything that could inject a header (control characters,
 //! whitespace), invisible formatting characters that make look-alike
 //! addresses, quoted local parts and IP addresses, and requires a host name
 //! (letters, digits, hyphens) with at least one dot and a non-numeric
 //! top-level label. The syntax itself is checked by the
-//! `email_address` crate.
+//! `email_address` crate. A new address must also have a local part in one
+//! script (Unicode TR39: no Latin `p` beside a Cyrillic `а`) and a domain
+//! that IDNA (UTS 46) accepts.
+//!
+//! One mailbox is one [`EmailKey`]: the address as people may write it in
+//! different ways (case, composed or decomposed accents, a domain as a
+//! U-label or its `xn--` A-label) has one key, and lookups and uniqueness
+//! compare keys, never the text as typed.
 
 use std::fmt;
 
+use idna::AsciiDenyList;
 use serde::{Serialize, Serializer};
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
+use unicode_security::MixedScript;
 
 use super::field_error::{FieldError, has_control_chars};
 use super::format_chars::is_format_char;
@@ -36,6 +47,26 @@ impl EmailAddress {
     ///
     /// Errors name the field `email` and never repeat the input.
     pub fn parse(s: &str) -> Result<EmailAddress, FieldError> {
+        let address = EmailAddress::from_stored(s)?;
+        let (local, domain) = address.parts();
+        if !local.is_single_script() {
+            return Err(invalid(
+                "the part before the @ mixes letters of different scripts (such as Latin and Cyrillic)",
+            ));
+        }
+        if idna::domain_to_ascii_cow(domain.as_bytes(), AsciiDenyList::STD3).is_err() {
+            return Err(invalid(
+                "the domain is not a valid internationalized domain name",
+            ));
+        }
+        Ok(address)
+    }
+
+    /// Parses an address read back from the database: the rules of
+    /// [`EmailAddress::parse`] except those added after addresses were
+    /// stored (one script, IDNA), so that a user stored before them still
+    /// loads, and still has a key.
+    pub fn from_stored(s: &str) -> Result<EmailAddress, FieldError> {
         let s = s.trim();
         if s.is_empty() {
             return Err(invalid("must not be empty"));
@@ -89,7 +120,7 @@ impl EmailAddress {
         }
         if !domain
             .chars()
-            .all(|c| c.is_alphanumeric() || c == '-' || c == '.')
+            .all(|c| c.is_alphanumeric() || is_combining_mark(c) || c == '-' || c == '.')
         {
             return Err(invalid(
                 "the domain may contain only letters, digits, hyphens and dots",
@@ -108,7 +139,9 @@ impl EmailAddress {
             .without_display_text()
             .without_domain_literal()
             .with_required_tld();
-        email_address::EmailAddress::parse_with_options(s, options)
+        // Its characters are checked composed: a decomposed accent is a
+        // letter and a combining mark, which the crate refuses alone.
+        email_address::EmailAddress::parse_with_options(&s.nfc().collect::<String>(), options)
             .map_err(|e| invalid(describe(&e)))?;
         Ok(EmailAddress(s.to_owned()))
     }
@@ -118,10 +151,63 @@ impl EmailAddress {
         &self.0
     }
 
-    /// The lowercased address, the key for case-insensitive global uniqueness.
-    pub fn normalized(&self) -> String {
-        self.0.to_lowercase()
+    /// The key of this mailbox, for lookups and global uniqueness.
+    pub fn key(&self) -> EmailKey {
+        EmailKey::of(&self.0)
     }
+
+    /// The part before and the part after the last `@` (parsing made sure
+    /// there is one).
+    fn parts(&self) -> (&str, &str) {
+        self.0.rsplit_once('@').unwrap_or((&self.0, ""))
+    }
+}
+
+/// The canonical form of an address: the local part NFC-normalized and
+/// lowercased (full Unicode lowercase, then NFC again), the domain in its
+/// IDNA ASCII form (UTS 46 nontransitional processing, which lowercases and
+/// maps the U-label to its `xn--` A-label), joined by `@`.
+///
+/// Lowercase stands in for case folding: it unifies every case variant of
+/// a letter whose capital lowercases back to it (`Ä`/`ä`, `İ`/`i̇`, `Σ`
+/// at the end of a word/`ς`), but not the few that case folding would fold
+/// further (`ß` and `ss` stay two keys, as do `ς` and `σ` inside a word).
+/// The key is its own key, and it never contains whitespace (addresses
+/// cannot).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EmailKey(String);
+
+impl EmailKey {
+    /// The key of an address's text. Total: a domain IDNA refuses (only a
+    /// stored address that predates that rule can have one) is keyed as
+    /// the local part is.
+    pub fn of(address: &str) -> EmailKey {
+        let address = address.trim();
+        let Some((local, domain)) = address.rsplit_once('@') else {
+            return EmailKey(fold(address));
+        };
+        let domain = idna::domain_to_ascii_cow(domain.as_bytes(), AsciiDenyList::EMPTY)
+            .map(|ascii| ascii.to_ascii_lowercase())
+            .unwrap_or_else(|_| fold(domain));
+        EmailKey(format!("{}@{domain}", fold(local)))
+    }
+
+    /// The key as text (what the `users.email_key` column holds).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EmailKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// NFC, full Unicode lowercase, NFC again (lowercasing can decompose, as
+/// `İ` becomes `i` and a combining dot).
+fn fold(s: &str) -> String {
+    s.nfc().collect::<String>().to_lowercase().nfc().collect()
 }
 
 impl fmt::Display for EmailAddress {
@@ -192,12 +278,107 @@ mod tests {
         assert_eq!(e.as_str(), "jane@example.com");
     }
 
+    fn key(s: &str) -> String {
+        EmailAddress::parse(s).unwrap().key().as_str().to_owned()
+    }
+
     #[test]
-    fn casing_is_kept_and_normalized_lowercases() {
+    fn casing_is_kept_and_the_key_lowercases() {
         let e = EmailAddress::parse("Jane.Doe@Example.COM").unwrap();
         assert_eq!(e.as_str(), "Jane.Doe@Example.COM");
-        assert_eq!(e.normalized(), "jane.doe@example.com");
+        assert_eq!(e.key().as_str(), "jane.doe@example.com");
         assert_eq!(e.to_string(), "Jane.Doe@Example.COM");
+    }
+
+    #[test]
+    fn a_capital_dotted_i_has_the_key_of_its_lowercase() {
+        // Unicode lowercases `İ` to `i` and a combining dot above.
+        assert_eq!(key("İlker.x@example.test"), "i\u{307}lker.x@example.test");
+        assert_eq!(key("İLKER.X@EXAMPLE.TEST"), key("İlker.x@example.test"));
+        assert_eq!(key("ILKER.X@example.test"), "ilker.x@example.test");
+    }
+
+    #[test]
+    fn composed_and_decomposed_accents_have_one_key() {
+        assert_eq!(
+            key("j\u{FC}rgen@example.de"),
+            key("ju\u{308}rgen@example.de")
+        );
+        assert_eq!(
+            key("J\u{DC}RGEN@example.de"),
+            key("ju\u{308}rgen@example.de")
+        );
+        assert_eq!(
+            key("m\u{FC}ller@m\u{FC}ller.example"),
+            key("mu\u{308}ller@mu\u{308}ller.example")
+        );
+    }
+
+    #[test]
+    fn a_u_label_domain_and_its_a_label_have_one_key() {
+        assert_eq!(key("ann@müller.example"), "ann@xn--mller-kva.example");
+        assert_eq!(
+            key("ann@xn--mller-kva.example"),
+            "ann@xn--mller-kva.example"
+        );
+        assert_eq!(key("Ann@MÜLLER.Example"), "ann@xn--mller-kva.example");
+        assert_eq!(
+            key("ann@XN--MLLER-KVA.EXAMPLE"),
+            "ann@xn--mller-kva.example"
+        );
+    }
+
+    #[test]
+    fn the_key_keeps_what_case_does_not_change() {
+        assert_eq!(
+            key("Ops+Alerts_1@Mail.Example.com"),
+            "ops+alerts_1@mail.example.com"
+        );
+        assert_ne!(key("ann@example.test"), key("ann@example.tes"));
+        assert_ne!(key("ann.b@example.test"), key("annb@example.test"));
+    }
+
+    #[test]
+    fn a_stored_address_always_has_a_key() {
+        // Stored before the IDNA rule: keyed as the local part is.
+        let e = EmailAddress::from_stored("Ann@XN--ZZ.example").unwrap();
+        assert!(EmailAddress::parse("Ann@XN--ZZ.example").is_err());
+        assert_eq!(e.key().as_str(), "ann@xn--zz.example");
+        assert_eq!(EmailKey::of("NO-AT-SIGN").as_str(), "no-at-sign");
+    }
+
+    #[test]
+    fn a_local_part_that_mixes_scripts_is_refused() {
+        // Latin p, y, p, a, l with a Cyrillic а (U+0430).
+        let e = refused("p\u{430}ypal@example.test");
+        assert!(e.message.contains("scripts"), "{}", e.message);
+        refused("\u{3B1}lpha@example.test"); // Greek alpha, Latin rest
+        refused("\u{43F}aypal@example.test"); // Cyrillic п, Latin rest
+    }
+
+    #[test]
+    fn a_local_part_in_one_script_is_accepted() {
+        for s in [
+            "jane.doe+1@example.test",
+            "jürgen_2@example.test",
+            "\u{438}\u{432}\u{430}\u{43D}.42@example.test", // иван.42
+            "\u{3B1}\u{3BB}\u{3AD}\u{3BE}\u{3B7}\u{3C2}@example.test", // αλέξης
+            "\u{5C71}\u{7530}\u{305F}\u{308D}\u{3046}@example.jp", // 山田たろう (Japanese)
+        ] {
+            assert!(EmailAddress::parse(s).is_ok(), "{s}");
+        }
+    }
+
+    #[test]
+    fn a_stored_address_that_mixes_scripts_still_loads() {
+        let e = EmailAddress::from_stored("p\u{430}ypal@example.test").unwrap();
+        assert_eq!(e.key().as_str(), "p\u{430}ypal@example.test");
+    }
+
+    #[test]
+    fn a_domain_idna_refuses_is_refused() {
+        let e = refused("ann@xn--zz.example");
+        assert!(e.message.contains("domain"), "{}", e.message);
     }
 
     #[test]
@@ -339,6 +520,28 @@ mod tests {
         assert_eq!(serde_json::to_string(&e).unwrap(), "\"Jane@Example.com\"");
     }
 
+    /// Letters whose capital lowercases back to them, by script: a local
+    /// part in one of them, a domain in Latin (the U-labels of most
+    /// European domains), and which characters to capitalize.
+    fn one_script_address() -> impl Strategy<Value = (String, String, Vec<bool>)> {
+        let latin = "[a-zà-öø-þ]";
+        let greek = "[αβγδεζηθικλμνξοπρτυφχψωάέήίόύώ]";
+        let cyrillic = "[а-яё]";
+        let in_script = |letter: &str| {
+            proptest::string::string_regex(&format!(
+                "{letter}{{1,10}}([.+_-]?{letter}{{1,5}})?[0-9]{{0,2}}"
+            ))
+            .unwrap()
+        };
+        let local = prop_oneof![in_script(latin), in_script(greek), in_script(cyrillic)];
+        let domain = "[a-zäöüéèçñå]{1,10}[0-9]{0,2}\\.(example|test|de|nl)";
+        (
+            local,
+            domain,
+            proptest::collection::vec(any::<bool>(), 1..8),
+        )
+    }
+
     fn assert_roundtrip(s: &str) {
         if let Ok(v) = EmailAddress::parse(s) {
             assert_eq!(EmailAddress::parse(v.as_str()), Ok(v.clone()));
@@ -357,6 +560,62 @@ mod tests {
             s in r#"\s?[a-zA-Z0-9.+_"\[\]() -]{0,70}@[a-zA-Z0-9.\[\]:-]{0,70}\s?"#
         ) {
             assert_roundtrip(&s);
+        }
+
+        #[test]
+        fn the_key_of_any_text_is_its_own_key(s in any::<String>()) {
+            let k = EmailKey::of(&s);
+            prop_assert_eq!(EmailKey::of(k.as_str()), k);
+        }
+
+        #[test]
+        fn the_key_of_an_address_is_its_own_key(
+            s in "[a-zA-ZÀ-ÖØ-öø-ÿİı0-9.+_-]{1,20}@[a-zA-ZÀ-ÖØ-öø-ÿ0-9-]{1,12}\\.[a-zA-ZÀ-ÖØ-öø-ÿ]{2,6}"
+        ) {
+            if let Ok(a) = EmailAddress::parse(&s) {
+                let k = a.key();
+                prop_assert_eq!(EmailKey::of(k.as_str()), k.clone());
+                if let Ok(again) = EmailAddress::parse(k.as_str()) {
+                    prop_assert_eq!(again.key(), k);
+                }
+            }
+        }
+
+        #[test]
+        fn case_variants_of_an_address_have_one_key(
+            (local, domain, upper) in one_script_address(),
+        ) {
+            let lower = format!("{local}@{domain}");
+            let variant: String = lower
+                .chars()
+                .zip(upper.iter().cycle())
+                .map(|(c, up)| if *up { c.to_uppercase().collect() } else { c.to_string() })
+                .collect();
+            let a = EmailAddress::parse(&lower).unwrap();
+            let b = EmailAddress::parse(&variant).unwrap();
+            prop_assert_eq!(a.key(), b.key(), "{} and {}", lower, variant);
+        }
+
+        #[test]
+        fn composed_and_decomposed_forms_of_an_address_have_one_key(
+            (local, domain, _) in one_script_address(),
+        ) {
+            let s = format!("{local}@{domain}");
+            let nfc: String = s.nfc().collect();
+            let nfd: String = s.nfd().collect();
+            let a = EmailAddress::parse(&nfc).unwrap();
+            let b = EmailAddress::parse(&nfd).unwrap();
+            prop_assert_eq!(a.key(), b.key(), "{:?} and {:?}", nfc, nfd);
+        }
+
+        #[test]
+        fn any_u_label_domain_and_its_a_label_have_one_key(
+            (local, domain, _) in one_script_address(),
+        ) {
+            let ascii = idna::domain_to_ascii(&domain).unwrap();
+            let u = EmailAddress::parse(&format!("{local}@{domain}")).unwrap();
+            let a = EmailAddress::parse(&format!("{local}@{ascii}")).unwrap();
+            prop_assert_eq!(u.key(), a.key(), "{} and {}", domain, ascii);
         }
 
         #[test]

@@ -72,10 +72,10 @@ pub struct Closed {
 }
 
 /// The closing statement's `WITH` items and answer: the invited users are
-/// `$1`–`$18` ([`invite_ctes`]), the records `$19`–`$22` with their
+/// `$1`–`$19` ([`invite_ctes`]), the records `$20`–`$23` with their
 /// command fingerprints in `$fingerprints` (the statement's last
-/// parameter, after those of its own), the audit rows `$23`–`$29`, the
-/// outbox rows `$30`–`$35`. It answers one row per user written
+/// parameter, after those of its own), the audit rows `$24`–`$30`, the
+/// outbox rows `$31`–`$36`. It answers one row per user written
 /// (`user_id`), per command recorded (`command_id`) and per outbox row
 /// claimed (`message_id`, `outbox_id`, `created_at`). The outbox lease runs
 /// from the statement (`clock_timestamp`), not from the transaction's
@@ -91,7 +91,7 @@ macro_rules! closing_ctes {
             ",
      recorded AS (
          INSERT INTO processed_commands (command_id, command_type, status, reply, fingerprint)
-         SELECT * FROM UNNEST($19::text[], $20::text[], $21::text[], $22::jsonb[], ",
+         SELECT * FROM UNNEST($20::text[], $21::text[], $22::text[], $23::jsonb[], ",
             $fingerprints,
             "::bytea[]) ",
             $when,
@@ -101,17 +101,17 @@ macro_rules! closing_ctes {
          RETURNING command_id),
      audited AS (
          INSERT INTO audit_log (command_id, actor_id, user_id, organization_id, action, before, after)
-         SELECT * FROM UNNEST($23::text[], $24::uuid[], $25::uuid[], $26::text[], $27::text[],
-             $28::jsonb[], $29::jsonb[]) ",
+         SELECT * FROM UNNEST($24::text[], $25::uuid[], $26::uuid[], $27::text[], $28::text[],
+             $29::jsonb[], $30::jsonb[]) ",
             $when,
             "),
      written AS (
          INSERT INTO outbox (kind, payload, message_id, claimed_by, claimed_until, attempts)
          SELECT k, p, m,
-                CASE WHEN c THEN $33::uuid END,
-                CASE WHEN c THEN clock_timestamp() + $34 * interval '1 millisecond' END,
+                CASE WHEN c THEN $34::uuid END,
+                CASE WHEN c THEN clock_timestamp() + $35 * interval '1 millisecond' END,
                 CASE WHEN c THEN 1 ELSE 0 END
-         FROM UNNEST($30::text[], $31::jsonb[], $32::uuid[], $35::bool[]) AS t(k, p, m, c) ",
+         FROM UNNEST($31::text[], $32::jsonb[], $33::uuid[], $36::bool[]) AS t(k, p, m, c) ",
             $when,
             "
          RETURNING id, message_id, created_at, claimed_by IS NOT NULL AS claimed)
@@ -123,7 +123,7 @@ macro_rules! closing_ctes {
     };
 }
 
-/// The closing statement inside a transaction: a taken email or a recorded
+/// The closing statement inside a transaction: a taken email key or a recorded
 /// id is skipped and reported, for the caller to roll back.
 const CLOSE: &str = concat!(
     "WITH ",
@@ -131,15 +131,16 @@ const CLOSE: &str = concat!(
         when: "",
         taken: skip,
         recorded: "ON CONFLICT (command_id) DO NOTHING",
-        fingerprints: "$36"
+        fingerprints: "$37"
     )
 );
 
-/// The closing statement on its own ([`write_checked`]): `$36`–`$39` are
+/// The closing statement on its own ([`write_checked`]): `$37`–`$40` are
 /// the actor's id and fingerprint and the organization's id and
-/// fingerprint, `$40` the records' command fingerprints. It writes nothing unless the actor still has that
+/// fingerprint, `$41` the records' command fingerprints. It writes
+/// nothing unless the actor still has that
 /// fingerprint (share-locked, as a transaction would have read it), the
-/// organization its accounts and the batch no email twice. An email taken
+/// organization its accounts and the batch no email key twice. An email key taken
 /// or an id recorded already, committed or not, fails it whole: the unique
 /// indexes of `users` and `processed_commands` check them as the rows go
 /// in. (A guard that looked for them first was planned, on tables without
@@ -147,27 +148,27 @@ const CLOSE: &str = concat!(
 /// a 15,000-command benchmark.)
 const CLOSE_CHECKED: &str = concat!(
     "WITH actor AS (
-         SELECT a.id FROM users a WHERE a.id = $36 AND ",
+         SELECT a.id FROM users a WHERE a.id = $37 AND ",
     user_fingerprint!("a"),
-    " = $37 FOR SHARE),
+    " = $38 FOR SHARE),
      organization AS (",
-    organization_accounts!("$38"),
+    organization_accounts!("$39"),
     "),
      guard AS (
          SELECT EXISTS (SELECT FROM actor)
-            AND EXISTS (SELECT FROM organization WHERE organization_fingerprint = $39)
-            AND (SELECT count(DISTINCT lower(e)) = count(*) FROM unnest($5::text[]) AS e)
+            AND EXISTS (SELECT FROM organization WHERE organization_fingerprint = $40)
+            AND (SELECT count(DISTINCT k) = count(*) FROM unnest($19::text[]) AS k)
             AS ok),
      ",
     closing_ctes!(
         when: "WHERE (SELECT ok FROM guard)",
         taken: fail,
         recorded: "",
-        fingerprints: "$40"
+        fingerprints: "$41"
     )
 );
 
-/// The statement [`write_checked`] runs (`$1`–`$40`); public so a test can
+/// The statement [`write_checked`] runs (`$1`–`$41`); public so a test can
 /// check its plan.
 pub fn checked_sql() -> &'static str {
     CLOSE_CHECKED
@@ -266,7 +267,7 @@ impl<'a> Prepared<'a> {
         })
     }
 
-    /// `sql` with `$1`–`$35` bound.
+    /// `sql` with `$1`–`$36` bound.
     fn query<'q>(&'q self, sql: &'static str) -> PgQuery<'q> {
         let Closing {
             invited,

@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod closing;
+pub mod email_keys;
 pub mod expiry;
 pub mod fingerprint;
 pub mod outbox;
@@ -165,11 +166,30 @@ pub async fn connect_with_timeouts(
     Ok(pool)
 }
 
-/// Creates the database if needed and applies pending migrations.
+/// Applies pending migrations, then what they leave to the worker: the
+/// email key of every user written before there were keys (migration
+/// 0005). Each pair of users found with one key is logged as a warning
+/// naming both, and returned.
+pub async fn apply_migrations(pool: &PgPool) -> Result<Vec<email_keys::Collision>, StoreError> {
+    MIGRATOR.run(pool).await?;
+    let collisions = email_keys::backfill(pool).await?;
+    for c in &collisions {
+        tracing::warn!(
+            kept_user_id = %c.kept,
+            other_user_id = %c.other,
+            "two users have one email address: the older keeps it, the other is no longer \
+             found by it until someone decides (users.email_key)"
+        );
+    }
+    Ok(collisions)
+}
+
+/// Creates the database if needed and applies pending migrations (as
+/// [`apply_migrations`] does).
 pub async fn migrate(url: &str) -> Result<PgPool, StoreError> {
     create_database_if_missing(url).await?;
     let pool = connect(url, 2).await?;
-    MIGRATOR.run(&pool).await?;
+    apply_migrations(&pool).await?;
     Ok(pool)
 }
 

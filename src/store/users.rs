@@ -146,7 +146,7 @@ pub(super) fn record_from_row(row: &PgRow, prefix: &str) -> Result<UserRecord, S
         scope,
         role: Role::parse(&role).ok_or_else(|| bad(&format!("role {role}")))?,
         status: UserStatus::parse(&status).ok_or_else(|| bad(&format!("status {status}")))?,
-        email: EmailAddress::parse(&email).map_err(|e| bad(&e))?,
+        email: EmailAddress::from_stored(&email).map_err(|e| bad(&e))?,
         permissions: PermissionSet::parse(&permissions).map_err(|e| bad(&e))?,
         contract_accounts: access(
             row.try_get(&*col("contract_accounts"))?,
@@ -232,27 +232,27 @@ pub async fn load_actor_and_organization(
     Ok((actor, accounts::organization_from_row(&row)?))
 }
 
-/// Loads a user by email (case-insensitive), locking its row.
+/// Loads the user with `email`'s key, locking its row.
 pub async fn lock_by_email(
     tx: &mut Tx<'_>,
     email: &EmailAddress,
 ) -> Result<Option<UserRecord>, StoreError> {
     let row = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM users WHERE lower(email) = $1 FOR UPDATE"
+        "SELECT {COLUMNS} FROM users WHERE email_key = $1 FOR UPDATE"
     )))
-    .bind(email.normalized())
+    .bind(email.key().as_str())
     .fetch_optional(&mut **tx)
     .await?;
     row.as_ref().map(from_row).transpose()
 }
 
-/// Organization and status of the user with `email`, if any (no lock).
+/// Organization and status of the user with `email`'s key, if any (no lock).
 pub async fn find_by_email(
     tx: &mut Tx<'_>,
     email: &EmailAddress,
 ) -> Result<Option<(String, String)>, StoreError> {
-    let row = sqlx::query("SELECT organization_id, status FROM users WHERE lower(email) = $1")
-        .bind(email.normalized())
+    let row = sqlx::query("SELECT organization_id, status FROM users WHERE email_key = $1")
+        .bind(email.key().as_str())
         .fetch_optional(&mut **tx)
         .await?;
     row.map(|r| Ok((r.try_get("organization_id")?, r.try_get("status")?)))
@@ -283,8 +283,7 @@ pub struct NewUserRow<'a> {
 }
 
 /// Inserts an invited user with its first activation token, in one
-/// statement. False (and nothing written) when the email is taken
-/// (case-insensitive).
+/// statement. False (and nothing written) when the email's key is taken.
 pub async fn insert_invited(tx: &mut Tx<'_>, row: NewUserRow<'_>) -> Result<bool, StoreError> {
     let mut users = InvitedUsers::default();
     users.push(row);
@@ -313,6 +312,7 @@ pub struct InvitedUsers {
     expires_at: Vec<DateTime<Utc>>,
     token_hashes: Vec<Vec<u8>>,
     issued_at: Vec<DateTime<Utc>>,
+    email_keys: Vec<String>,
 }
 
 impl InvitedUsers {
@@ -343,6 +343,7 @@ impl InvitedUsers {
         self.token_hashes
             .push(row.activation_token.as_bytes().to_vec());
         self.issued_at.push(row.issued_at);
+        self.email_keys.push(u.email.key().as_str().to_owned());
     }
 
     /// Whether none is waiting.
@@ -351,16 +352,16 @@ impl InvitedUsers {
     }
 }
 
-/// The statements that insert [`InvitedUsers`] (bound as `$1`–`$18` by
+/// The statements that insert [`InvitedUsers`] (bound as `$1`–`$19` by
 /// [`InvitedUsers::bind`]) and their first activation tokens, as `WITH`
 /// items: `invited` returns the ids written, in the order they were added.
 /// `when` is a condition on the whole input (`""`: none); `taken` says
-/// what happens to a user whose email is taken (by an existing user or an
-/// earlier one of them): `skip` skips it and its token, `fail` makes the
+/// what happens to a user whose email's key is taken (by an existing user
+/// or an earlier one of them): `skip` skips it and its token, `fail` makes the
 /// statement fail (a unique violation), writing nothing.
 macro_rules! invite_ctes {
     (when: $when:literal, taken: skip) => {
-        invite_ctes!(@ $when, "ON CONFLICT ((lower(email))) DO NOTHING")
+        invite_ctes!(@ $when, "ON CONFLICT (email_key) DO NOTHING")
     };
     (when: $when:literal, taken: fail) => {
         invite_ctes!(@ $when, "")
@@ -370,16 +371,16 @@ macro_rules! invite_ctes {
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
                  $12::jsonb[], $13::jsonb[], $14::jsonb[], $15::uuid[], $16::timestamptz[],
-                 $17::bytea[], $18::timestamptz[])
+                 $17::bytea[], $18::timestamptz[], $19::text[])
                  WITH ORDINALITY AS t(id, organization_id, delivery_account_id, kind, email,
                      first_name, last_name, phone, country, locale, role, permissions,
                      contract_accounts, delivery_accounts, invited_by, expires_at, hash,
-                     issued_at, position) ", $when, "),
+                     issued_at, email_key, position) ", $when, "),
          invited AS (
-             INSERT INTO users (id, organization_id, delivery_account_id, kind, email, first_name,
-                 last_name, phone, country, locale, role, permissions, contract_accounts,
-                 delivery_accounts, status, invited_by, activation_expires_at)
-             SELECT id, organization_id, delivery_account_id, kind, email, first_name,
+             INSERT INTO users (id, organization_id, delivery_account_id, kind, email, email_key,
+                 first_name, last_name, phone, country, locale, role, permissions,
+                 contract_accounts, delivery_accounts, status, invited_by, activation_expires_at)
+             SELECT id, organization_id, delivery_account_id, kind, email, email_key, first_name,
                  last_name, phone, country, locale, role,
                  ARRAY(SELECT jsonb_array_elements_text(permissions)),
                  CASE WHEN contract_accounts IS NOT NULL
@@ -398,7 +399,7 @@ macro_rules! invite_ctes {
 pub(super) use invite_ctes;
 
 impl InvitedUsers {
-    /// Binds the users as `$1`–`$18` of [`invite_ctes`] (the first parameters of `query`).
+    /// Binds the users as `$1`–`$19` of [`invite_ctes`] (the first parameters of `query`).
     pub(super) fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
         query
             .bind(&self.ids)
@@ -419,6 +420,7 @@ impl InvitedUsers {
             .bind(&self.expires_at)
             .bind(&self.token_hashes)
             .bind(&self.issued_at)
+            .bind(&self.email_keys)
     }
 
     /// Whether each user was written, in the order they were added, given
@@ -430,7 +432,7 @@ impl InvitedUsers {
 
 /// Inserts `users` with their first activation tokens, in one statement and
 /// in the order they were added; returns whether each was written, in that
-/// order (false: its email was taken, by an existing user or by an earlier
+/// order (false: its email's key was taken, by an existing user or by an earlier
 /// one of `users`; nothing written for it).
 pub async fn insert_invited_many(
     tx: &mut Tx<'_>,

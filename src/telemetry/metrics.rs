@@ -28,6 +28,7 @@ const EMAIL_DURATION: &str = "user_lifecycle_email_send_duration_seconds";
 const SCHEDULER_DURATION: &str = "user_lifecycle_scheduler_duration_seconds";
 const BATCHES: &str = "user_lifecycle_command_batches_total";
 const EXPIRY_BATCH: &str = "user_lifecycle_expiry_batch_seconds";
+const EMAIL_KEY_COLLISIONS: &str = "user_lifecycle_email_key_collisions_total";
 
 /// Installs the Prometheus recorder and describes every metric.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -144,6 +145,10 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         BATCHES,
         "Batches of commands written together, by how: one_statement (invites against an actor and organization known to be unchanged, one statement that commits on its own), transaction, or missed (a one-statement attempt found something changed or taken and wrote nothing; the batch went the transaction way)."
     );
+    describe_counter!(
+        EMAIL_KEY_COLLISIONS,
+        "Users found at start-up sharing one email key with an older user (each logged as a warning naming both)."
+    );
     metrics_process::Collector::default().describe();
     broker_connected(false);
     // Series that alerts take `increase()` of exist from the start at 0, so
@@ -259,4 +264,9 @@ pub fn scheduler_duration(job: &'static str, elapsed: Duration) {
 /// Users with `status`.
 pub fn users(status: &'static str, count: i64) {
     gauge!(USERS, "status" => status).set(count as f64);
+}
+
+/// `n` users were found sharing an email key with an older user.
+pub fn email_key_collisions(n: usize) {
+    counter!(EMAIL_KEY_COLLISIONS).increment(n as u64);
 }
