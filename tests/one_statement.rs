@@ -239,10 +239,11 @@ async fn an_email_being_taken_by_a_transaction_still_committing_fails_the_statem
     let mut db = w.db().await;
     let mut elsewhere = db.begin().await.unwrap();
     sqlx::query(
-        "INSERT INTO users (id, organization_id, kind, email, first_name, last_name, phone,
-             country, locale, role, permissions, status)
-         VALUES (gen_random_uuid(), 'acme', 'personal', 'race@acme.example', 'Rae', 'Racer',
-             '+31201234567', 'NL', 'en', 'user', '{}', 'active')",
+        "INSERT INTO users (id, organization_id, kind, email, email_key, first_name, last_name,
+             phone, country, locale, role, permissions, status)
+         VALUES (gen_random_uuid(), 'acme', 'personal', 'race@acme.example',
+             'race@acme.example', 'Rae', 'Racer', '+31201234567', 'NL', 'en', 'user', '{}',
+             'active')",
     )
     .execute(&mut *elsewhere)
     .await

@@ -43,10 +43,11 @@ async fn seed(
     n: usize,
 ) -> Result<(), BenchError> {
     sqlx::query(
-        "INSERT INTO users (id, organization_id, kind, email, first_name, last_name, phone, country, locale,
-                            role, permissions, contract_accounts, delivery_accounts, status, invited_by,
-                            activation_expires_at)
-         SELECT gen_random_uuid(), $1, 'personal', 'expired' || g || '@bench.example', 'Expired', 'User ' || g,
+        "INSERT INTO users (id, organization_id, kind, email, email_key, first_name, last_name, phone,
+                            country, locale, role, permissions, contract_accounts, delivery_accounts,
+                            status, invited_by, activation_expires_at)
+         SELECT gen_random_uuid(), $1, 'personal', 'expired' || g || '@bench.example',
+                'expired' || g || '@bench.example', 'Expired', 'User ' || g,
                 '+31201234567', 'NL', 'en', 'user', '{cases.view}', NULL, '{}', 'invited', $2,
                 now() - interval '1 day' - g * interval '1 millisecond'
          FROM generate_series(1, $3) g",
