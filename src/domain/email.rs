@@ -81,7 +81,9 @@ impl EmailAddress {
                 "must not contain spaces, line breaks or other control characters",
             ));
         }
-        if s.chars().any(is_format_char) {
+        // U+034F is a combining mark, not a format character, yet renders
+        // as nothing; composed addresses would otherwise let it through.
+        if s.chars().any(|c| is_format_char(c) || c == '\u{034F}') {
             return Err(invalid(
                 "must not contain invisible formatting characters (zero-width or bidirectional marks)",
             ));
