@@ -63,7 +63,7 @@ pub(super) async fn onboard(
         accounts::lock_organization(tx, &c.organization_id).await?
     };
     let has_manager = match stored_name {
-        Some(_) => users::has_active_organization_manager(tx, &c.organization_id).await?,
+        Some(_) => users::count_organization_managers(tx, &c.organization_id).await? > 0,
         None => false,
     };
     match onboarding::decide(!created, has_manager)? {

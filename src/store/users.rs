@@ -547,21 +547,6 @@ pub async fn count_organization_managers(
     .await?)
 }
 
-/// Whether the organization has an active organization-level manager (one
-/// who can manage My Organization, unlike a delivery-account manager).
-pub async fn has_active_organization_manager(
-    tx: &mut Tx<'_>,
-    organization_id: &OrganizationId,
-) -> Result<bool, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM users WHERE organization_id = $1 AND status = 'active'
-            AND role = 'manager' AND delivery_account_id IS NULL)",
-    )
-    .bind(organization_id.as_str())
-    .fetch_one(&mut **tx)
-    .await?)
-}
-
 /// The organization of user `id`, without locking anything.
 pub async fn organization_of(
     tx: &mut Tx<'_>,
