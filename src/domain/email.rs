@@ -17,6 +17,7 @@
 //! U-label or its `xn--` A-label) has one key, and lookups and uniqueness
 //! compare keys, never the text as typed.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use idna::AsciiDenyList;
@@ -162,6 +163,20 @@ impl EmailAddress {
     /// there is one).
     fn parts(&self) -> (&str, &str) {
         self.0.rsplit_once('@').unwrap_or((&self.0, ""))
+    }
+}
+
+/// The address to send mail to: the local part as given, the domain in its
+/// IDNA ASCII form, so that an internationalized domain needs no SMTPUTF8
+/// from the mail server (only a non-ASCII local part does). Total: a
+/// domain IDNA refuses is kept as given.
+pub fn deliverable(address: &str) -> Cow<'_, str> {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return Cow::Borrowed(address);
+    };
+    match idna::domain_to_ascii_cow(domain.as_bytes(), AsciiDenyList::EMPTY) {
+        Ok(ascii) if ascii != domain => Cow::Owned(format!("{local}@{ascii}")),
+        _ => Cow::Borrowed(address),
     }
 }
 
@@ -381,6 +396,16 @@ mod tests {
     fn a_domain_idna_refuses_is_refused() {
         let e = refused("ann@xn--zz.example");
         assert!(e.message.contains("domain"), "{}", e.message);
+    }
+
+    #[test]
+    fn mail_goes_to_the_ascii_form_of_the_domain_and_the_local_part_as_given() {
+        assert_eq!(
+            deliverable("Ann@Müller.example"),
+            "Ann@xn--mller-kva.example"
+        );
+        assert_eq!(deliverable("İlker.x@example.test"), "İlker.x@example.test");
+        assert!(matches!(deliverable("ann@example.test"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::broker::publisher::{Pending, PublishError};
 use crate::broker::{Publisher, SessionWatch};
+use crate::domain::email;
 use crate::domain::notification::EmailJob;
 use crate::mail::{Mailer, Renderer, message};
 use crate::outbox::Wakeup;
@@ -492,8 +493,7 @@ impl Relay {
     /// Renders `job` and builds its message; an error says why it never can be.
     fn build(&self, row: &ClaimedRow, job: &EmailJob) -> Result<Message, String> {
         let rendered = self.renderer.render(job).map_err(|e| e.to_string())?;
-        let address: Address = job
-            .to
+        let address: Address = email::deliverable(&job.to)
             .parse()
             .map_err(|e| format!("recipient address rejected: {e}"))?;
         let to = Mailbox::new(Some(job.to_name.clone()), address);

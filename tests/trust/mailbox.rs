@@ -81,6 +81,11 @@ async fn a_domain_and_its_a_label_are_one_mailbox() {
     let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
     let first = w.invite(&manager, "acme", "ann@müller.example").await;
     assert_eq!(first["status"], "applied", "{first}");
+    let mail = w.smtp.mail_to("ann@xn--mller-kva.example").await;
+    assert!(
+        !mail.token("/activate").is_empty(),
+        "delivered to the domain's ASCII form, without SMTPUTF8"
+    );
 
     let second = w
         .invite(&manager, "acme", "ann@xn--mller-kva.example")
