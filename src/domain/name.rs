@@ -76,9 +76,26 @@ impl Serialize for PersonName {
     }
 }
 
+/// How a user is named to people (greetings, the inviter in an email, a
+/// recipient's display name): `First Last`, or the first name alone when
+/// there is no last name (a group mailbox).
+pub fn display_name(first_name: &str, last_name: &str) -> String {
+    if last_name.is_empty() {
+        first_name.to_owned()
+    } else {
+        format!("{first_name} {last_name}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_display_name_has_the_last_name_only_when_there_is_one() {
+        assert_eq!(display_name("Ann", "de Vries"), "Ann de Vries");
+        assert_eq!(display_name("Support desk", ""), "Support desk");
+    }
     use proptest::prelude::*;
 
     /// Characters no name may hold, listed here apart from the rule's own

@@ -14,6 +14,7 @@ use crate::domain::command::InviteUser;
 use crate::domain::event::EventType;
 use crate::domain::ids::{OrganizationId, UserId};
 use crate::domain::mail_cap;
+use crate::domain::name;
 use crate::domain::notification::{EmailJob, Template};
 use crate::domain::reply::{Reason, Rejection};
 use crate::domain::token::{SecretToken, TokenPurpose};
@@ -39,11 +40,7 @@ pub(super) struct ActivationEmail<'a> {
 
 impl ActivationEmail<'_> {
     pub(super) fn job(self, token: &SecretToken) -> EmailJob {
-        let to_name = if self.last_name.is_empty() {
-            self.first_name.to_owned()
-        } else {
-            format!("{} {}", self.first_name, self.last_name)
-        };
+        let to_name = name::display_name(self.first_name, self.last_name);
         let mut vars = json!({
             "first_name": self.first_name,
             "last_name": self.last_name,

@@ -14,6 +14,7 @@ use crate::domain::access::AccountAccess;
 use crate::domain::command::NewUser;
 use crate::domain::email::EmailAddress;
 use crate::domain::ids::{AccountId, OrganizationId, UserId};
+use crate::domain::name;
 use crate::domain::permission::PermissionSet;
 use crate::domain::rights::Grant;
 use crate::domain::token::TokenHash;
@@ -51,13 +52,9 @@ impl AsRef<UserSnapshot> for UserRecord {
 }
 
 impl UserRecord {
-    /// `First Last`, or just the first name.
+    /// How this user is named to people ([`name::display_name`]).
     pub fn display_name(&self) -> String {
-        if self.last_name.is_empty() {
-            self.first_name.clone()
-        } else {
-            format!("{} {}", self.first_name, self.last_name)
-        }
+        name::display_name(&self.first_name, &self.last_name)
     }
 
     /// The profile fields as JSON (for events and the audit trail).
