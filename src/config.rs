@@ -352,7 +352,7 @@ pub struct Settings {
     /// Pooled SMTP connections (and emails sent at once). A send keeps its
     /// slot until its row is marked sent, so 8 capped one worker near
     /// 1,100 emails/s here and 16 let the emails of a burst fall behind its
-    /// replies; 32 keeps up (see the note in README's Benchmark).
+    /// replies; 32 keeps up (see docs/performance.md).
     #[arg(long, env = "MAIL_POOL_SIZE", default_value_t = 32)]
     pub mail_pool_size: u32,
     /// Attempts before an email is marked failed.
@@ -372,7 +372,7 @@ pub struct Settings {
     /// One by default: the deliveries that arrive while a batch commits
     /// form the next batch, so fewer, bigger transactions carry the same
     /// load (on this 2-core machine two at once gave smaller batches, more
-    /// commits and a higher p99 at 1,000 commands/s; see README's Benchmark).
+    /// commits and a higher p99 at 1,000 commands/s; see docs/performance.md).
     #[arg(long, env = "CONSUMER_BATCHES", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub consumer_batches: u16,
     /// PostgreSQL connections in the pool.

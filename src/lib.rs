@@ -2,7 +2,7 @@
 //!
 //! Commands arrive over RabbitMQ, are checked against the domain's rules and
 //! applied in PostgreSQL in one transaction each; emails, events and replies
-//! leave through a transactional outbox. See `README.md` and the contract.
+//! leave through a transactional outbox. See `README.md` and `docs/contract.md`.
 //!
 //! The `worker` feature (on by default) brings the adapters and the binary;
 //! without it the library is `domain` alone, pure and free of I/O crates.
