@@ -11,7 +11,7 @@ use crate::domain::FieldError;
 use crate::domain::authz;
 use crate::domain::command::{AccountSpec, OnboardOrganization, SyncAccounts};
 use crate::domain::event::EventType;
-use crate::domain::ids::UserId;
+use crate::domain::ids::{OrganizationId, UserId};
 use crate::domain::onboarding::{self, Onboarding, Reinvited};
 use crate::domain::reply::{Reason, Rejection};
 use crate::domain::rights::Grant;
@@ -200,28 +200,15 @@ async fn reinvite(
     organization_name: &str,
     fx: &mut Effects,
 ) -> Outcome {
-    let mut contract = accounts::account_graph(tx, &c.organization_id)
-        .await?
-        .contract;
-    contract.extend(ids(&c.contract_accounts).into_iter().map(str::to_owned));
-    check_links(&c.delivery_accounts, &contract)?;
     if !c.contract_accounts.is_empty() || !c.delivery_accounts.is_empty() {
-        accounts::upsert(
+        upsert_accounts(
             tx,
             &c.organization_id,
             &c.contract_accounts,
             &c.delivery_accounts,
+            fx,
         )
         .await?;
-        fx.event(
-            EventType::AccountsSynced,
-            &c.organization_id,
-            json!({
-                "organization_id": c.organization_id,
-                "contract_accounts": ids(&c.contract_accounts),
-                "delivery_accounts": ids(&c.delivery_accounts),
-            }),
-        );
     }
     let holder = users::lock_by_email(tx, &c.manager.email).await?;
     let whom = onboarding::reinvited(&c.organization_id, holder.as_ref().map(|h| &h.snapshot))?;
@@ -309,16 +296,12 @@ pub(super) async fn sync(tx: &mut Tx<'_>, ctx: &Ctx, c: SyncAccounts, fx: &mut E
         )
         .into());
     }
-    let mut contract = accounts::account_graph(tx, &c.organization_id)
-        .await?
-        .contract;
-    contract.extend(ids(&c.contract_accounts).into_iter().map(str::to_owned));
-    check_links(&c.delivery_accounts, &contract)?;
-    accounts::upsert(
+    upsert_accounts(
         tx,
         &c.organization_id,
         &c.contract_accounts,
         &c.delivery_accounts,
+        fx,
     )
     .await?;
     fx.audit(AuditEntry {
@@ -333,18 +316,35 @@ pub(super) async fn sync(tx: &mut Tx<'_>, ctx: &Ctx, c: SyncAccounts, fx: &mut E
             "delivery_accounts": ids(&c.delivery_accounts),
         })),
     });
-    fx.event(
-        EventType::AccountsSynced,
-        &c.organization_id,
-        json!({
-            "organization_id": c.organization_id,
-            "contract_accounts": ids(&c.contract_accounts),
-            "delivery_accounts": ids(&c.delivery_accounts),
-        }),
-    );
     Ok(json!({
         "organization_id": c.organization_id,
         "contract_accounts": c.contract_accounts.len(),
         "delivery_accounts": c.delivery_accounts.len(),
     }))
+}
+
+/// Upserts accounts into an existing (locked) organization, as
+/// `sync_accounts` does: every delivery account links only to contract
+/// accounts stored or named here; `organization.accounts_synced` follows.
+async fn upsert_accounts(
+    tx: &mut Tx<'_>,
+    organization: &OrganizationId,
+    contract_accounts: &[AccountSpec],
+    delivery_accounts: &[AccountSpec],
+    fx: &mut Effects,
+) -> Result<(), Fail> {
+    let mut contract = accounts::account_graph(tx, organization).await?.contract;
+    contract.extend(ids(contract_accounts).into_iter().map(str::to_owned));
+    check_links(delivery_accounts, &contract)?;
+    accounts::upsert(tx, organization, contract_accounts, delivery_accounts).await?;
+    fx.event(
+        EventType::AccountsSynced,
+        organization,
+        json!({
+            "organization_id": organization,
+            "contract_accounts": ids(contract_accounts),
+            "delivery_accounts": ids(delivery_accounts),
+        }),
+    );
+    Ok(())
 }
