@@ -5,11 +5,13 @@
 //! stable `Message-ID` per outbox row and `Auto-Submitted: auto-generated`.
 
 mod corked;
+mod error;
 pub mod message;
 mod pipelining;
 pub mod smtp_pool;
 pub mod templates;
 pub mod transport;
 
+pub use error::MailError;
 pub use templates::{Rendered, Renderer, TemplateError};
-pub use transport::{MailError, Mailer};
+pub use transport::Mailer;

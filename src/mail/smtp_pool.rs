@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use super::corked::{CorkedStream, Pipe};
+use super::error::MailError;
 use super::pipelining;
-use super::transport::MailError;
 use crate::config::SmtpTls;
 
 /// A connection idle longer than this is checked with `NOOP` before reuse.

@@ -1,37 +1,17 @@
 //! Sends messages through pooled SMTP (`smtp_pool`) or writes them as `.eml` files.
 //!
-//! Errors are classified for the outbox: a permanent SMTP answer (5xx) or an
-//! email that cannot be built is not retried; everything else is.
+//! Errors are classified for the outbox (`error`): a permanent SMTP answer
+//! (5xx) or an email that cannot be built is not retried; everything else is.
 
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::TlsParameters;
 use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 use std::time::Duration;
-use thiserror::Error;
 
+use super::error::MailError;
 use super::smtp_pool::{SmtpPool, SmtpServer};
 use crate::config::{MailUrl, SmtpTls};
-
-/// A failed send.
-#[derive(Debug, Error)]
-#[error("{detail}")]
-pub struct MailError {
-    /// True when retrying cannot help (5xx answer, unbuildable message).
-    pub permanent: bool,
-    /// What went wrong (never the message body).
-    pub detail: String,
-}
-
-impl MailError {
-    /// A failure that retrying cannot fix.
-    pub fn permanent(detail: impl Into<String>) -> MailError {
-        MailError {
-            permanent: true,
-            detail: detail.into(),
-        }
-    }
-}
 
 enum Transport {
     Smtp(SmtpPool),
