@@ -340,6 +340,11 @@ pub struct Settings {
     /// Serves `/metrics`, `/healthz`, `/readyz`.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: SocketAddr,
+    /// A file the worker writes the address it serves `/metrics` on to,
+    /// once it listens: with `METRICS_ADDR` port 0, how a supervisor (or a
+    /// test) learns the port the kernel picked.
+    #[arg(long, env = "METRICS_ADDR_FILE")]
+    pub metrics_addr_file: Option<PathBuf>,
     /// Directory of the email templates.
     #[arg(long, env = "TEMPLATES_DIR", default_value = "./templates")]
     pub templates_dir: PathBuf,

@@ -34,3 +34,5 @@ pub mod shutdown;
 pub mod store;
 #[cfg(feature = "worker")]
 pub mod telemetry;
+#[cfg(feature = "worker")]
+pub mod worker;

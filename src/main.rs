@@ -8,15 +8,17 @@ use clap::Parser;
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 
+use user_lifecycle::app::Application;
 use user_lifecycle::broker::client::CommandClient;
 use user_lifecycle::cli::{
     Cli, Command, DeadLettersCommand, ExpireNowArgs, ListArgs, PreviewEmailArgs, ReplayArgs,
 };
+use user_lifecycle::config::Settings;
 use user_lifecycle::ops::replay_dead_letters::Selection;
 use user_lifecycle::ops::{
     OpsError, expire_now, history, list_dead_letters, preview_email, replay_dead_letters,
 };
-use user_lifecycle::{app, store, telemetry};
+use user_lifecycle::{store, telemetry};
 
 mod allocator;
 
@@ -76,7 +78,7 @@ fn describe(e: &anyhow::Error) -> String {
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run(settings) => app::run(*settings).await,
+        Command::Run(settings) => run(*settings).await,
         Command::Migrate { database } => {
             store::migrate(&database.database_url)
                 .await
@@ -121,6 +123,26 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::ExpireNow(args) => expire(args).await,
         Command::Bench(args) => bench(args).await,
     }
+}
+
+/// Builds the worker, tells `METRICS_ADDR_FILE` where it serves
+/// `/metrics`, and runs it until SIGTERM or Ctrl-C.
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let addr_file = settings.metrics_addr_file.clone();
+    let app = Application::build(settings).await?;
+    if let Some(path) = addr_file {
+        write_addr_file(&path, app.metrics_addr())
+            .with_context(|| format!("writing {} (METRICS_ADDR_FILE)", path.display()))?;
+    }
+    app.run_until_stopped().await
+}
+
+/// Writes `addr` to `path` whole: to a sibling file first, then renamed, so
+/// a reader never sees half of it.
+fn write_addr_file(path: &std::path::Path, addr: std::net::SocketAddr) -> std::io::Result<()> {
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, addr.to_string())?;
+    std::fs::rename(&partial, path)
 }
 
 async fn bench(args: user_lifecycle::cli::BenchArgs) -> anyhow::Result<()> {

@@ -1,9 +1,10 @@
-//! RabbitMQ (lapin): topology, the command consumer, confirmed publishing,
-//! and the connection supervisor that reconnects with backoff.
+//! RabbitMQ (lapin): topology, confirmed publishing, what to do with a
+//! delivery, and the connection supervisor that reconnects with backoff.
+//! The loop that consumes commands is `crate::worker`'s.
 
 pub mod acks;
 pub mod client;
-pub mod consumer;
+pub mod delivery;
 pub mod publisher;
 pub mod session;
 pub mod topology;

@@ -105,10 +105,11 @@ impl Handler {
         };
         let mut cache = InviteCache::deferring();
         match self.write_batch(&mut tx, batch, &mut cache).await {
-            Ok(done) => match tx.commit().await {
+            Ok((done, claimed)) => match tx.commit().await {
                 Ok(()) => {
                     crate::telemetry::metrics::batch("transaction");
                     self.remember(&cache);
+                    self.hand_over(claimed).await;
                     Ok(done)
                 }
                 Err(_) => Err(Stop { at: 0 }),
@@ -136,7 +137,7 @@ impl Handler {
         tx: &mut Tx<'_>,
         batch: &[BatchItem<'_>],
         cache: &mut InviteCache,
-    ) -> Result<Vec<Handled>, Stop> {
+    ) -> Result<(Vec<Handled>, Vec<ClaimedRow>), Stop> {
         let mut gathered = Gathered::with_capacity(batch.len());
         // Where in the batch the invites kept back in `cache` are.
         let mut deferred_at = Vec::new();
@@ -195,7 +196,7 @@ impl Handler {
         {
             return Err(Stop { at });
         }
-        Ok(gathered.handled(closed.claimed))
+        Ok((gathered.handled(), closed.claimed))
     }
 }
 
@@ -253,15 +254,11 @@ impl Gathered {
             .collect()
     }
 
-    /// One result per command, once written: the batch's `claimed` rows
-    /// travel with its first command (they are handed over together).
-    pub(super) fn handled(self, claimed: Vec<ClaimedRow>) -> Vec<Handled> {
-        let mut claimed = Some(claimed);
+    /// One result per command, once written.
+    pub(super) fn handled(self) -> Vec<Handled> {
         self.replies
             .into_iter()
-            .map(|(reply, funnel)| {
-                Handled::Processed(reply, funnel, claimed.take().unwrap_or_default())
-            })
+            .map(|(reply, funnel)| Handled::Processed { reply, funnel })
             .collect()
     }
 }

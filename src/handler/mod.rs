@@ -93,11 +93,15 @@ pub enum FunnelStep {
 /// What happened to a command.
 #[derive(Debug)]
 pub enum Handled {
-    /// Processed now: its reply and effects are in the outbox; the funnel
-    /// steps are what it changed, for metrics recorded after the commit;
-    /// the rows are its outbox rows claimed for this worker's relay (see
-    /// [`HandlerSettings::handoff`]), to hand over.
-    Processed(Reply, Vec<FunnelStep>, Vec<ClaimedRow>),
+    /// Processed now: its reply and effects are in the outbox, and the rows
+    /// its commit claimed for this worker's relay were handed over (see
+    /// [`HandlerSettings::handoff`]).
+    Processed {
+        /// What the command answers.
+        reply: Reply,
+        /// The invite funnel steps it took, for metrics recorded after the ack.
+        funnel: Vec<FunnelStep>,
+    },
     /// Processed before: here is the stored reply, nothing else happened.
     Duplicate(Reply),
     /// Its id was recorded for a different command: refused with this
@@ -233,7 +237,7 @@ impl Handler {
             Ok(data) => {
                 let reply = Reply::applied(id, data);
                 let handled = self.record(tx, envelope, reply_to, reply, fx, &ctx).await?;
-                if matches!(handled, Handled::Processed(..)) {
+                if matches!(handled, Handled::Processed { .. }) {
                     self.remember(&cache);
                 }
                 Ok(handled)
@@ -300,7 +304,15 @@ impl Handler {
             };
         }
         tx.commit().await?;
-        Ok(Handled::Processed(reply, funnel, closed.claimed))
+        self.hand_over(closed.claimed).await;
+        Ok(Handled::Processed { reply, funnel })
+    }
+
+    /// Hands the rows a commit claimed to this worker's relay.
+    async fn hand_over(&self, claimed: Vec<ClaimedRow>) {
+        if let Some(handoff) = &self.settings.handoff {
+            handoff.deliver(claimed).await;
+        }
     }
 
     async fn apply(
@@ -359,7 +371,7 @@ pub fn reply_row(
 /// The reply's status as a metrics outcome label.
 pub fn outcome_label(handled: &Handled) -> &'static str {
     match handled {
-        Handled::Processed(r, _, _) => r.status.as_str(),
+        Handled::Processed { reply: r, .. } => r.status.as_str(),
         Handled::Duplicate(_) => "duplicate",
         Handled::IdReused(r) => r.status.as_str(),
     }

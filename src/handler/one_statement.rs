@@ -113,7 +113,8 @@ impl Handler {
             Ok(Some(closed)) => {
                 drop(records);
                 metrics::batch("one_statement");
-                Some(gathered.handled(closed.claimed))
+                self.hand_over(closed.claimed).await;
+                Some(gathered.handled())
             }
             missed => {
                 if let Err(e) = missed {

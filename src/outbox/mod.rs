@@ -1,19 +1,14 @@
-//! The outbox relay: delivers what commands and the scheduler committed.
+//! What a commit hands to the relay: its claimed outbox rows and a wake-up.
 //!
-//! Emails go through the mail transport; events, replies and dead letters
-//! through the broker with publisher confirms. The two run as separate lanes,
-//! so a slow SMTP server never delays a reply. Safe with several workers:
-//! rows are claimed with `FOR UPDATE SKIP LOCKED` and a lease.
+//! Shared by everything that writes outbox rows (the handler, the
+//! scheduler) and the relay that delivers them (`crate::worker::relay`),
+//! so neither depends on the other.
 
-pub mod confirms;
 pub mod handoff;
-mod marks;
-pub mod relay;
 
 pub use handoff::{Handoff, HandoffQueues};
-pub use relay::{Relay, RelaySettings};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 /// Wakes the relay's lanes after a commit that wrote outbox rows.
 #[derive(Debug, Default)]
@@ -28,19 +23,4 @@ impl Wakeup {
         self.publications.notify_one();
         self.emails.notify_one();
     }
-}
-
-/// What arrives on `rx`, as groups: each group is everything that arrived
-/// while the one before was being handled, so one database write covers it.
-pub(crate) fn gathered<T>(
-    rx: mpsc::UnboundedReceiver<T>,
-) -> impl futures_util::Stream<Item = Vec<T>> {
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        let first = rx.recv().await?;
-        let mut all = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            all.push(more);
-        }
-        Some((all, rx))
-    })
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::marks::Delivered;
-use super::relay::retry_delay;
+use super::retry::retry_delay;
 use crate::broker::publisher::{Pending, PublishError};
 use crate::store::outbox::{self, ClaimedRow};
 

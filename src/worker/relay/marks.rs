@@ -37,7 +37,7 @@ const MARKS_IN_FLIGHT: usize = 2;
 pub(crate) fn start(pool: PgPool) -> (mpsc::UnboundedSender<Delivered>, JoinHandle<()>) {
     let (delivered, received) = mpsc::unbounded_channel::<Delivered>();
     let task = tokio::spawn(async move {
-        super::gathered(received)
+        gathered(received)
             .for_each_concurrent(MARKS_IN_FLIGHT, |all| {
                 let pool = pool.clone();
                 async move {
@@ -90,4 +90,17 @@ async fn mark_sent(pool: &PgPool, ids: &[i64]) {
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(MAX_WAIT);
     }
+}
+
+/// What arrives on `rx`, as groups: each group is everything that arrived
+/// while the one before was being handled, so one database write covers it.
+fn gathered<T>(rx: mpsc::UnboundedReceiver<T>) -> impl futures_util::Stream<Item = Vec<T>> {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        let first = rx.recv().await?;
+        let mut all = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            all.push(more);
+        }
+        Some((all, rx))
+    })
 }

@@ -1,0 +1,219 @@
+//! Settling a command the batch did not apply: answer a duplicate or a
+//! reused id, retry a transient failure, or hand the delivery back.
+//!
+//! A command whose handling fails for a transient reason is retried a few
+//! times in-process with growing delays, then handed back to the broker;
+//! after `max_deliveries` it is dead-lettered with the reason. When the
+//! database itself is away, the delivery goes back at once and consumption
+//! pauses (`consume`): nothing is acked before its transaction committed.
+
+use lapin::message::Delivery;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+use super::admit::Incoming;
+use super::consume::Deps;
+use crate::broker::Publisher;
+use crate::broker::delivery::{ack, previous_deliveries, requeue};
+use crate::domain::reply::{Reply, ReplyStatus};
+use crate::domain::trace::TraceParent;
+use crate::handler::{FunnelStep, HandleError, Handled, ReplyAddress};
+use crate::telemetry::metrics;
+
+/// Transient failures retried in-process before the delivery goes back to the broker.
+const IN_PROCESS_ATTEMPTS: u32 = 3;
+
+/// Settles `command`, whose first attempt ended in `first`: applied late,
+/// answered, retried in-process, or handed back.
+pub(super) async fn settle(
+    command: Incoming,
+    first: Result<Handled, HandleError>,
+    deps: &Deps,
+    publisher: &Publisher,
+    db_down: &watch::Sender<bool>,
+) {
+    let mut result = first;
+    let mut attempt = 0;
+    loop {
+        match result {
+            Ok(handled) => return answer(&command, handled, publisher).await,
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "database unavailable; the command goes back to the broker");
+                db_down.send_replace(true);
+                requeue(&command.delivery).await;
+                return;
+            }
+            Err(e) => {
+                attempt += 1;
+                if attempt >= IN_PROCESS_ATTEMPTS {
+                    return give_up(&command, &e, deps, publisher).await;
+                }
+                let delay = Duration::from_millis(100 * 4u64.pow(attempt));
+                tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "command failed; retrying");
+                tokio::time::sleep(delay).await;
+                let Incoming {
+                    envelope,
+                    address,
+                    delivery,
+                    ..
+                } = &command;
+                result = deps
+                    .handler
+                    .handle(envelope, address.as_ref(), &delivery.data)
+                    .await;
+            }
+        }
+    }
+}
+
+/// Acks a command that was handled, answering a duplicate or a reused id.
+async fn answer(command: &Incoming, handled: Handled, publisher: &Publisher) {
+    let Incoming {
+        delivery,
+        envelope,
+        address,
+        started,
+        ..
+    } = command;
+    let kind = envelope.kind.as_str();
+    let trace = envelope.traceparent.as_ref();
+    match handled {
+        Handled::Processed { reply, funnel } => {
+            ack(delivery).await;
+            record_applied(kind, &reply, funnel, *started);
+        }
+        Handled::Duplicate(reply) => {
+            if let Some(address) = address {
+                publish_reply(publisher, address, &reply.as_duplicate(), trace).await;
+            }
+            ack(delivery).await;
+            tracing::info!("duplicate delivery answered with the stored reply");
+            metrics::command(kind, "duplicate", started.elapsed());
+        }
+        Handled::IdReused(reply) => {
+            if let Some(address) = address {
+                publish_reply(publisher, address, &reply, trace).await;
+            }
+            ack(delivery).await;
+            tracing::warn!(
+                status = reply.status.as_str(),
+                code = %reply.code,
+                "command id already recorded for a different command; refused"
+            );
+            metrics::command(kind, reply.status.as_str(), started.elapsed());
+        }
+    }
+}
+
+/// A command that failed every in-process attempt: back to the broker,
+/// or to the dead letters once it has failed `max_deliveries` times.
+async fn give_up(command: &Incoming, error: &HandleError, deps: &Deps, publisher: &Publisher) {
+    let delivery = &command.delivery;
+    metrics::command(
+        command.envelope.kind.as_str(),
+        "error",
+        command.started.elapsed(),
+    );
+    let deliveries = previous_deliveries(delivery) + 1;
+    if deliveries >= deps.max_deliveries {
+        let message = format!("failed {deliveries} deliveries in a row, last: {error}");
+        tracing::error!(error = %error, deliveries, "command keeps failing; dead-lettering it");
+        // No reply: the command was not refused, and an operator who
+        // replays it from the dead-letter queue gets it applied (but for a
+        // token, which the copy has redacted).
+        dead_letter(delivery, publisher, "transient", &message, None).await;
+    } else {
+        tracing::error!(error = %error, deliveries, "command failed; handing it back to the broker");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        requeue(delivery).await;
+    }
+}
+
+/// Counts and logs a command that was applied and acked.
+pub(super) fn record_applied(
+    kind: &'static str,
+    reply: &Reply,
+    funnel: Vec<FunnelStep>,
+    started: Instant,
+) {
+    for step in funnel {
+        match step {
+            FunnelStep::Invited => metrics::invites("invited", 1),
+            FunnelStep::Activated(after) => {
+                metrics::invites("activated", 1);
+                metrics::time_to_activate(after);
+            }
+            FunnelStep::Removed => metrics::invites("removed", 1),
+        }
+    }
+    if reply.status == ReplyStatus::Invalid {
+        metrics::dead_lettered("invalid_data");
+    }
+    let took = started.elapsed();
+    tracing::info!(
+        status = reply.status.as_str(),
+        code = %reply.code,
+        took_ms = took.as_secs_f64() * 1000.0,
+        "command handled"
+    );
+    metrics::command(kind, reply.status.as_str(), took);
+}
+
+async fn publish_reply(
+    publisher: &Publisher,
+    address: &ReplyAddress,
+    reply: &Reply,
+    trace: Option<&TraceParent>,
+) {
+    let body = match serde_json::to_vec(reply) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialize a reply");
+            return;
+        }
+    };
+    let result = match publisher
+        .reply(
+            &address.reply_to,
+            &address.correlation_id,
+            &body,
+            trace.map(TraceParent::as_str),
+        )
+        .await
+    {
+        Ok(pending) => pending.confirmed().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "reply not published");
+    }
+}
+
+/// Copies `delivery` to the dead-letter exchange (confirmed), answers
+/// `invalid` if asked to, and acks. If the copy fails the message goes back
+/// to the broker instead: it is never dropped.
+pub(super) async fn dead_letter(
+    delivery: &Delivery,
+    publisher: &Publisher,
+    reason: &'static str,
+    message: &str,
+    reply: Option<(ReplyAddress, Reply)>,
+) {
+    let copied = match publisher
+        .dead_letter(&delivery.data, Some(&delivery.properties), reason, message)
+        .await
+    {
+        Ok(pending) => pending.confirmed().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = copied {
+        tracing::error!(error = %e, "dead-letter copy failed; handing the message back to the broker");
+        requeue(delivery).await;
+        return;
+    }
+    metrics::dead_lettered(reason);
+    if let Some((address, reply)) = reply {
+        publish_reply(publisher, &address, &reply, None).await;
+    }
+    ack(delivery).await;
+}
