@@ -170,7 +170,7 @@ pub fn check_activatable(status: UserStatus) -> Result<(), Rejection> {
             Reason::AlreadyActive,
             "the account is already active",
         )),
-        UserStatus::Removed => Err(Rejection::new(Reason::Removed, "the user was removed")),
+        UserStatus::Removed => Err(removed()),
     }
 }
 
@@ -182,38 +182,33 @@ pub fn check_resendable(
     now: DateTime<Utc>,
     cooldown: Duration,
 ) -> Result<(), Rejection> {
-    match status {
-        UserStatus::Invited | UserStatus::Expired => check_cooldown(last_issued_at, now, cooldown),
+    let inactive = match status {
+        UserStatus::Invited | UserStatus::Expired => Ok(()),
         UserStatus::Active => Err(Rejection::new(
             Reason::AlreadyActive,
             "the user has activated already; there is nothing to resend",
         )),
-        UserStatus::Removed => Err(Rejection::new(Reason::Removed, "the user was removed")),
-    }
+        UserStatus::Removed => Err(removed()),
+    };
+    inactive.and_then(|()| check_cooldown(last_issued_at, now, cooldown))
 }
 
-/// May a password reset be issued? Never before activation.
+/// May a password reset be issued? Never before activation, and not
+/// sooner than `cooldown` after the last one.
 pub fn check_password_resettable(
     status: UserStatus,
     last_issued_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
     cooldown: Duration,
 ) -> Result<(), Rejection> {
-    match status {
-        UserStatus::Active => check_cooldown(last_issued_at, now, cooldown),
-        UserStatus::Invited | UserStatus::Expired => Err(Rejection::new(
-            Reason::NotActivated,
-            "password reset is not available until the account has been activated",
-        )),
-        UserStatus::Removed => Err(Rejection::new(Reason::Removed, "the user was removed")),
-    }
+    check_reset_redeemable(status).and_then(|()| check_cooldown(last_issued_at, now, cooldown))
 }
 
 /// A password reset is redeemed only by a user who is still active.
 pub fn check_reset_redeemable(status: UserStatus) -> Result<(), Rejection> {
     match status {
         UserStatus::Active => Ok(()),
-        UserStatus::Removed => Err(Rejection::new(Reason::Removed, "the user was removed")),
+        UserStatus::Removed => Err(removed()),
         UserStatus::Invited | UserStatus::Expired => Err(Rejection::new(
             Reason::NotActivated,
             "password reset is not available until the account has been activated",
@@ -245,6 +240,11 @@ fn check_cooldown(
         }
         _ => Ok(()),
     }
+}
+
+/// The refusal for acting on a removed user.
+fn removed() -> Rejection {
+    Rejection::new(Reason::Removed, "the user was removed")
 }
 
 #[cfg(test)]
