@@ -269,7 +269,7 @@ pub fn decide_update_access(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::email::EmailAddress;
+    use crate::domain::fixtures::{da, org, snapshot};
     use crate::domain::ids::UserId;
     use crate::domain::permission::{Permission, PermissionSet};
 
@@ -282,30 +282,12 @@ mod tests {
         }
     }
 
-    fn org(id: &str) -> OrganizationId {
-        OrganizationId::parse(id, "o").unwrap()
-    }
-
-    fn da(id: &str) -> AccountId {
-        AccountId::parse(id, "d").unwrap()
-    }
-
     fn only(ids: &[&str]) -> AccountAccess {
         AccountAccess::Only(ids.iter().map(|i| da(i)).collect())
     }
 
     fn user(o: &str, scope: Scope, role: Role, status: UserStatus) -> UserSnapshot {
-        UserSnapshot {
-            id: UserId::new(),
-            organization_id: org(o),
-            scope,
-            role,
-            status,
-            email: EmailAddress::parse("x@example.com").unwrap(),
-            permissions: PermissionSet::all(),
-            contract_accounts: AccountAccess::All,
-            delivery_accounts: AccountAccess::All,
-        }
+        snapshot(o, scope, role, status)
     }
 
     fn org_manager() -> UserSnapshot {

@@ -64,31 +64,12 @@ impl AsRef<UserSnapshot> for UserSnapshot {
 mod tests {
     use super::*;
     use crate::domain::access::AccountAccess;
-    use crate::domain::email::EmailAddress;
-    use crate::domain::ids::{AccountId, OrganizationId, UserId};
-    use crate::domain::permission::PermissionSet;
+    use crate::domain::fixtures::{da, snapshot};
+    use crate::domain::ids::{OrganizationId, UserId};
     use crate::domain::user::{Role, Scope, UserStatus};
 
-    fn da(id: &str) -> AccountId {
-        AccountId::parse(id, "d").unwrap()
-    }
-
-    fn person(org: &str, scope: Scope, role: Role, status: UserStatus) -> UserSnapshot {
-        UserSnapshot {
-            id: UserId::new(),
-            organization_id: OrganizationId::parse(org, "o").unwrap(),
-            scope,
-            role,
-            status,
-            email: EmailAddress::parse("x@example.com").unwrap(),
-            permissions: PermissionSet::all(),
-            contract_accounts: AccountAccess::All,
-            delivery_accounts: AccountAccess::All,
-        }
-    }
-
     fn boss() -> UserSnapshot {
-        person(
+        snapshot(
             "acme",
             Scope::MyOrganization,
             Role::Manager,
@@ -97,7 +78,7 @@ mod tests {
     }
 
     fn invitee() -> UserSnapshot {
-        person(
+        snapshot(
             "acme",
             Scope::MyOrganization,
             Role::User,

@@ -14,6 +14,8 @@ pub mod envelope;
 pub mod event;
 pub mod expiry_notice;
 pub mod field_error;
+#[cfg(test)]
+mod fixtures;
 pub mod format_chars;
 pub mod ids;
 pub mod locale;
