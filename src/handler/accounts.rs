@@ -1,7 +1,7 @@
 //! Organizations: onboard one with its first manager (again, while nobody
 //! can enter it), sync its accounts.
 
-use serde_json::json;
+use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
 use super::invitations::ActivationEmail;
@@ -96,15 +96,14 @@ async fn create(
     )
     .await?;
     let manager_id = invite_manager(tx, ctx, settings, &c, &c.organization_name, fx).await?;
-    fx.audit(AuditEntry {
-        command_id: Some(&ctx.command_id),
-        actor_id: None,
-        user_id: Some(manager_id.as_uuid()),
-        organization_id: c.organization_id.as_str(),
-        action: "organization.onboarded",
-        before: None,
-        after: Some(json!({"status": "invited", "role": "manager"})),
-    });
+    audit_manager(
+        fx,
+        ctx,
+        &c,
+        manager_id,
+        "organization.onboarded",
+        json!({"status": "invited", "role": "manager"}),
+    );
     fx.event(
         EventType::OrganizationOnboarded,
         &c.organization_id,
@@ -116,7 +115,7 @@ async fn create(
             "manager_id": manager_id,
         }),
     );
-    Ok(json!({"organization_id": c.organization_id, "manager_id": manager_id}))
+    Ok(onboarded(&c, manager_id))
 }
 
 /// Invites `c`'s manager as a new user with everything: `user.invited`
@@ -200,15 +199,9 @@ async fn reinvite(
     organization_name: &str,
     fx: &mut Effects,
 ) -> Outcome {
-    if !c.contract_accounts.is_empty() || !c.delivery_accounts.is_empty() {
-        upsert_accounts(
-            tx,
-            &c.organization_id,
-            &c.contract_accounts,
-            &c.delivery_accounts,
-            fx,
-        )
-        .await?;
+    let (contract, delivery) = (&c.contract_accounts, &c.delivery_accounts);
+    if !contract.is_empty() || !delivery.is_empty() {
+        upsert_accounts(tx, &c.organization_id, contract, delivery, fx).await?;
     }
     let holder = users::lock_by_email(tx, &c.manager.email).await?;
     let whom = onboarding::reinvited(&c.organization_id, holder.as_ref().map(|h| &h.snapshot))?;
@@ -218,21 +211,45 @@ async fn reinvite(
         }
         _ => invite_manager(tx, ctx, settings, &c, organization_name, fx).await?,
     };
+    audit_manager(
+        fx,
+        ctx,
+        &c,
+        manager_id,
+        "organization.manager_reinvited",
+        json!({
+            "status": "invited",
+            "role": "manager",
+            "contract_accounts": ids(&c.contract_accounts),
+            "delivery_accounts": ids(&c.delivery_accounts),
+        }),
+    );
+    Ok(onboarded(&c, manager_id))
+}
+
+/// Audits what onboarding `c` did to its manager, `after` it.
+fn audit_manager(
+    fx: &mut Effects,
+    ctx: &Ctx,
+    c: &OnboardOrganization,
+    manager_id: UserId,
+    action: &'static str,
+    after: Value,
+) {
     fx.audit(AuditEntry {
         command_id: Some(&ctx.command_id),
         actor_id: None,
         user_id: Some(manager_id.as_uuid()),
         organization_id: c.organization_id.as_str(),
-        action: "organization.manager_reinvited",
+        action,
         before: None,
-        after: Some(json!({
-            "status": "invited",
-            "role": "manager",
-            "contract_accounts": ids(&c.contract_accounts),
-            "delivery_accounts": ids(&c.delivery_accounts),
-        })),
+        after: Some(after),
     });
-    Ok(json!({"organization_id": c.organization_id, "manager_id": manager_id}))
+}
+
+/// The reply to an onboarding.
+fn onboarded(c: &OnboardOrganization, manager_id: UserId) -> Value {
+    json!({"organization_id": c.organization_id, "manager_id": manager_id})
 }
 
 /// The organization's own inactive manager, invited again as

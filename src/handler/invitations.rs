@@ -27,14 +27,23 @@ use crate::store::{Tx, accounts, tokens, users};
 
 /// The activation email for a user.
 pub(super) struct ActivationEmail<'a> {
+    /// Whom it activates.
     pub user_id: UserId,
+    /// Where it goes.
     pub email: &'a str,
+    /// The greeting's first name.
     pub first_name: &'a str,
+    /// The recipient's last name, for the address line.
     pub last_name: &'a str,
+    /// The template's language.
     pub locale: &'a str,
+    /// The organization the user joins.
     pub organization_name: &'a str,
+    /// Who invited the user, by name; `None` for an onboarded manager.
     pub inviter_name: Option<String>,
+    /// When the link stops working.
     pub expires_at: DateTime<Utc>,
+    /// A resend rather than the first invitation.
     pub resend: bool,
 }
 
