@@ -459,41 +459,38 @@ pub async fn reinvite(
     id: UserId,
     expires_at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    update_at(
+        tx,
         "UPDATE users SET status = 'invited', activation_expires_at = $2, updated_at = now() WHERE id = $1",
+        id,
+        expires_at,
     )
-    .bind(id.as_uuid())
-    .bind(expires_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Marks a user active.
 pub async fn activate(tx: &mut Tx<'_>, id: UserId, at: DateTime<Utc>) -> Result<(), StoreError> {
-    sqlx::query(
+    update_at(
+        tx,
         "UPDATE users SET status = 'active', activated_at = $2, activation_expires_at = NULL,
             updated_at = now() WHERE id = $1",
+        id,
+        at,
     )
-    .bind(id.as_uuid())
-    .bind(at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Marks a user removed: access gone, contact kept.
 pub async fn remove(tx: &mut Tx<'_>, id: UserId, at: DateTime<Utc>) -> Result<(), StoreError> {
-    sqlx::query(
+    update_at(
+        tx,
         "UPDATE users SET status = 'removed', removed_at = $2, activation_expires_at = NULL,
             permissions = '{}', contract_accounts = '{}', delivery_accounts = '{}',
             updated_at = now() WHERE id = $1",
+        id,
+        at,
     )
-    .bind(id.as_uuid())
-    .bind(at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Writes a user's profile fields.
@@ -558,4 +555,19 @@ pub async fn organization_of(
             .map_err(|e| StoreError::corrupt("users", e.to_string()))
     })
     .transpose()
+}
+
+/// Runs `sql`, an UPDATE of the user `$1` with the time `$2`.
+async fn update_at(
+    tx: &mut Tx<'_>,
+    sql: &'static str,
+    id: UserId,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(sql)
+        .bind(id.as_uuid())
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
