@@ -69,86 +69,7 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
             &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
         )?
         .install_recorder()?;
-    describe_counter!(
-        COMMANDS,
-        "Commands handled, by type and outcome (applied, rejected, invalid, duplicate, error)."
-    );
-    describe_histogram!(
-        COMMAND_DURATION,
-        metrics::Unit::Seconds,
-        "Time to handle one command, delivery to commit."
-    );
-    describe_counter!(
-        EMAILS,
-        "Email delivery attempts by template and outcome (sent, retry, failed)."
-    );
-    describe_gauge!(
-        OUTBOX_PENDING,
-        "Outbox rows (emails, events, replies) not yet delivered."
-    );
-    describe_gauge!(
-        OUTBOX_OLDEST,
-        metrics::Unit::Seconds,
-        "Age of the oldest undelivered outbox row."
-    );
-    describe_counter!(
-        INVITES_EXPIRED,
-        "Invitations the expiry sweep marked expired."
-    );
-    describe_counter!(
-        SCHEDULER_RUNS,
-        "Scheduled job runs by job and outcome (ok, error, skipped)."
-    );
-    describe_gauge!(
-        SCHEDULER_LAST_SUCCESS,
-        metrics::Unit::Seconds,
-        "Unix time of each job's last successful run."
-    );
-    describe_counter!(
-        DEAD_LETTERED,
-        "Messages sent to the dead-letter queue, by reason."
-    );
-    describe_gauge!(
-        BROKER_CONNECTED,
-        "1 while the RabbitMQ connection is up, else 0."
-    );
-    describe_gauge!(USERS, "Users by status.");
-    describe_counter!(
-        BROKER_RECONNECTS,
-        "Successful reconnections to RabbitMQ after a lost connection."
-    );
-    describe_counter!(
-        INVITES,
-        "The invite funnel: invitations by outcome (invited, activated, expired, removed)."
-    );
-    describe_histogram!(
-        TIME_TO_ACTIVATE,
-        metrics::Unit::Seconds,
-        "Time from invitation to activation."
-    );
-    describe_histogram!(
-        EMAIL_DURATION,
-        metrics::Unit::Seconds,
-        "Time of one email send attempt, by template and outcome."
-    );
-    describe_histogram!(
-        SCHEDULER_DURATION,
-        metrics::Unit::Seconds,
-        "Duration of scheduled job runs, by job."
-    );
-    describe_histogram!(
-        EXPIRY_BATCH,
-        metrics::Unit::Seconds,
-        "How long each expiry sweep transaction held its row locks, first statement to commit."
-    );
-    describe_counter!(
-        BATCHES,
-        "Batches of commands written together, by how: one_statement (invites against an actor and organization known to be unchanged, one statement that commits on its own), transaction, or missed (a one-statement attempt found something changed or taken and wrote nothing; the batch went the transaction way)."
-    );
-    describe_counter!(
-        EMAIL_KEY_COLLISIONS,
-        "Users found at start-up sharing one email key with an older user (each logged as a warning naming both)."
-    );
+    describe();
     metrics_process::Collector::default().describe();
     broker_connected(false);
     // Series that alerts take `increase()` of exist from the start at 0, so
@@ -179,6 +100,109 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         counter!(BATCHES, "written" => written).increment(0);
     }
     Ok(handle)
+}
+
+/// Counters and what they count.
+const COUNTERS: &[(&str, &str)] = &[
+    (
+        COMMANDS,
+        "Commands handled, by type and outcome (applied, rejected, invalid, duplicate, error).",
+    ),
+    (
+        EMAILS,
+        "Email delivery attempts by template and outcome (sent, retry, failed).",
+    ),
+    (
+        INVITES_EXPIRED,
+        "Invitations the expiry sweep marked expired.",
+    ),
+    (
+        SCHEDULER_RUNS,
+        "Scheduled job runs by job and outcome (ok, error, skipped).",
+    ),
+    (
+        DEAD_LETTERED,
+        "Messages sent to the dead-letter queue, by reason.",
+    ),
+    (
+        BROKER_RECONNECTS,
+        "Successful reconnections to RabbitMQ after a lost connection.",
+    ),
+    (
+        INVITES,
+        "The invite funnel: invitations by outcome (invited, activated, expired, removed).",
+    ),
+    (
+        BATCHES,
+        "Batches of commands written together, by how: one_statement (invites against an actor and organization known to be unchanged, one statement that commits on its own), transaction, or missed (a one-statement attempt found something changed or taken and wrote nothing; the batch went the transaction way).",
+    ),
+    (
+        EMAIL_KEY_COLLISIONS,
+        "Users found at start-up sharing one email key with an older user (each logged as a warning naming both).",
+    ),
+];
+
+/// Gauges, whether they are in seconds, and what they show.
+const GAUGES: &[(&str, bool, &str)] = &[
+    (
+        OUTBOX_PENDING,
+        false,
+        "Outbox rows (emails, events, replies) not yet delivered.",
+    ),
+    (
+        OUTBOX_OLDEST,
+        true,
+        "Age of the oldest undelivered outbox row.",
+    ),
+    (
+        SCHEDULER_LAST_SUCCESS,
+        true,
+        "Unix time of each job's last successful run.",
+    ),
+    (
+        BROKER_CONNECTED,
+        false,
+        "1 while the RabbitMQ connection is up, else 0.",
+    ),
+    (USERS, false, "Users by status."),
+];
+
+/// Histograms (all in seconds) and what they time.
+const HISTOGRAMS: &[(&str, &str)] = &[
+    (
+        COMMAND_DURATION,
+        "Time to handle one command, delivery to commit.",
+    ),
+    (TIME_TO_ACTIVATE, "Time from invitation to activation."),
+    (
+        EMAIL_DURATION,
+        "Time of one email send attempt, by template and outcome.",
+    ),
+    (
+        SCHEDULER_DURATION,
+        "Duration of scheduled job runs, by job.",
+    ),
+    (
+        EXPIRY_BATCH,
+        "How long each expiry sweep transaction held its row locks, first statement to commit.",
+    ),
+];
+
+/// Describes every series of the worker's own.
+fn describe() {
+    for &(name, help) in COUNTERS {
+        describe_counter!(name, help);
+    }
+    for &(name, seconds, help) in GAUGES {
+        if seconds {
+            describe_gauge!(name, metrics::Unit::Seconds, help);
+        } else {
+            describe_gauge!(name, help);
+        }
+    }
+    for &(name, help) in HISTOGRAMS {
+        describe_histogram!(name, metrics::Unit::Seconds, help);
+    }
 }
 
 /// A command finished with `outcome` after `elapsed`.
