@@ -69,7 +69,9 @@ impl Application {
     /// metrics listener. Nothing is consumed yet.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         config::check_mail_credentials(&settings.mail_url).map_err(anyhow::Error::msg)?;
-        for warning in config::plaintext_warnings(&settings.database_url, &settings.amqp_url) {
+        for warning in
+            config::plaintext_warnings(&settings.database.database_url, &settings.amqp.amqp_url)
+        {
             tracing::warn!("{warning}");
         }
         let prometheus = metrics::install().context("cannot install the metrics recorder")?;
@@ -131,7 +133,7 @@ impl Application {
         let pool = self.pool.clone();
         let health = self.health.clone();
         let grace = self.settings.shutdown_grace + Duration::from_secs(2);
-        let prefix = self.settings.amqp_prefix.clone();
+        let prefix = self.settings.amqp.amqp_prefix.clone();
         let running = self.start().await?;
         tracing::info!(prefix = %prefix, "user-lifecycle worker started");
         stop.await;
@@ -174,23 +176,23 @@ impl Application {
         ));
         let consume_stop = stop_rx.clone();
         let broker = tokio::spawn(session::supervise(
-            self.settings.amqp_url.clone(),
-            Topology::new(&self.settings.amqp_prefix),
+            self.settings.amqp.amqp_url.clone(),
+            Topology::new(&self.settings.amqp.amqp_prefix),
             self.settings.consumer_prefetch,
             self.health.clone(),
             sessions_tx,
             stop_rx.clone(),
             move |s| consume::run(s, deps.clone(), consume_stop.clone()),
         ));
-        let relay = Arc::new(Relay::new(
-            relay_owner,
-            self.pool.clone(),
-            Arc::new(self.renderer),
-            Arc::new(self.mailer),
-            sessions_rx,
-            wakeup.clone(),
-            relay_settings(&self.settings),
-        ));
+        let relay = Arc::new(Relay {
+            owner: relay_owner,
+            pool: self.pool.clone(),
+            renderer: Arc::new(self.renderer),
+            mailer: Arc::new(self.mailer),
+            sessions: sessions_rx,
+            wakeup: wakeup.clone(),
+            settings: relay_settings(&self.settings),
+        });
         let (relay_stop, relay_task) = start_relay(&relay, queues);
         let jobs = start_jobs(&self.settings, &self.pool, wakeup).await?;
         let stats_task = tokio::spawn(refresh_gauges(
@@ -245,11 +247,11 @@ impl Running {
 
 /// Creates the database if needed, connects, and applies the migrations.
 async fn connect_and_migrate(settings: &Settings) -> anyhow::Result<PgPool> {
-    store::create_database_if_missing(&settings.database_url)
+    store::create_database_if_missing(&settings.database.database_url)
         .await
         .context("creating the database (DATABASE_URL)")?;
     let pool = store::connect_with_timeouts(
-        &settings.database_url,
+        &settings.database.database_url,
         settings.database_max_connections,
         settings.database_lock_timeout,
         Duration::from_secs(30),

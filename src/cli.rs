@@ -8,6 +8,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::config::{AmqpArgs, DatabaseArgs};
 use crate::config::{LogFormat, Settings};
 use crate::domain::locale::Locale;
 use crate::domain::notification::Template;
@@ -20,35 +21,6 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Where the database is.
-#[derive(Debug, Clone, Args)]
-pub struct DatabaseArgs {
-    /// PostgreSQL URL.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/user_lifecycle",
-        hide_env_values = true
-    )]
-    pub database_url: String,
-}
-
-/// Where the broker is, and the names on it.
-#[derive(Debug, Clone, Args)]
-pub struct AmqpArgs {
-    /// RabbitMQ URL.
-    #[arg(
-        long,
-        env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
-    )]
-    pub amqp_url: String,
-    /// Prefix of every exchange and queue name.
-    #[arg(long, env = "AMQP_PREFIX", default_value = "user_lifecycle")]
-    pub amqp_prefix: String,
 }
 
 /// The subcommands.

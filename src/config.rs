@@ -277,10 +277,10 @@ fn parse_portal_url(s: &str) -> Result<String, String> {
     Ok(s.trim_end_matches('/').to_owned())
 }
 
-/// Settings of `user-lifecycle run` (environment variables or flags).
+/// Where the database is.
 #[derive(Debug, Clone, Args)]
-pub struct Settings {
-    /// PostgreSQL URL; the database is created if missing and migrated at start.
+pub struct DatabaseArgs {
+    /// PostgreSQL URL.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -288,6 +288,11 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub database_url: String,
+}
+
+/// Where the broker is, and the names on it.
+#[derive(Debug, Clone, Args)]
+pub struct AmqpArgs {
     /// RabbitMQ URL.
     #[arg(
         long,
@@ -299,6 +304,17 @@ pub struct Settings {
     /// Prefix of every exchange and queue name.
     #[arg(long, env = "AMQP_PREFIX", default_value = "user_lifecycle", value_parser = parse_prefix)]
     pub amqp_prefix: String,
+}
+
+/// Settings of `user-lifecycle run` (environment variables or flags).
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// PostgreSQL (created if missing and migrated at start).
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// RabbitMQ.
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
     /// `smtp://host:port`, `smtp://user:pass@host:port?tls=starttls`, `smtps://…` or `file://DIR`.
     #[arg(long, env = "MAIL_URL", default_value = "file://./var/mail", value_parser = MailUrlParser, hide_env_values = true)]
     pub mail_url: MailUrl,

@@ -42,40 +42,25 @@ pub struct RelaySettings {
     pub concurrency: usize,
 }
 
-/// The relay.
+/// The relay: what it delivers with, and how.
 pub struct Relay {
-    owner: uuid::Uuid,
-    pool: PgPool,
-    renderer: Arc<Renderer>,
-    mailer: Arc<Mailer>,
-    sessions: SessionWatch,
-    wakeup: Arc<Wakeup>,
-    settings: RelaySettings,
+    /// Whose claims are this relay's (the handoff claims rows for it).
+    pub owner: uuid::Uuid,
+    /// The outbox's database.
+    pub pool: PgPool,
+    /// Renders email templates.
+    pub renderer: Arc<Renderer>,
+    /// Sends emails.
+    pub mailer: Arc<Mailer>,
+    /// The current broker session, for publishing.
+    pub sessions: SessionWatch,
+    /// Woken when a commit leaves rows in the table.
+    pub wakeup: Arc<Wakeup>,
+    /// How it claims and retries.
+    pub settings: RelaySettings,
 }
 
 impl Relay {
-    /// The relay `owner` over `pool`, delivering through `mailer` and the
-    /// current session.
-    pub fn new(
-        owner: uuid::Uuid,
-        pool: PgPool,
-        renderer: Arc<Renderer>,
-        mailer: Arc<Mailer>,
-        sessions: SessionWatch,
-        wakeup: Arc<Wakeup>,
-        settings: RelaySettings,
-    ) -> Relay {
-        Relay {
-            owner,
-            pool,
-            renderer,
-            mailer,
-            sessions,
-            wakeup,
-            settings,
-        }
-    }
-
     /// Delivers until `shutdown` in two lanes (publications, emails): rows
     /// handed over by commands as they come, rows left in the table on
     /// wake-ups and once a second. Then keeps delivering what is due for up
