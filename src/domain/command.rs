@@ -305,26 +305,7 @@ impl Command {
         }
         let mut f = Fields::new(data, "")?;
         let command = match kind {
-            CommandType::OnboardOrganization => {
-                let mut org = Fields::new(f.req("organization")?, "organization")?;
-                let raw_id = org.req_str("id")?;
-                let organization_id = org.within(OrganizationId::parse(raw_id, "id"))?;
-                let organization_name =
-                    parse_display_name(org.req_str("name")?, "organization.name")?;
-                org.finish()?;
-                let contract_accounts =
-                    parse_accounts(f.opt("contract_accounts"), "contract_accounts", false)?;
-                let delivery_accounts =
-                    parse_accounts(f.opt("delivery_accounts"), "delivery_accounts", true)?;
-                let manager = parse_new_user(f.req("manager")?, "manager")?;
-                Command::OnboardOrganization(OnboardOrganization {
-                    organization_id,
-                    organization_name,
-                    contract_accounts,
-                    delivery_accounts,
-                    manager,
-                })
-            }
+            CommandType::OnboardOrganization => onboard_organization(&mut f)?,
             CommandType::SyncAccounts => Command::SyncAccounts(SyncAccounts {
                 organization_id: OrganizationId::parse(
                     f.req_str("organization_id")?,
@@ -344,36 +325,7 @@ impl Command {
             CommandType::CheckEmail => Command::CheckEmail {
                 email: EmailAddress::parse(f.req_str("email")?)?,
             },
-            CommandType::InviteUser => {
-                let organization_id =
-                    OrganizationId::parse(f.req_str("organization_id")?, "organization_id")?;
-                let scope = match f.opt_str("delivery_account_id")? {
-                    None => Scope::MyOrganization,
-                    Some(id) => {
-                        Scope::DeliveryAccount(AccountId::parse(id, "delivery_account_id")?)
-                    }
-                };
-                let user = parse_new_user(f.req("user")?, "user")?;
-                let role = parse_role(f.req_str("role")?)?;
-                let permissions = parse_permissions(f.req("permissions")?)?;
-                let contract_accounts =
-                    AccountAccess::parse(f.req("contract_accounts")?, "contract_accounts")?;
-                let delivery_accounts = match f.opt("delivery_accounts") {
-                    Some(v) => AccountAccess::parse(v, "delivery_accounts")?,
-                    None => AccountAccess::Only(Default::default()),
-                };
-                Command::InviteUser(InviteUser {
-                    organization_id,
-                    scope,
-                    user,
-                    grant: Grant {
-                        role,
-                        permissions,
-                        contract_accounts,
-                        delivery_accounts,
-                    },
-                })
-            }
+            CommandType::InviteUser => invite_user(&mut f)?,
             CommandType::ResendActivation => Command::ResendActivation {
                 user_id: UserId::parse(f.req_str("user_id")?, "user_id")?,
             },
@@ -386,48 +338,8 @@ impl Command {
             CommandType::RedeemPasswordReset => Command::RedeemPasswordReset {
                 token: SecretToken::parse(f.req_str("token")?),
             },
-            CommandType::UpdateProfile => {
-                let user_id = UserId::parse(f.req_str("user_id")?, "user_id")?;
-                let changes = ProfileChanges {
-                    first_name: f
-                        .opt_str("first_name")?
-                        .map(|s| PersonName::parse(s, "first_name", false))
-                        .transpose()?,
-                    last_name: f.opt_str("last_name")?.map(str::to_owned),
-                    phone: f.opt_str("phone")?.map(str::to_owned),
-                    country: f.opt_str("country")?.map(CountryCode::parse).transpose()?,
-                    locale: f.opt_str("locale")?.map(Locale::parse).transpose()?,
-                };
-                if changes == ProfileChanges::default() {
-                    return Err(FieldError::new(
-                        "data",
-                        "names no field to change (first_name, last_name, phone, country, locale)",
-                    ));
-                }
-                Command::UpdateProfile { user_id, changes }
-            }
-            CommandType::UpdateAccess => {
-                let user_id = UserId::parse(f.req_str("user_id")?, "user_id")?;
-                let changes = AccessChanges {
-                    role: f.opt_str("role")?.map(parse_role).transpose()?,
-                    permissions: f.opt("permissions").map(parse_permissions).transpose()?,
-                    contract_accounts: f
-                        .opt("contract_accounts")
-                        .map(|v| AccountAccess::parse(v, "contract_accounts"))
-                        .transpose()?,
-                    delivery_accounts: f
-                        .opt("delivery_accounts")
-                        .map(|v| AccountAccess::parse(v, "delivery_accounts"))
-                        .transpose()?,
-                };
-                if changes == AccessChanges::default() {
-                    return Err(FieldError::new(
-                        "data",
-                        "names no field to change (role, permissions, contract_accounts, delivery_accounts)",
-                    ));
-                }
-                Command::UpdateAccess { user_id, changes }
-            }
+            CommandType::UpdateProfile => update_profile(&mut f)?,
+            CommandType::UpdateAccess => update_access(&mut f)?,
             CommandType::RemoveUser => Command::RemoveUser {
                 user_id: UserId::parse(f.req_str("user_id")?, "user_id")?,
             },
@@ -435,6 +347,99 @@ impl Command {
         f.finish()?;
         Ok(command)
     }
+}
+
+/// `onboard_organization`: the organization, its accounts and its first manager.
+fn onboard_organization(f: &mut Fields<'_>) -> Result<Command, FieldError> {
+    let mut org = Fields::new(f.req("organization")?, "organization")?;
+    let raw_id = org.req_str("id")?;
+    let organization_id = org.within(OrganizationId::parse(raw_id, "id"))?;
+    let organization_name = parse_display_name(org.req_str("name")?, "organization.name")?;
+    org.finish()?;
+    let contract_accounts = parse_accounts(f.opt("contract_accounts"), "contract_accounts", false)?;
+    let delivery_accounts = parse_accounts(f.opt("delivery_accounts"), "delivery_accounts", true)?;
+    let manager = parse_new_user(f.req("manager")?, "manager")?;
+    Ok(Command::OnboardOrganization(OnboardOrganization {
+        organization_id,
+        organization_name,
+        contract_accounts,
+        delivery_accounts,
+        manager,
+    }))
+}
+
+/// `invite_user`: who, where, and with what rights.
+fn invite_user(f: &mut Fields<'_>) -> Result<Command, FieldError> {
+    let organization_id = OrganizationId::parse(f.req_str("organization_id")?, "organization_id")?;
+    let scope = match f.opt_str("delivery_account_id")? {
+        None => Scope::MyOrganization,
+        Some(id) => Scope::DeliveryAccount(AccountId::parse(id, "delivery_account_id")?),
+    };
+    let user = parse_new_user(f.req("user")?, "user")?;
+    let role = parse_role(f.req_str("role")?)?;
+    let permissions = parse_permissions(f.req("permissions")?)?;
+    let contract_accounts = AccountAccess::parse(f.req("contract_accounts")?, "contract_accounts")?;
+    let delivery_accounts = match f.opt("delivery_accounts") {
+        Some(v) => AccountAccess::parse(v, "delivery_accounts")?,
+        None => AccountAccess::Only(Default::default()),
+    };
+    Ok(Command::InviteUser(InviteUser {
+        organization_id,
+        scope,
+        user,
+        grant: Grant {
+            role,
+            permissions,
+            contract_accounts,
+            delivery_accounts,
+        },
+    }))
+}
+
+/// `update_profile`: at least one field to change.
+fn update_profile(f: &mut Fields<'_>) -> Result<Command, FieldError> {
+    let user_id = UserId::parse(f.req_str("user_id")?, "user_id")?;
+    let changes = ProfileChanges {
+        first_name: f
+            .opt_str("first_name")?
+            .map(|s| PersonName::parse(s, "first_name", false))
+            .transpose()?,
+        last_name: f.opt_str("last_name")?.map(str::to_owned),
+        phone: f.opt_str("phone")?.map(str::to_owned),
+        country: f.opt_str("country")?.map(CountryCode::parse).transpose()?,
+        locale: f.opt_str("locale")?.map(Locale::parse).transpose()?,
+    };
+    if changes == ProfileChanges::default() {
+        return Err(FieldError::new(
+            "data",
+            "names no field to change (first_name, last_name, phone, country, locale)",
+        ));
+    }
+    Ok(Command::UpdateProfile { user_id, changes })
+}
+
+/// `update_access`: at least one of the rights to change.
+fn update_access(f: &mut Fields<'_>) -> Result<Command, FieldError> {
+    let user_id = UserId::parse(f.req_str("user_id")?, "user_id")?;
+    let changes = AccessChanges {
+        role: f.opt_str("role")?.map(parse_role).transpose()?,
+        permissions: f.opt("permissions").map(parse_permissions).transpose()?,
+        contract_accounts: f
+            .opt("contract_accounts")
+            .map(|v| AccountAccess::parse(v, "contract_accounts"))
+            .transpose()?,
+        delivery_accounts: f
+            .opt("delivery_accounts")
+            .map(|v| AccountAccess::parse(v, "delivery_accounts"))
+            .transpose()?,
+    };
+    if changes == AccessChanges::default() {
+        return Err(FieldError::new(
+            "data",
+            "names no field to change (role, permissions, contract_accounts, delivery_accounts)",
+        ));
+    }
+    Ok(Command::UpdateAccess { user_id, changes })
 }
 
 fn parse_role(s: &str) -> Result<Role, FieldError> {
