@@ -9,7 +9,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::domain::command::CommandType;
 use crate::domain::event::{Event, EventType};
@@ -20,7 +20,7 @@ use crate::handler::{FunnelStep, ReplyAddress};
 use crate::store::StoreError;
 use crate::store::audit::{AuditEntry, AuditRow};
 use crate::store::outbox::{NewOutboxRow, OutboxKind};
-use crate::store::payload::Payload;
+use crate::store::payload::{DeadLetterRow, Payload};
 
 /// Events, emails and dead letters a command produces.
 #[derive(Debug, Default)]
@@ -30,7 +30,7 @@ pub struct Effects {
     on_rejection: Vec<Event>,
     funnel: Vec<FunnelStep>,
     audit: Vec<AuditRow>,
-    dead_letter: Option<Value>,
+    dead_letter: Option<DeadLetterRow>,
 }
 
 impl Effects {
@@ -79,13 +79,13 @@ impl Effects {
         raw: &[u8],
         reply: Option<&ReplyAddress>,
     ) {
-        self.dead_letter = Some(json!({
-            "reason": "invalid_data",
-            "error": format!("{}: {error}", kind.as_str()),
-            "body_base64": STANDARD.encode(redact_body(raw)),
-            "reply_to": reply.map(|r| r.reply_to.as_str()),
-            "correlation_id": reply.map(|r| r.correlation_id.as_str()),
-        }));
+        self.dead_letter = Some(DeadLetterRow {
+            reason: "invalid_data".to_owned(),
+            error: format!("{}: {error}", kind.as_str()),
+            body_base64: STANDARD.encode(redact_body(raw)),
+            reply_to: reply.map(|r| r.reply_to.clone()),
+            correlation_id: reply.map(|r| r.correlation_id.clone()),
+        });
     }
 
     /// Keeps only what a rejection emits.

@@ -48,6 +48,37 @@ pub struct Publication<'a> {
     pub body: &'a RawValue,
 }
 
+/// A dead-letter row: the copy of a command whose data turned out invalid,
+/// published to the dead-letter exchange with the reason and error.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetterRow {
+    /// The `x-reason` it is published with (`invalid_data`).
+    #[serde(default)]
+    pub reason: String,
+    /// What was wrong, the `x-error` header.
+    #[serde(default)]
+    pub error: String,
+    /// The command's body with its secrets redacted, in base64.
+    #[serde(default)]
+    pub body_base64: String,
+    /// The command's `reply_to`, kept for a replay.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// The command's `correlation_id`, kept for a replay.
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+}
+
+impl DeadLetterRow {
+    /// The copy's body; empty if the stored text is not base64.
+    pub fn body(&self) -> Vec<u8> {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.body_base64)
+            .unwrap_or_default()
+    }
+}
+
 /// What the relay needs from an event's body besides publishing it.
 #[derive(Debug, Deserialize)]
 pub struct EventHead<'a> {
@@ -160,5 +191,26 @@ mod tests {
         assert_eq!(back, json!({"to": "a@example.com", "n": 1}));
         let read: Value = payload.read().unwrap();
         assert_eq!(read, back);
+    }
+
+    #[test]
+    fn a_dead_letter_row_reads_what_earlier_workers_wrote() {
+        // The JSON object rows in the table were written as, before the type.
+        let stored = json!({
+            "reason": "invalid_data",
+            "error": "invite_user: email: not an address",
+            "body_base64": "e30=",
+            "reply_to": null,
+            "correlation_id": "c-1",
+        });
+        let payload = Payload::new(&stored).unwrap();
+        let row: DeadLetterRow = payload.read().unwrap();
+        assert_eq!(row.reason, "invalid_data");
+        assert_eq!(row.error, "invite_user: email: not an address");
+        assert_eq!(row.body(), b"{}");
+        assert_eq!(row.reply_to, None);
+        assert_eq!(row.correlation_id.as_deref(), Some("c-1"));
+        let written: Value = Payload::new(&row).unwrap().read().unwrap();
+        assert_eq!(written, stored, "written with the same keys it is read with");
     }
 }

@@ -1,6 +1,5 @@
 //! The publication lane: events, replies and dead letters to the broker.
 
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -13,7 +12,7 @@ use crate::broker::Publisher;
 use crate::broker::publisher::{Pending, PublishError};
 use crate::store::StoreError;
 use crate::store::outbox::{self, ClaimedRow, Lane, OutboxKind};
-use crate::store::payload::{EventHead, Publication};
+use crate::store::payload::{DeadLetterRow, EventHead, Publication};
 
 impl Relay {
     /// The publication lane: publishes handed-over rows as they arrive, and
@@ -167,28 +166,18 @@ async fn publish_row(publisher: &Publisher, row: &ClaimedRow) -> Result<Pending,
                 .await
         }
         OutboxKind::DeadLetter => {
-            use base64::Engine;
-            let p: Value = row.payload.read().map_err(unreadable)?;
-            let text = |key: &str| {
-                p.get(key)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            let body = base64::engine::general_purpose::STANDARD
-                .decode(text("body_base64"))
-                .unwrap_or_default();
+            let dead: DeadLetterRow = row.payload.read().map_err(unreadable)?;
             let mut original = lapin::BasicProperties::default()
                 .with_content_type("application/cloudevents+json".into())
                 .with_delivery_mode(2);
-            if let Some(reply_to) = p["reply_to"].as_str() {
-                original = original.with_reply_to(reply_to.into());
+            if let Some(reply_to) = &dead.reply_to {
+                original = original.with_reply_to(reply_to.as_str().into());
             }
-            if let Some(correlation_id) = p["correlation_id"].as_str() {
-                original = original.with_correlation_id(correlation_id.into());
+            if let Some(correlation_id) = &dead.correlation_id {
+                original = original.with_correlation_id(correlation_id.as_str().into());
             }
             publisher
-                .dead_letter(&body, Some(&original), &text("reason"), &text("error"))
+                .dead_letter(&dead.body(), Some(&original), &dead.reason, &dead.error)
                 .await
         }
         OutboxKind::Email => Err(PublishError::Returned(
