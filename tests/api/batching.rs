@@ -3,9 +3,7 @@
 //! applied once, a refused, invalid or repeated one among them gets the
 //! answer it would get alone, and the others are not held back by it.
 
-mod common;
-
-use common::{TestWorker, WAIT, invite_data, invite_envelopes};
+use crate::helpers::{TestWorker, WAIT, invite_data, invite_envelopes};
 use serde_json::Value;
 use std::time::Duration;
 use user_lifecycle::broker::client::CommandClient;

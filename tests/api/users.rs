@@ -1,8 +1,6 @@
 //! Looking users up, editing profiles and access, removing users.
 
-mod common;
-
-use common::{TestWorker, invite_data};
+use crate::helpers::{TestWorker, invite_data};
 use serde_json::json;
 
 #[tokio::test]

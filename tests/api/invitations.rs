@@ -1,8 +1,6 @@
 //! Inviting users, resending the activation email, activating.
 
-mod common;
-
-use common::{TestWorker, invite_data, person};
+use crate::helpers::{TestWorker, invite_data, person};
 use serde_json::json;
 
 #[tokio::test]
@@ -166,7 +164,10 @@ async fn a_resend_revokes_the_earlier_token_and_respects_the_cooldown() {
     assert_eq!(resent["status"], "applied", "{resent}");
     assert_eq!(resent["data"]["status"], "invited");
     w.event("user.activation_resent", Some(&user)).await;
-    let mails = w.smtp.wait_for("ivo@acme.example", 2, common::WAIT).await;
+    let mails = w
+        .smtp
+        .wait_for("ivo@acme.example", 2, crate::helpers::WAIT)
+        .await;
     let second = mails[1].token("/activate");
     assert_ne!(first, second);
     assert_ne!(mails[0].message_id(), mails[1].message_id());

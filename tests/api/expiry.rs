@@ -1,9 +1,7 @@
 //! Activation expiry: the scheduled sweep, and tokens refused past their TTL
 //! whether or not the sweep has run.
 
-mod common;
-
-use common::{TestWorker, person};
+use crate::helpers::{TestWorker, person};
 use serde_json::{Value, json};
 use std::time::Duration;
 use user_lifecycle::outbox::Wakeup;
@@ -63,7 +61,10 @@ async fn an_invitation_not_activated_in_time_expires_and_the_inviting_manager_is
     );
 
     // The manager's mail: its own activation, then the notice about `late`.
-    let mails = w.smtp.wait_for("boss@acme.example", 2, common::WAIT).await;
+    let mails = w
+        .smtp
+        .wait_for("boss@acme.example", 2, crate::helpers::WAIT)
+        .await;
     let notice = &mails[1];
     assert!(
         notice.subject().contains("late@acme.example"),
@@ -193,7 +194,10 @@ async fn after_expiry_a_resend_issues_a_new_token_that_activates_and_the_old_one
         "invited"
     );
 
-    let mails = w.smtp.wait_for("ivo@acme.example", 2, common::WAIT).await;
+    let mails = w
+        .smtp
+        .wait_for("ivo@acme.example", 2, crate::helpers::WAIT)
+        .await;
     let new = mails[1].token("/activate");
     assert_ne!(old, new);
 

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use user_lifecycle::broker::client::CommandClient;
 use user_lifecycle::domain::token::SecretToken;
 
-use crate::common::{AMQP_URL, TestWorker, WAIT, invite_data, person};
+use crate::helpers::{AMQP_URL, TestWorker, WAIT, invite_data, person};
 
 /// A right-to-left override: `Ann\u{202E}gnp.exe` displays as `Annexe.png`.
 const LYING_NAME: &str = "Ann\u{202E}gnp.exe";

@@ -1,9 +1,7 @@
 //! Password reset: only an active user gets a link; the link is single use,
 //! expires, and is no activation token.
 
-mod common;
-
-use common::TestWorker;
+use crate::helpers::TestWorker;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -25,7 +23,7 @@ async fn reset_token(w: &mut TestWorker, email: &str, nth: usize) -> String {
     let reply = request_reset(w, email).await;
     assert_eq!(reply["status"], "applied", "{reply}");
     assert_eq!(reply["code"], "ok", "{reply}");
-    let mails = w.smtp.wait_for(email, nth, common::WAIT).await;
+    let mails = w.smtp.wait_for(email, nth, crate::helpers::WAIT).await;
     mails[nth - 1].token("/reset-password")
 }
 
@@ -78,7 +76,9 @@ async fn an_expired_user_is_refused_not_activated_too() {
     w.event("user.invite_expired", Some(&invited)).await;
     // The expiry notice (its own row, sent apart from the event) is in
     // before the reset is requested, so the reset email is the third.
-    w.smtp.wait_for("boss@acme.example", 2, common::WAIT).await;
+    w.smtp
+        .wait_for("boss@acme.example", 2, crate::helpers::WAIT)
+        .await;
 
     let refused = request_reset(&mut w, "ivo@acme.example").await;
     assert_eq!(refused["status"], "rejected", "{refused}");
@@ -104,7 +104,10 @@ async fn an_active_user_gets_a_reset_link_that_redeems_once() {
     assert_eq!(reply["status"], "applied", "{reply}");
     assert_eq!(reply["duplicate"], false);
 
-    let mails = w.smtp.wait_for("ana@acme.example", 2, common::WAIT).await;
+    let mails = w
+        .smtp
+        .wait_for("ana@acme.example", 2, crate::helpers::WAIT)
+        .await;
     let mail = &mails[1];
     assert!(mail.is_multipart_alternative());
     assert_eq!(

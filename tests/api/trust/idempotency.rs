@@ -9,7 +9,7 @@ use std::time::Duration;
 use user_lifecycle::broker::client::CommandClient;
 use uuid::Uuid;
 
-use crate::common::{TestWorker, invite_data};
+use crate::helpers::{TestWorker, invite_data};
 
 const TRANSACTION_BATCHES: &str = "user_lifecycle_command_batches_total{written=\"transaction\"}";
 

@@ -1,9 +1,7 @@
 //! Several workers on one queue and one database: every effect once, each
 //! scheduled job run by one replica at a time, no email sent twice.
 
-mod common;
-
-use common::{TestWorker, invite_envelopes};
+use crate::helpers::{TestWorker, invite_envelopes};
 use std::time::{Duration, Instant};
 
 fn metric_sum(texts: &[String], series: &str) -> f64 {

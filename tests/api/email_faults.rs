@@ -8,11 +8,9 @@
 //! recipient refused mid-pipeline fails only that email.
 //!
 //! The harness sets `OUTBOX_RETRY_BASE=200ms`. Every test prints its figures
-//! (`cargo test --test email_faults -- --nocapture`).
+//! (`cargo test --test api email_faults -- --nocapture`).
 
-mod common;
-
-use common::{Answer, TestWorker, WAIT, invite_envelopes};
+use crate::helpers::{Answer, TestWorker, WAIT, invite_envelopes};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -668,7 +666,7 @@ async fn a_recipient_refused_in_a_pipelined_envelope_fails_that_email_at_once_an
 /// Sends a message built as the relay builds them, whose text and HTML
 /// have lines that begin with dots, through a mailer of its own to `smtp`;
 /// returns what arrived.
-async fn dotted_message_through(smtp: &common::smtp::SmtpServer, to: &str) -> common::smtp::Mail {
+async fn dotted_message_through(smtp: &crate::helpers::smtp::SmtpServer, to: &str) -> crate::helpers::smtp::Mail {
     use user_lifecycle::config::MailUrl;
     use user_lifecycle::mail::{Mailer, Rendered, message};
     let from: lettre::message::Mailbox = "Portal <noreply@portal.example>".parse().unwrap();
@@ -695,11 +693,11 @@ const DOTTED_TEXT: &str = ".starts with a dot\n..two dots\n.\nnot.at the start\n
 
 #[tokio::test]
 async fn lines_that_begin_with_a_dot_arrive_as_written_pipelined_or_not() {
-    let smtp = common::smtp::SmtpServer::start().await;
+    let smtp = crate::helpers::smtp::SmtpServer::start().await;
     let piped = dotted_message_through(&smtp, "piped@dots.example").await;
     assert_eq!(smtp.pipelined(), 1, "sent pipelined");
 
-    let stepwise_server = common::smtp::SmtpServer::start().await;
+    let stepwise_server = crate::helpers::smtp::SmtpServer::start().await;
     stepwise_server.stop_offering_pipelining();
     let stepwise = dotted_message_through(&stepwise_server, "stepwise@dots.example").await;
     assert_eq!(stepwise_server.pipelined(), 0, "sent one command at a time");

@@ -1,8 +1,6 @@
 //! Onboarding organizations and syncing their accounts (system commands).
 
-mod common;
-
-use common::{TestWorker, invite_data, person};
+use crate::helpers::{TestWorker, invite_data, person};
 use serde_json::json;
 
 fn onboard(org: &str, email: &str) -> serde_json::Value {

@@ -3,7 +3,7 @@
 //! mailed without end, and what is no longer needed is pruned while the
 //! audit trail stays.
 
-use crate::common::{TestWorker, WAIT};
+use crate::helpers::{TestWorker, WAIT};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
@@ -222,7 +222,7 @@ async fn housekeeping_prunes_dead_tokens_and_failed_emails_after_their_retention
     assert_eq!(resent["status"], "applied", "{resent}");
     w.smtp.wait_for("ivo@acme.example", 2, WAIT).await;
     // An email given up on (the server refuses every recipient meanwhile).
-    w.smtp.answer_with(crate::common::Answer::RefuseRecipient);
+    w.smtp.answer_with(crate::helpers::Answer::RefuseRecipient);
     applied(&w.invite(&manager, "acme", "gone@acme.example").await);
     let failed = count_reaches(
         &w,
@@ -231,7 +231,7 @@ async fn housekeeping_prunes_dead_tokens_and_failed_emails_after_their_retention
     )
     .await;
     assert_eq!(failed, 1, "the refused email is given up on");
-    w.smtp.answer_with(crate::common::Answer::Accept);
+    w.smtp.answer_with(crate::helpers::Answer::Accept);
     let history_before: Vec<Vec<Value>> = [&manager, &ana, &ivo]
         .iter()
         .map(|u| w.history(u))

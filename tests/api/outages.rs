@@ -4,9 +4,7 @@
 //! These tests stop shared services, so they run one at a time and only in
 //! this test binary (cargo runs test binaries one after another).
 
-mod common;
-
-use common::{TestWorker, invite_envelopes};
+use crate::helpers::{TestWorker, invite_envelopes};
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};

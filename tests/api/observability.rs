@@ -1,9 +1,7 @@
 //! What ops see: the invite funnel and latency metrics, process metrics,
 //! JSON logs that carry the command's ids, and trace context passed on.
 
-mod common;
-
-use common::TestWorker;
+use crate::helpers::TestWorker;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -99,7 +97,7 @@ async fn trace_context_is_passed_on_and_logs_carry_the_command_ids() {
     let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let envelope = CommandClient::envelope(
         "invite_user",
-        common::invite_data("acme", "ivo@acme.example"),
+        crate::helpers::invite_data("acme", "ivo@acme.example"),
         Some(&manager),
     );
     let id = envelope["id"].as_str().unwrap().to_owned();
@@ -117,7 +115,7 @@ async fn trace_context_is_passed_on_and_logs_carry_the_command_ids() {
         )
         .await
         .unwrap();
-    let (_, reply) = w.client.next_reply(common::WAIT).await.unwrap();
+    let (_, reply) = w.client.next_reply(crate::helpers::WAIT).await.unwrap();
     let user = reply["data"]["user_id"].as_str().unwrap().to_owned();
     let event = w.event("user.invited", Some(&user)).await;
     assert_eq!(

@@ -3,8 +3,6 @@
 //! the rule it proves.
 
 mod abuse;
-#[path = "../common/mod.rs"]
-mod common;
 mod hygiene;
 mod idempotency;
 mod mailbox;

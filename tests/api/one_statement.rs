@@ -5,9 +5,7 @@
 //! command id recorded, even by a transaction still committing), nothing
 //! is written that way and the command gets the transaction's answer.
 
-mod common;
-
-use common::{TestWorker, invite_data, invite_envelopes, plan};
+use crate::helpers::{TestWorker, invite_data, invite_envelopes, plan};
 use serde_json::{Value, json};
 use std::time::Duration;
 use user_lifecycle::broker::client::CommandClient;

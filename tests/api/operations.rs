@@ -1,9 +1,7 @@
 //! What operators rely on: metrics, health, a clean stop on SIGTERM, the
 //! ops subcommands, and start-up that refuses a bad setting by name.
 
-mod common;
-
-use common::{AMQP_URL, PG_BASE, TestWorker, WAIT, person, plan};
+use crate::helpers::{AMQP_URL, PG_BASE, TestWorker, WAIT, person, plan};
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 use std::collections::HashMap;

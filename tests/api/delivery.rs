@@ -2,9 +2,7 @@
 //! answered from the record, a message that can never succeed is
 //! dead-lettered with the reason and never blocks the queue.
 
-mod common;
-
-use common::{TestWorker, WAIT, invite_data};
+use crate::helpers::{TestWorker, WAIT, invite_data};
 use serde_json::{Value, json};
 use std::time::Duration;
 use user_lifecycle::broker::client::CommandClient;
@@ -428,7 +426,7 @@ async fn a_burst_of_poison_does_not_block_the_valid_command_behind_it() {
                 "organization": {"id": "acme", "name": "Acme B.V."},
                 "contract_accounts": [{"id": "CA-1", "name": "Main"}],
                 "delivery_accounts": [],
-                "manager": common::person("boss@acme.example", "Mara", "Manager"),
+                "manager": crate::helpers::person("boss@acme.example", "Mara", "Manager"),
             }),
             None,
         )

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use user_lifecycle::broker::client::CommandClient;
 
-use crate::common::{TestWorker, invite_data, person};
+use crate::helpers::{TestWorker, invite_data, person};
 
 /// Publishes `envelopes` together and returns the first reply to each, in order.
 async fn answers(w: &mut TestWorker, envelopes: &[serde_json::Value]) -> Vec<serde_json::Value> {

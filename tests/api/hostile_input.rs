@@ -1,9 +1,7 @@
 //! A corpus of hostile messages: each ends in the dead-letter queue with a
 //! reason, is answered `invalid`, and the worker stays alive and consuming.
 
-mod common;
-
-use common::{TestWorker, invite_data};
+use crate::helpers::{TestWorker, invite_data};
 use serde_json::{Value, json};
 use user_lifecycle::broker::client::CommandClient;
 

@@ -1,8 +1,6 @@
 //! My Organization and delivery accounts: who may act on whom, and the audit trail.
 
-mod common;
-
-use common::{TestWorker, invite_data};
+use crate::helpers::{TestWorker, invite_data};
 use serde_json::{Value, json};
 
 /// Invites a manager of delivery account `da` and activates it; returns its id.

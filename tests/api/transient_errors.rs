@@ -4,9 +4,7 @@
 //! and nothing of it is applied; it never blocks the commands behind it; once
 //! the cause is gone, replaying it from the dead-letter queue applies it.
 
-mod common;
-
-use common::{TestWorker, WAIT, invite_data};
+use crate::helpers::{TestWorker, WAIT, invite_data};
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 use std::sync::Arc;

@@ -1,9 +1,7 @@
 //! The worker killed or stopped under load: every command applied exactly
 //! once, every invitee emailed, duplicates bounded and reported.
 
-mod common;
-
-use common::{TestWorker, invite_envelopes};
+use crate::helpers::{TestWorker, invite_envelopes};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 use std::time::Duration;
 
-use crate::common::{TestWorker, invite_data};
+use crate::helpers::{TestWorker, invite_data};
 use user_lifecycle::broker::client::CommandClient;
 
 /// Invites `email` with `access` (fields of `invite_user` data that replace

@@ -6,7 +6,7 @@
 //! past, as a week passing would: the sweep that runs every second then
 //! expires it, without a test waiting for a time.
 
-use crate::common::{TestWorker, WAIT, person};
+use crate::helpers::{TestWorker, WAIT, person};
 use serde_json::{Value, json};
 use user_lifecycle::broker::client::CommandClient;
 
@@ -288,7 +288,7 @@ async fn onboarding_again_with_another_manager_email_invites_that_person_as_a_ne
     let token = w.smtp.mail_to("new@acme.example").await.token("/activate");
     let activated = w.send("activate_user", json!({"token": token}), None).await;
     applied(&activated);
-    let mut data = crate::common::invite_data("acme", "ivo@acme.example");
+    let mut data = crate::helpers::invite_data("acme", "ivo@acme.example");
     data["contract_accounts"] = json!(["CA-1", "CA-9"]);
     let invite = w.send("invite_user", data, Some(&manager)).await;
     applied(&invite);

@@ -5,9 +5,7 @@
 //! sample data; `expire-now` runs the expiry sweep at once, under the
 //! scheduler's lock; `bench` says why when its worker cannot start.
 
-mod common;
-
-use common::{AMQP_URL, PG_BASE, TestWorker, WAIT, invite_data};
+use crate::helpers::{AMQP_URL, PG_BASE, TestWorker, WAIT, invite_data};
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 use std::process::{Command, Output};
