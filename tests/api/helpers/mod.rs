@@ -804,12 +804,3 @@ impl Drop for TestWorker {
         .join();
     }
 }
-
-/// The lines of an `EXPLAIN …` run on `db`, joined: a plan to check.
-pub async fn plan(db: &mut sqlx::PgConnection, explain: &str) -> String {
-    let lines: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(explain.to_owned()))
-        .fetch_all(db)
-        .await
-        .expect("EXPLAIN runs");
-    lines.join("\n")
-}
