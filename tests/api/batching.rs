@@ -3,7 +3,7 @@
 //! applied once, a refused, invalid or repeated one among them gets the
 //! answer it would get alone, and the others are not held back by it.
 
-use crate::helpers::{TestWorker, WAIT, invite_data, invite_envelopes};
+use crate::helpers::{TestWorker, WAIT, eventually, invite_data, invite_envelopes};
 use serde_json::Value;
 use std::time::Duration;
 use user_lifecycle::broker::client::CommandClient;
@@ -112,14 +112,12 @@ async fn commands_waiting_together_are_applied_once_each_and_a_refusal_among_the
         "30 invites waiting together took {transactions} transactions"
     );
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while w.smtp.per_recipient("@load.example").len() < 30 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "activation emails missing"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "activation emails to 30 invitees",
+        Duration::from_secs(30),
+        || async { (w.smtp.per_recipient("@load.example").len() >= 30).then_some(()) },
+    )
+    .await;
     // Everything delivered: a second copy of any would be in by now.
     w.outbox_drained(WAIT).await;
     let emails = w.smtp.per_recipient("@load.example");

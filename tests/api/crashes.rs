@@ -1,7 +1,7 @@
 //! The worker killed or stopped under load: every command applied exactly
 //! once, every invitee emailed, duplicates bounded and reported.
 
-use crate::helpers::{TestWorker, invite_envelopes};
+use crate::helpers::{TestWorker, eventually, invite_envelopes};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -32,14 +32,12 @@ fn merge(into: &mut HashMap<String, Vec<Value>>, more: HashMap<String, Vec<Value
 
 /// Emails per load recipient, once at least `expected` have arrived.
 async fn load_emails(w: &TestWorker, expected: usize, timeout: Duration) -> HashMap<String, usize> {
-    let deadline = Instant::now() + timeout;
-    loop {
+    let what = format!("emails to {expected} load recipients");
+    eventually(&what, timeout, || async {
         let per_recipient = w.smtp.per_recipient(LOAD);
-        if per_recipient.len() >= expected || Instant::now() > deadline {
-            return per_recipient;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (per_recipient.len() >= expected).then_some(per_recipient)
+    })
+    .await
 }
 
 /// Collects replies until every id has its original one (or `timeout`). A

@@ -10,7 +10,7 @@
 //! The harness sets `OUTBOX_RETRY_BASE=200ms`. Every test prints its figures
 //! (`cargo test --test api email_faults -- --nocapture`).
 
-use crate::helpers::{Answer, TestWorker, WAIT, invite_envelopes};
+use crate::helpers::{Answer, TestWorker, WAIT, eventually, invite_envelopes};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -23,19 +23,9 @@ async fn activation_emails(w: &TestWorker, outcome: &str) -> f64 {
 
 /// Polls until the activation `outcome` count is at least `want`; returns it.
 async fn activation_emails_reach(w: &TestWorker, outcome: &str, want: f64) -> f64 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let got = activation_emails(w, outcome).await;
-        if got >= want {
-            return got;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "emails_total{{template=\"activation\",outcome=\"{outcome}\"}} did not reach {want} \
-             within {WAIT:?}; last value {got}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let series =
+        format!("user_lifecycle_emails_total{{template=\"activation\",outcome=\"{outcome}\"}}");
+    w.metric_reaches(&series, want).await
 }
 
 /// The outbox row of the (single) email to `to`.
@@ -76,19 +66,13 @@ async fn email_rows(w: &TestWorker, to: &str) -> Vec<EmailRow> {
 
 /// Polls until the one email row to `to` satisfies `done`; returns it.
 async fn email_row_until(w: &TestWorker, to: &str, done: impl Fn(&EmailRow) -> bool) -> EmailRow {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let what = format!("the email row to {to} in the expected state");
+    eventually(&what, WAIT, || async {
         let rows = email_rows(w, to).await;
         assert!(rows.len() <= 1, "one email row to {to}: {rows:?}");
-        if let Some(row) = rows.first().filter(|r| done(r)) {
-            return row.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the email row to {to} did not reach the expected state within {WAIT:?}: {rows:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        rows.first().filter(|r| done(r)).cloned().ok_or(rows)
+    })
+    .await
 }
 
 /// Email rows neither sent nor given up.
@@ -102,18 +86,13 @@ async fn emails_pending(w: &TestWorker) -> i64 {
 /// Waits until no email row is pending: from then on nothing more can be
 /// sent, so the SMTP server's counts are final.
 async fn outbox_settles(w: &TestWorker) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let pending = emails_pending(w).await;
-        if pending == 0 {
-            return;
+    eventually("no email pending", WAIT, || async {
+        match emails_pending(w).await {
+            0 => Ok(()),
+            pending => Err(format!("{pending} email(s) pending")),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{pending} email(s) still pending after {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// Invites `n` users (`{tag}{i}@load.example`) at once; returns their addresses.
@@ -331,16 +310,14 @@ async fn a_5xx_answer_fails_the_email_at_once_and_later_emails_still_flow() {
     assert!(!row.has_token, "a given-up row keeps no token");
     assert_eq!(activation_emails_reach(&w, "failed", 1.0).await, 1.0);
     assert_eq!(activation_emails(&w, "retry").await, 0.0, "not retried");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !logged_as_error(&w, "email failed", row.id) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no ERROR log line about outbox row {} in target/test-logs/{}.log",
-            row.id,
-            w.prefix
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!(
+        "an ERROR log line about outbox row {} in target/test-logs/{}.log",
+        row.id, w.prefix
+    );
+    eventually(&what, WAIT, || async {
+        logged_as_error(&w, "email failed", row.id).then_some(())
+    })
+    .await;
 
     w.smtp.answer_with(Answer::Accept);
     let later = invite_one(&mut w, &manager, "later@acme.example").await;
@@ -408,8 +385,12 @@ async fn an_smtp_server_slower_than_mail_timeout_counts_as_a_retry_and_the_email
 
     // The worker must give up after MAIL_TIMEOUT and retry, not wait the
     // slow server out.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while activation_emails(&w, "retry").await < 1.0 {
+    let what = "a retry counted although the server is slower than MAIL_TIMEOUT";
+    eventually(what, WAIT, || async {
+        let retries = activation_emails(&w, "retry").await;
+        if retries >= 1.0 {
+            return Some(());
+        }
         assert_eq!(
             w.smtp.count_to(&to),
             0,
@@ -417,12 +398,9 @@ async fn an_smtp_server_slower_than_mail_timeout_counts_as_a_retry_and_the_email
              out and been retried, but the worker waited the slow server out (retries counted: {})",
             activation_emails(&w, "retry").await
         );
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no retry counted within {WAIT:?} although the server is slower than MAIL_TIMEOUT"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        None
+    })
+    .await;
     assert_eq!(activation_emails(&w, "failed").await, 0.0, "nothing failed");
     assert_eq!(activation_emails(&w, "sent").await, 0.0, "nothing sent yet");
     let row = email_row_until(&w, &to, |r| r.last_error.is_some()).await;
@@ -666,7 +644,10 @@ async fn a_recipient_refused_in_a_pipelined_envelope_fails_that_email_at_once_an
 /// Sends a message built as the relay builds them, whose text and HTML
 /// have lines that begin with dots, through a mailer of its own to `smtp`;
 /// returns what arrived.
-async fn dotted_message_through(smtp: &crate::helpers::smtp::SmtpServer, to: &str) -> crate::helpers::smtp::Mail {
+async fn dotted_message_through(
+    smtp: &crate::helpers::smtp::SmtpServer,
+    to: &str,
+) -> crate::helpers::smtp::Mail {
     use user_lifecycle::config::MailUrl;
     use user_lifecycle::mail::{Mailer, Rendered, message};
     let from: lettre::message::Mailbox = "Portal <noreply@portal.example>".parse().unwrap();

@@ -4,19 +4,7 @@
 use crate::helpers::TestWorker;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde_json::json;
-use std::time::{Duration, Instant};
 use user_lifecycle::broker::client::CommandClient;
-
-async fn metric_at_least(w: &TestWorker, series: &str, want: f64) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let got = w.metric(series).await.unwrap_or(0.0);
-        if got >= want || Instant::now() > deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test]
 async fn the_invite_funnel_and_email_latency_are_measured() {
@@ -33,34 +21,26 @@ async fn the_invite_funnel_and_email_latency_are_measured() {
     assert!(!ann.is_empty());
 
     assert_eq!(
-        metric_at_least(&w, "user_lifecycle_invites_total{outcome=\"invited\"}", 3.0).await,
+        w.metric_reaches("user_lifecycle_invites_total{outcome=\"invited\"}", 3.0)
+            .await,
         3.0
     );
     assert_eq!(
-        metric_at_least(
-            &w,
-            "user_lifecycle_invites_total{outcome=\"activated\"}",
-            2.0
-        )
-        .await,
+        w.metric_reaches("user_lifecycle_invites_total{outcome=\"activated\"}", 2.0)
+            .await,
         2.0
     );
     assert_eq!(
-        metric_at_least(&w, "user_lifecycle_invites_total{outcome=\"removed\"}", 1.0).await,
+        w.metric_reaches("user_lifecycle_invites_total{outcome=\"removed\"}", 1.0)
+            .await,
         1.0
     );
     assert_eq!(
-        metric_at_least(
-            &w,
-            "user_lifecycle_invite_time_to_activate_seconds_count",
-            2.0
-        )
-        .await,
+        w.metric_reaches("user_lifecycle_invite_time_to_activate_seconds_count", 2.0)
+            .await,
         2.0
     );
-    let sends = metric_at_least(
-        &w,
-        "user_lifecycle_email_send_duration_seconds_count{template=\"activation\",outcome=\"sent\"}",
+    let sends = w.metric_reaches("user_lifecycle_email_send_duration_seconds_count{template=\"activation\",outcome=\"sent\"}",
         3.0,
     )
     .await;

@@ -77,22 +77,6 @@ async fn listed(w: &TestWorker) -> Vec<Value> {
         .collect()
 }
 
-/// Waits until `n` messages are ready in the dead-letter queue.
-async fn until_dead_letters(w: &TestWorker, n: u32) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let got = w.dead_letters_waiting().await;
-        if got == n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "expected {n} dead letters within {WAIT:?}, have {got}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Publishes `envelope` with `reply_to` (correlation = its id); returns its id.
 async fn publish(w: &TestWorker, envelope: &Value) -> String {
     let id = envelope["id"].as_str().unwrap().to_owned();
@@ -116,13 +100,13 @@ async fn list_shows_dead_letters_with_their_reasons_and_leaves_them_in_place_in_
     let mut w = TestWorker::start().await;
     let not_json: &[u8] = b"not json, but personal: ann.private@example.com";
     assert_eq!(w.send_raw(not_json).await["status"], "invalid");
-    until_dead_letters(&w, 1).await;
+    w.dead_letters_reach(1).await;
     let unknown = CommandClient::envelope("make_coffee", json!({}), None);
     assert_eq!(w.send_envelope(&unknown).await["status"], "invalid");
-    until_dead_letters(&w, 2).await;
+    w.dead_letters_reach(2).await;
     let invalid = invalid_invite();
     assert_eq!(w.send_envelope(&invalid).await["status"], "invalid");
-    until_dead_letters(&w, 3).await;
+    w.dead_letters_reach(3).await;
     let bodies = [
         not_json.to_vec(),
         serde_json::to_vec(&unknown).unwrap(),
@@ -261,7 +245,7 @@ async fn replay_all_applies_a_command_dead_lettered_for_a_transient_failure() {
         Some(&manager),
     );
     let resend_id = publish(&w, &resend).await;
-    until_dead_letters(&w, 1).await;
+    w.dead_letters_reach(1).await;
     let records = listed(&w).await;
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["reason"], "transient", "{}", records[0]);
@@ -315,15 +299,15 @@ async fn replay_all_applies_a_command_dead_lettered_for_a_transient_failure() {
 async fn replay_by_id_moves_only_the_selected_message_and_keeps_the_others_in_order() {
     let mut w = TestWorker::start().await;
     w.send_raw(b"not json").await;
-    until_dead_letters(&w, 1).await;
+    w.dead_letters_reach(1).await;
     let invalid = invalid_invite();
     let invalid_id = invalid["id"].as_str().unwrap().to_owned();
     let first = w.send_envelope(&invalid).await;
     assert_eq!(first["status"], "invalid", "{first}");
-    until_dead_letters(&w, 2).await;
+    w.dead_letters_reach(2).await;
     let unknown = CommandClient::envelope("make_coffee", json!({}), None);
     w.send_envelope(&unknown).await;
-    until_dead_letters(&w, 3).await;
+    w.dead_letters_reach(3).await;
 
     let dry = ops(
         &w,

@@ -4,7 +4,7 @@
 //! These tests stop shared services, so they run one at a time and only in
 //! this test binary (cargo runs test binaries one after another).
 
-use crate::helpers::{TestWorker, invite_envelopes};
+use crate::helpers::{TestWorker, eventually, invite_envelopes};
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -33,22 +33,6 @@ fn pg_version() -> String {
         .expect("a cluster")
 }
 
-/// Polls `check` every 100 ms until it holds or `timeout` passes.
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn emails_per_invitee(w: &TestWorker) -> HashMap<String, usize> {
     w.smtp.per_recipient("@load.example")
 }
@@ -71,7 +55,7 @@ async fn a_rabbitmq_restart_under_load_loses_nothing_and_applies_nothing_twice()
     let down_at = Instant::now();
     run("rabbitmqctl", &["-q", "stop_app"]).await;
     eventually("broker_connected 0", Duration::from_secs(30), || async {
-        w.metric("user_lifecycle_broker_connected").await == Some(0.0)
+        (w.metric("user_lifecycle_broker_connected").await == Some(0.0)).then_some(())
     })
     .await;
     let (ready, _) = w.http_get("/readyz").await.expect("readyz answers");
@@ -82,7 +66,7 @@ async fn a_rabbitmq_restart_under_load_loses_nothing_and_applies_nothing_twice()
     run("rabbitmqctl", &["-q", "start_app"]).await;
     run("rabbitmqctl", &["-q", "await_startup"]).await;
     eventually("reconnect", Duration::from_secs(60), || async {
-        w.metric("user_lifecycle_broker_connected").await == Some(1.0)
+        (w.metric("user_lifecycle_broker_connected").await == Some(1.0)).then_some(())
     })
     .await;
     let outage = down_at.elapsed();
@@ -90,15 +74,16 @@ async fn a_rabbitmq_restart_under_load_loses_nothing_and_applies_nothing_twice()
     w.reconnect_amqp().await;
 
     eventually("every invite applied", Duration::from_secs(120), || async {
-        w.count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
-            .await
-            == N as i64
+        let applied = w
+            .count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
+            .await;
+        (applied == N as i64).then_some(()).ok_or(applied)
     })
     .await;
     eventually(
         "every invitee emailed",
         Duration::from_secs(120),
-        || async { emails_per_invitee(&w).len() == N },
+        || async { (emails_per_invitee(&w).len() == N).then_some(()) },
     )
     .await;
     w.outbox_drained(Duration::from_secs(60)).await;
@@ -177,7 +162,7 @@ async fn a_postgresql_restart_under_load_pauses_consumption_and_loses_nothing() 
     eventually(
         "not ready without the database",
         Duration::from_secs(30),
-        || async { w.http_get("/readyz").await.map(|(s, _)| s).unwrap_or(0) == 503 },
+        || async { matches!(w.http_get("/readyz").await, Ok((503, _))).then_some(()) },
     )
     .await;
     // The outage outlasts the lease and the pool's wait for a connection
@@ -218,7 +203,7 @@ async fn a_postgresql_restart_under_load_pauses_consumption_and_loses_nothing() 
     eventually(
         "every invitee emailed",
         Duration::from_secs(120),
-        || async { emails_per_invitee(&w).len() == N },
+        || async { (emails_per_invitee(&w).len() == N).then_some(()) },
     )
     .await;
     // Every row marked sent: what a mark not written left unsent has been

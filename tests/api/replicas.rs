@@ -1,8 +1,8 @@
 //! Several workers on one queue and one database: every effect once, each
 //! scheduled job run by one replica at a time, no email sent twice.
 
-use crate::helpers::{TestWorker, invite_envelopes};
-use std::time::{Duration, Instant};
+use crate::helpers::{TestWorker, eventually, invite_envelopes};
+use std::time::Duration;
 
 fn metric_sum(texts: &[String], series: &str) -> f64 {
     texts
@@ -40,24 +40,20 @@ async fn three_workers_apply_every_command_once_and_expire_every_invite_once() {
     assert_eq!(applied, N, "every command answered applied");
 
     // Every invitation expires (nobody activates): one event and one manager email each.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let expired_mails = loop {
+    let what = format!("{N} expiry notices to the manager");
+    let expired_mails = eventually(&what, Duration::from_secs(120), || async {
         let to_manager = w.smtp.count_to("boss@acme.example");
         // One activation email from the set-up, then one notice per expired invite.
-        if to_manager > N || Instant::now() > deadline {
-            break to_manager - 1;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        (to_manager > N).then_some(to_manager - 1).ok_or(to_manager)
+    })
+    .await;
     // The activation emails go out apart from the notices: wait for them too.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let per_invitee = loop {
+    let what = format!("activation emails to {N} invitees");
+    let per_invitee = eventually(&what, Duration::from_secs(60), || async {
         let per_invitee = w.smtp.per_recipient("@load.example");
-        if per_invitee.len() >= N || Instant::now() > deadline {
-            break per_invitee;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        (per_invitee.len() >= N).then_some(per_invitee)
+    })
+    .await;
     let users = w
         .count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
         .await;

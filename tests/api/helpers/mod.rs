@@ -31,6 +31,50 @@ pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
 pub const WAIT: Duration = Duration::from_secs(15);
 
+/// How often `eventually` looks again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// What one look of `eventually` found: `Some`/`Ok` ends the wait with its
+/// value; `None`/`Err` means not yet, and an `Err` says what was seen, for
+/// the message should the wait time out.
+pub trait Look<T> {
+    fn found(self) -> Result<T, String>;
+}
+
+impl<T> Look<T> for Option<T> {
+    fn found(self) -> Result<T, String> {
+        self.ok_or_else(String::new)
+    }
+}
+
+impl<T, E: std::fmt::Debug> Look<T> for Result<T, E> {
+    fn found(self) -> Result<T, String> {
+        self.map_err(|seen| format!("; last seen: {seen:?}"))
+    }
+}
+
+/// Looks with `look` every `POLL` until it finds what it waits for, and
+/// returns that. Panics naming `what` (and the last thing seen) once
+/// `timeout` has passed: a test waits for a condition, never for a time.
+pub async fn eventually<T, L, F, Fut>(what: &str, timeout: Duration, mut look: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = L>,
+    L: Look<T>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match look().await.found() {
+            Ok(value) => return value,
+            Err(seen) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within {timeout:?}{seen}"
+            ),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// A message taken from the dead-letter queue.
 #[derive(Debug)]
 pub struct DeadLetter {
@@ -292,18 +336,12 @@ impl TestWorker {
             let child = self.child.as_mut().expect("a running worker");
             self.metrics = listening_addr(child, &log, from).await;
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok((200, _)) = self.http_get("/readyz").await {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "worker {} not ready in 30 s; see target/test-logs",
-                self.prefix
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("worker {} ready (see target/test-logs)", self.prefix);
+        let metrics = self.metrics;
+        eventually(&what, Duration::from_secs(30), || async move {
+            matches!(http_get(metrics, "/readyz").await, Ok((200, _))).then_some(())
+        })
+        .await;
     }
 
     /// GET `path` on the metrics listener: (status, body).
@@ -384,23 +422,26 @@ impl TestWorker {
 
     /// Polls `/metrics` until `series` is at least `want`; returns its value.
     pub async fn metric_reaches(&self, series: &str, want: f64) -> f64 {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        let what = format!("{series} reaching {want}");
+        eventually(&what, WAIT, || async {
             let got = self.metric(series).await;
-            if let Some(v) = got.filter(|v| *v >= want) {
-                return v;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{series} did not reach {want} within {WAIT:?}; last value {got:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            got.filter(|v| *v >= want).ok_or(got)
+        })
+        .await
     }
 
     /// Messages waiting in `P.commands.dead`.
     pub async fn dead_letters_waiting(&self) -> u32 {
         self.messages_waiting("commands.dead").await
+    }
+
+    /// Waits until exactly `n` messages are ready in the dead-letter queue.
+    pub async fn dead_letters_reach(&self, n: u32) {
+        eventually(&format!("{n} dead letter(s)"), WAIT, || async {
+            let got = self.dead_letters_waiting().await;
+            (got == n).then_some(()).ok_or(got)
+        })
+        .await
     }
 
     /// Messages ready in `P.<queue>`, read once no consumer is left on it
@@ -413,52 +454,41 @@ impl TestWorker {
             passive: true,
             ..Default::default()
         };
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        let what = format!("no consumer left on {queue}");
+        eventually(&what, WAIT, || async {
             let declared = channel
                 .queue_declare(queue.as_str().into(), passive, FieldTable::default())
                 .await
                 .unwrap();
-            if declared.consumer_count() == 0 {
-                return declared.message_count();
+            match declared.consumer_count() {
+                0 => Ok(declared.message_count()),
+                consumers => Err(format!("{consumers} consumer(s)")),
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{queue} still has {} consumer(s) after {WAIT:?}",
-                declared.consumer_count()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// Takes the next message from the dead-letter queue.
     pub async fn dead_letter(&self) -> DeadLetter {
         let channel = self.amqp.create_channel().await.unwrap();
         let queue = format!("{}.commands.dead", self.prefix);
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(m) = channel
+        let m = eventually("a dead letter", WAIT, || async {
+            channel
                 .basic_get(queue.as_str().into(), BasicGetOptions::default())
                 .await
                 .unwrap()
-            {
-                m.delivery
-                    .acker
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .unwrap();
-                let headers = m.delivery.properties.headers().clone().unwrap_or_default();
-                return DeadLetter {
-                    body: m.delivery.data.clone(),
-                    error: header_str(&headers, "x-error").unwrap_or_default(),
-                    reason: header_str(&headers, "x-error-reason").unwrap_or_default(),
-                };
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "nothing dead-lettered within {WAIT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .await;
+        m.delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .unwrap();
+        let headers = m.delivery.properties.headers().clone().unwrap_or_default();
+        DeadLetter {
+            body: m.delivery.data.clone(),
+            error: header_str(&headers, "x-error").unwrap_or_default(),
+            reason: header_str(&headers, "x-error-reason").unwrap_or_default(),
         }
     }
 
@@ -491,23 +521,16 @@ impl TestWorker {
     /// so a test that has seen those may still be ahead of the log; this
     /// waits up to `WAIT`, then panics naming what it waited for.
     pub async fn log_lines_once(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        let waited = format!("a log line {what} in target/test-logs/{}.log", self.prefix);
+        eventually(&waited, WAIT, || async {
             let lines: Vec<Value> = self
                 .log()
                 .lines()
                 .filter_map(|l| serde_json::from_str(l).ok())
                 .collect();
-            if lines.iter().any(&wanted) {
-                return lines;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no log line {what} within {WAIT:?} in target/test-logs/{}.log",
-                self.prefix
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            lines.iter().any(&wanted).then_some(lines)
+        })
+        .await
     }
 
     /// Reconnects the test's own AMQP side (after a broker restart).
@@ -540,14 +563,12 @@ impl TestWorker {
             .expect("spawn a replica");
         let addr = listening_addr(&mut child, &path, 0).await;
         self.replicas.push((child, addr));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while http_get(addr, "/readyz").await.map(|(s, _)| s).unwrap_or(0) != 200 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "replica {n} not ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            &format!("replica {n} ready"),
+            Duration::from_secs(30),
+            || async { matches!(http_get(addr, "/readyz").await, Ok((200, _))).then_some(()) },
+        )
+        .await;
         addr
     }
 
@@ -601,20 +622,17 @@ impl TestWorker {
     /// `timeout`, then panics): past that nothing more is delivered, a
     /// second copy included, so what arrived can be counted for good.
     pub async fn outbox_drained(&self, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
+        eventually("every outbox row delivered", timeout, || async {
             let pending = self
                 .count("SELECT count(*) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL")
                 .await;
             if pending == 0 {
-                return;
+                Ok(())
+            } else {
+                Err(format!("{pending} row(s) undelivered"))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{pending} outbox row(s) still undelivered after {timeout:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 
     /// Publishes `envelopes` (confirmed, with `reply_to`), returns their ids.

@@ -3,7 +3,7 @@
 //! mailed without end, and what is no longer needed is pruned while the
 //! audit trail stays.
 
-use crate::helpers::{TestWorker, WAIT};
+use crate::helpers::{TestWorker, WAIT, eventually};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
@@ -180,14 +180,11 @@ async fn execute(w: &TestWorker, sql: &'static str) {
 
 /// Waits until `sql` counts `want` (up to `WAIT`), then returns it.
 async fn count_reaches(w: &TestWorker, sql: &'static str, want: i64) -> i64 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    eventually(&format!("{sql} counting {want}"), WAIT, || async {
         let n = w.count(sql).await;
-        if n == want || tokio::time::Instant::now() > deadline {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (n == want).then_some(n).ok_or(n)
+    })
+    .await
 }
 
 #[tokio::test]

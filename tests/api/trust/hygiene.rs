@@ -15,22 +15,6 @@ use crate::helpers::{AMQP_URL, TestWorker, WAIT, invite_data, person};
 /// A right-to-left override: `Ann\u{202E}gnp.exe` displays as `Annexe.png`.
 const LYING_NAME: &str = "Ann\u{202E}gnp.exe";
 
-/// Waits until exactly `n` messages are ready in the dead-letter queue.
-async fn until_dead_letters(w: &TestWorker, n: u32) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let got = w.dead_letters_waiting().await;
-        if got == n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "expected {n} dead letters within {WAIT:?}, have {got}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 fn onboarding(org: &str, org_name: &str, manager_email: &str) -> Value {
     json!({
         "organization": {"id": org, "name": org_name},
@@ -110,7 +94,7 @@ async fn a_dead_letter_and_its_stored_copy_keep_no_token_and_the_token_still_wor
         .await;
     assert_eq!(reply["status"], "invalid", "{reply}");
     assert!(!reply.to_string().contains(&token), "{reply}");
-    until_dead_letters(&w, 1).await;
+    w.dead_letters_reach(1).await;
 
     // The stored copy (the outbox row that published the dead letter).
     let mut db = w.db().await;
