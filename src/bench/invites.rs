@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 use super::BenchError;
 use super::machine::MachineCpu;
 use super::process::WorkerProcess;
-use super::sink::Sink;
 use crate::broker::client::{CommandClient, private_reply_queue};
+use dev_support::Sink;
 
 /// How long a run may go without a single reply or email before it fails.
 const STALLED_AFTER: Duration = Duration::from_secs(60);

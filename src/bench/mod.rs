@@ -14,7 +14,6 @@ mod machine;
 mod process;
 mod raw;
 mod report;
-pub mod sink;
 
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
@@ -199,7 +198,7 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
 
 async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Report, BenchError> {
     let mut report = Report::default();
-    let sink = sink::Sink::start().await?;
+    let sink = dev_support::Sink::start().await?;
     eprintln!(
         "raw limits: consume + ack of {} persistent messages…",
         options.commands
@@ -315,7 +314,7 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
         if let Some(token) = sink
             .body_for(manager_email)
             .as_deref()
-            .and_then(sink::activation_token)
+            .and_then(activation_token)
         {
             break token;
         }
@@ -414,4 +413,17 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
     }
     pool.close().await;
     Ok(report)
+}
+
+/// The activation token in an email's quoted-printable text.
+pub fn activation_token(raw: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(raw)
+        .replace("=\r\n", "")
+        .replace("=3D", "=");
+    let start = text.find("/activate?token=")? + "/activate?token=".len();
+    let token: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    (!token.is_empty()).then_some(token)
 }

@@ -3,6 +3,7 @@
 //! with an error to exercise the worker's retries. Offers PIPELINING, as
 //! most servers do, unless told not to, and counts pipelined envelopes.
 
+use dev_support::{SmtpStyle, accept_forever, serve_smtp};
 use mail_parser::MessageParser;
 use mailin::{Handler, Response};
 use std::net::{IpAddr, SocketAddr};
@@ -11,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use user_lifecycle::bench::sink::{SmtpStyle, accept_forever, serve_smtp};
 
 /// One message as the server received it.
 #[derive(Debug, Clone)]

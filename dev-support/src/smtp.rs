@@ -1,4 +1,5 @@
-//! An SMTP sink for the benchmark: accepts every message, records when it
+//! An SMTP server on a tokio socket: [`serve_smtp`] for a handler of the
+//! caller's, and [`Sink`], which accepts every message, records when it
 //! arrived for whom, and keeps the body only of messages it was asked to.
 
 use mailin::{Action, Handler, Response, SessionBuilder};
@@ -271,17 +272,4 @@ pub async fn serve_smtp<H: Handler>(
             replies.clear();
         }
     }
-}
-
-/// The activation token in an email's quoted-printable text.
-pub fn activation_token(raw: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(raw)
-        .replace("=\r\n", "")
-        .replace("=3D", "=");
-    let start = text.find("/activate?token=")? + "/activate?token=".len();
-    let token: String = text[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect();
-    (!token.is_empty()).then_some(token)
 }
