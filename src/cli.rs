@@ -73,46 +73,6 @@ pub enum Command {
     /// Exits with status 75 (try again later) if another worker is running
     /// the sweep right now.
     ExpireNow(ExpireNowArgs),
-    /// Benchmark the worker end to end next to the machine's raw limits.
-    ///
-    /// Uses its own database (`<name>_bench`, recreated) and AMQP prefix on
-    /// the configured servers, runs the worker binary as a child process
-    /// against an SMTP sink in this process, prints one table (or JSON), and
-    /// removes what it created.
-    Bench(BenchArgs),
-}
-
-/// Options of `bench`.
-#[derive(Debug, clap::Args)]
-pub struct BenchArgs {
-    /// `invite_user` commands in the throughput run (and messages and
-    /// transactions in the raw-limit runs).
-    #[arg(long, default_value_t = 20_000)]
-    pub commands: usize,
-    /// Expired invitations for the sweep run (0 skips it).
-    #[arg(long, default_value_t = 1_000_000)]
-    pub expire: usize,
-    /// Commands in the latency run, offered at `--rate` (0 skips it).
-    #[arg(long, default_value_t = 5_000)]
-    pub latency_commands: usize,
-    /// Offered rate of the latency run, commands per second.
-    #[arg(long, default_value_t = 1_000.0)]
-    pub rate: f64,
-    /// Print one JSON object instead of the table.
-    #[arg(long)]
-    pub json: bool,
-    /// Directory of the email templates.
-    #[arg(long, env = "TEMPLATES_DIR", default_value = "./templates")]
-    pub templates_dir: std::path::PathBuf,
-    /// A worker setting for the run, `KEY=VALUE` (repeatable), e.g. `CONSUMER_PREFETCH=64`.
-    #[arg(long = "worker-env", value_name = "KEY=VALUE")]
-    pub worker_env: Vec<String>,
-    /// Where the database server is (the benchmark uses `<name>_bench` on it).
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    /// Where the broker is.
-    #[command(flatten)]
-    pub amqp: AmqpArgs,
 }
 
 /// `dead-letters` subcommands.

@@ -10,8 +10,6 @@
 #[cfg(feature = "worker")]
 pub mod app;
 #[cfg(feature = "worker")]
-pub mod bench;
-#[cfg(feature = "worker")]
 pub mod broker;
 #[cfg(feature = "worker")]
 pub mod cli;

@@ -121,7 +121,6 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::DeadLetters(DeadLettersCommand::Replay(args)) => replay(args).await,
         Command::PreviewEmail(args) => preview(args),
         Command::ExpireNow(args) => expire(args).await,
-        Command::Bench(args) => bench(args).await,
     }
 }
 
@@ -143,37 +142,6 @@ fn write_addr_file(path: &std::path::Path, addr: std::net::SocketAddr) -> std::i
     let partial = path.with_extension("partial");
     std::fs::write(&partial, addr.to_string())?;
     std::fs::rename(&partial, path)
-}
-
-async fn bench(args: user_lifecycle::cli::BenchArgs) -> anyhow::Result<()> {
-    let worker_env = args
-        .worker_env
-        .iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .with_context(|| format!("--worker-env {kv:?} must be KEY=VALUE"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let options = user_lifecycle::bench::BenchOptions {
-        commands: args.commands,
-        expire: args.expire,
-        latency_commands: args.latency_commands,
-        latency_rate: args.rate,
-        database_url: args.database.database_url,
-        amqp_url: args.amqp.amqp_url,
-        templates_dir: args.templates_dir,
-        worker_env,
-    };
-    let report = user_lifecycle::bench::run(&options)
-        .await
-        .context("benchmark")?;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(())
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {

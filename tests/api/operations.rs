@@ -618,39 +618,3 @@ async fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
         );
     }
 }
-
-#[tokio::test]
-async fn a_second_benchmark_on_the_same_server_and_database_name_is_refused_while_the_first_runs() {
-    use user_lifecycle::bench::BenchDatabase;
-    let name = format!("ul_benchhold_{}", Uuid::new_v4().simple());
-    let url = format!("{PG_BASE}/{name}");
-    let first = BenchDatabase::hold(&url)
-        .await
-        .expect("the first benchmark holds its database");
-    let refused = BenchDatabase::hold(&url)
-        .await
-        .err()
-        .expect("a second benchmark with the same database is refused")
-        .to_string();
-    assert!(
-        refused.contains("another benchmark is running")
-            && refused.contains(&format!("{name}_bench")),
-        "the refusal says why and names the database: {refused}"
-    );
-    // Another database name on the same server is another benchmark's own.
-    let other = BenchDatabase::hold(&format!("{PG_BASE}/{name}_other")).await;
-    assert!(other.is_ok(), "another name is free: {:?}", other.err());
-    // Once the first has ended (its session closed), the name is free again.
-    drop(first);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match BenchDatabase::hold(&url).await {
-            Ok(_) => break,
-            Err(e) => assert!(
-                Instant::now() < deadline,
-                "the hold is released when the first benchmark ends: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}

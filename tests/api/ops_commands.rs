@@ -3,7 +3,7 @@
 //! them in place, in order; `dead-letters replay` moves them back to the
 //! command queue to be applied; `preview-email` renders the templates with
 //! sample data; `expire-now` runs the expiry sweep at once, under the
-//! scheduler's lock; `bench` says why when its worker cannot start.
+//! scheduler's lock.
 
 use crate::helpers::{AMQP_URL, PG_BASE, TestWorker, WAIT, invite_data};
 use serde_json::{Value, json};
@@ -543,63 +543,4 @@ async fn expire_now_expires_due_invitations_under_the_scheduler_lock_and_the_wor
 
     let again = ops(&w, &["expire-now"]).await;
     assert_eq!(ok(&again).trim(), "expired 0 invitation(s) in 1 batch(es)");
-}
-
-#[tokio::test]
-async fn a_benchmark_whose_worker_cannot_start_says_why_and_leaves_nothing_behind() {
-    let name = format!("ul_benchfail_{}", uuid::Uuid::new_v4().simple());
-    async fn bench(name: &str, extra: &[&str], templates: &str) -> Output {
-        let mut args = vec![
-            "bench",
-            "--commands",
-            "50",
-            "--expire",
-            "0",
-            "--latency-commands",
-            "0",
-        ];
-        args.extend_from_slice(extra);
-        let env = vec![
-            ("AMQP_URL".to_owned(), AMQP_URL.to_owned()),
-            ("DATABASE_URL".to_owned(), format!("{PG_BASE}/{name}")),
-            ("TEMPLATES_DIR".to_owned(), templates.to_owned()),
-        ];
-        run(&args, env).await
-    }
-
-    // Templates missing: refused before any measuring.
-    let out = bench(&name, &[], "/nonexistent/templates").await;
-    assert!(!out.status.success(), "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(
-        err.contains("cannot read templates directory /nonexistent/templates")
-            && !err.contains("raw limits"),
-        "names the templates before measuring anything: {err}"
-    );
-
-    // A setting the worker refuses: the benchmark says what the worker said.
-    let out = bench(
-        &name,
-        &["--worker-env", "MAIL_POOL_SIZE=zero"],
-        &templates_dir(),
-    )
-    .await;
-    assert!(!out.status.success(), "{}", stderr(&out));
-    let err = stderr(&out);
-    assert!(
-        err.contains("the worker exited with")
-            && err.contains("'zero'")
-            && err.contains("MAIL_POOL_SIZE")
-            && err.contains("its log: "),
-        "names the worker's own error and where its log is: {err}"
-    );
-    let mut admin = sqlx::PgConnection::connect(&format!("{PG_BASE}/postgres"))
-        .await
-        .unwrap();
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
-        .bind(format!("{name}_bench"))
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
-    assert_eq!(left, 0, "the benchmark's database is dropped");
 }

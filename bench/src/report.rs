@@ -2,9 +2,9 @@
 
 use serde::Serialize;
 
-use super::db_reads::ReadsPerCommand;
-use super::expiry::ExpiryFigures;
-use super::invites::{InviteFigures, Percentiles};
+use crate::db_reads::ReadsPerCommand;
+use crate::expiry::ExpiryFigures;
+use crate::invites::{InviteFigures, Percentiles};
 
 /// The machine's raw limits.
 #[derive(Debug, Clone, Default, Serialize)]

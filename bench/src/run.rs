@@ -1,19 +1,9 @@
-//! `user-lifecycle bench`: the worker measured end to end next to the raw
-//! limits of the same machine, in the same run.
+//! The run: the raw limits, then the worker under load, then the sweep.
 //!
-//! It is a benchmark, not a test: it asserts nothing, it reports. It uses
-//! its own database (`<DATABASE_URL's name>_bench`, recreated; one
-//! benchmark at a time per server and name) and its own
-//! `AMQP_PREFIX`, runs the real worker binary as a child process against an
-//! SMTP sink in this process, and removes what it created afterwards.
-
-mod db_reads;
-mod expiry;
-mod invites;
-mod machine;
-mod process;
-mod raw;
-mod report;
+//! It uses its own database (`<DATABASE_URL's name>_bench`, recreated; one
+//! benchmark at a time per server and name) and its own `AMQP_PREFIX`, runs
+//! the worker binary as a child process against an SMTP sink in this
+//! process, and removes what it created afterwards.
 
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
@@ -25,11 +15,13 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
-pub use report::Report;
+use crate::report::Report;
+use crate::{db_reads, expiry, invites, process, raw};
+use dev_support::Sink;
 
-use crate::broker::client::CommandClient;
-use crate::handler::{Handler, HandlerSettings};
-use crate::store;
+use user_lifecycle::broker::client::CommandClient;
+use user_lifecycle::handler::{Handler, HandlerSettings};
+use user_lifecycle::store;
 
 /// The benchmark failed to run (not a slow result: that is reported).
 #[derive(Debug, Error)]
@@ -37,7 +29,7 @@ use crate::store;
 pub struct BenchError(String);
 
 impl BenchError {
-    fn new(message: impl Into<String>) -> BenchError {
+    pub(crate) fn new(message: impl Into<String>) -> BenchError {
         BenchError(message.into())
     }
 }
@@ -56,7 +48,7 @@ from_error!(
     sqlx::Error,
     lapin::Error,
     store::StoreError,
-    crate::broker::client::ClientError
+    user_lifecycle::broker::client::ClientError
 );
 
 /// What to run.
@@ -78,6 +70,8 @@ pub struct BenchOptions {
     pub templates_dir: PathBuf,
     /// Worker settings passed through (e.g. CONSUMER_PREFETCH), `KEY=VALUE`.
     pub worker_env: Vec<(String, String)>,
+    /// The worker binary to run.
+    pub worker_bin: PathBuf,
 }
 
 /// The worker's database connections (its default), used for the raw insert run too.
@@ -175,14 +169,20 @@ impl BenchDatabase {
 pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
     // The worker would refuse to start without its templates: say so now,
     // not after minutes of raw-limit runs.
-    crate::mail::templates::Renderer::load(&options.templates_dir, "http://localhost").map_err(
-        |e| {
+    user_lifecycle::mail::templates::Renderer::load(&options.templates_dir, "http://localhost")
+        .map_err(|e| {
             BenchError::new(format!(
                 "the worker could not start: loading templates from {} (TEMPLATES_DIR): {e}",
                 options.templates_dir.display()
             ))
-        },
-    )?;
+        })?;
+    if !options.worker_bin.is_file() {
+        return Err(BenchError::new(format!(
+            "no worker binary at {}: build it first (`cargo build --release`, or \
+             `cargo build` for a debug run), or name it with --worker-bin",
+            options.worker_bin.display()
+        )));
+    }
     let (db_url, _) = bench_database_url(&options.database_url)?;
     let mut held = BenchDatabase::hold(&options.database_url).await?;
     let prefix = format!(
@@ -198,7 +198,7 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
 
 async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Report, BenchError> {
     let mut report = Report::default();
-    let sink = dev_support::Sink::start().await?;
+    let sink = Sink::start().await?;
     eprintln!(
         "raw limits: consume + ack of {} persistent messages…",
         options.commands
@@ -274,11 +274,11 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
     let log = std::env::temp_dir().join(format!("{prefix}-worker.log"));
     let reads_before = db_reads::rows_read(&pool).await?;
     let started = Instant::now();
-    let mut worker = process::WorkerProcess::spawn(&env, &log)?;
+    let mut worker = process::WorkerProcess::spawn(&options.worker_bin, &env, &log)?;
     worker.wait_ready(started).await?;
     worker.stop().await;
     let started = Instant::now();
-    let mut worker = process::WorkerProcess::spawn(&env, &log)?;
+    let mut worker = process::WorkerProcess::spawn(&options.worker_bin, &env, &log)?;
     report.worker.start_to_ready_ms = worker.wait_ready(started).await?.as_secs_f64() * 1000.0;
     tokio::time::sleep(Duration::from_secs(2)).await;
     report.worker.idle_rss_mib = worker.rss_mib();
@@ -426,4 +426,55 @@ pub fn activation_token(raw: &[u8]) -> Option<String> {
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .collect();
     (!token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
+    const WAIT: Duration = Duration::from_secs(15);
+
+    #[test]
+    fn the_activation_token_is_read_from_quoted_printable() {
+        let body = b"Activate: https://portal/activate?token=3Dab-c_1=\r\n23 now";
+        assert_eq!(activation_token(body).as_deref(), Some("ab-c_123"));
+        assert_eq!(activation_token(b"no link here"), None);
+    }
+
+    #[tokio::test]
+    async fn a_second_benchmark_on_the_same_server_and_database_name_is_refused_while_the_first_runs()
+     {
+        let name = format!("ul_benchhold_{}", uuid::Uuid::new_v4().simple());
+        let url = format!("{PG_BASE}/{name}");
+        let first = BenchDatabase::hold(&url)
+            .await
+            .expect("the first benchmark holds its database");
+        let refused = BenchDatabase::hold(&url)
+            .await
+            .err()
+            .expect("a second benchmark with the same database is refused")
+            .to_string();
+        assert!(
+            refused.contains("another benchmark is running")
+                && refused.contains(&format!("{name}_bench")),
+            "the refusal says why and names the database: {refused}"
+        );
+        // Another database name on the same server is another benchmark's own.
+        let other = BenchDatabase::hold(&format!("{PG_BASE}/{name}_other")).await;
+        assert!(other.is_ok(), "another name is free: {:?}", other.err());
+        // Once the first has ended (its session closed), the name is free again.
+        drop(first);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match BenchDatabase::hold(&url).await {
+                Ok(_) => break,
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "the hold is released when the first benchmark ends: {e}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

@@ -17,10 +17,10 @@ use lapin::{
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 
-use super::BenchError;
-use super::invites::Percentiles;
-use crate::broker::client::private_reply_queue;
-use crate::broker::topology;
+use crate::invites::Percentiles;
+use crate::run::BenchError;
+use user_lifecycle::broker::client::private_reply_queue;
+use user_lifecycle::broker::topology;
 
 /// The AMQP traffic of commands alone, as fast as it goes or at a rate.
 #[derive(Debug, Clone, Copy)]

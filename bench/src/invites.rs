@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-use super::BenchError;
-use super::machine::MachineCpu;
-use super::process::WorkerProcess;
-use crate::broker::client::{CommandClient, private_reply_queue};
+use crate::machine::MachineCpu;
+use crate::process::WorkerProcess;
+use crate::run::BenchError;
 use dev_support::Sink;
+use user_lifecycle::broker::client::{CommandClient, private_reply_queue};
 
 /// How long a run may go without a single reply or email before it fails.
 const STALLED_AFTER: Duration = Duration::from_secs(60);

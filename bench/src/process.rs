@@ -1,10 +1,10 @@
 //! The worker under benchmark: a child process, and what /proc says about it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::BenchError;
+use crate::run::BenchError;
 
 /// A worker process started for the benchmark.
 pub struct WorkerProcess {
@@ -19,14 +19,18 @@ pub struct WorkerProcess {
 const TICKS_PER_SECOND: f64 = 100.0;
 
 impl WorkerProcess {
-    /// Starts `user-lifecycle run` with `env` on top of the current environment.
-    pub fn spawn(env: &[(String, String)], log: &PathBuf) -> Result<WorkerProcess, BenchError> {
+    /// Starts `<worker> run` with `env` on top of the current environment.
+    pub fn spawn(
+        worker: &Path,
+        env: &[(String, String)],
+        log: &PathBuf,
+    ) -> Result<WorkerProcess, BenchError> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let metrics: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
         let stderr = std::fs::File::create(log)?;
-        let child = Command::new(std::env::current_exe()?)
+        let child = Command::new(worker)
             .arg("run")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("METRICS_ADDR", metrics.to_string())

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::BenchError;
-use super::invites::Percentiles;
-use crate::broker::client::CommandClient;
-use crate::domain::envelope;
-use crate::handler::Handler;
-use crate::outbox::Wakeup;
-use crate::scheduler::expiry;
+use crate::invites::Percentiles;
+use crate::run::BenchError;
+use user_lifecycle::broker::client::CommandClient;
+use user_lifecycle::domain::envelope;
+use user_lifecycle::handler::Handler;
+use user_lifecycle::outbox::Wakeup;
+use user_lifecycle::scheduler::expiry;
 
 /// What the sweep run measured.
 #[derive(Debug, Clone, Default, Serialize)]
