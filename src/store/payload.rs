@@ -211,6 +211,9 @@ mod tests {
         assert_eq!(row.reply_to, None);
         assert_eq!(row.correlation_id.as_deref(), Some("c-1"));
         let written: Value = Payload::new(&row).unwrap().read().unwrap();
-        assert_eq!(written, stored, "written with the same keys it is read with");
+        assert_eq!(
+            written, stored,
+            "written with the same keys it is read with"
+        );
     }
 }

@@ -182,27 +182,24 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
 /// between a test choosing a port and the worker binding it.
 const ANY_PORT: &str = "127.0.0.1:0";
 
-/// Waits until the worker writing `log` (from byte `from` on) says which
-/// address it serves `/metrics` on. Panics with the end of the log when the
-/// process exits first, or after 30 s.
-async fn listening_addr(child: &mut Child, log: &std::path::Path, from: u64) -> SocketAddr {
+/// Waits until the worker writes the address it serves `/metrics` on to
+/// `addr_file` (`METRICS_ADDR_FILE`). Panics with the end of its log (from
+/// byte `from` on) when the process exits first, or after 30 s.
+async fn listening_addr(
+    child: &mut Child,
+    addr_file: &std::path::Path,
+    log: &std::path::Path,
+    from: u64,
+) -> SocketAddr {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let text = std::fs::read(log).unwrap_or_default();
-        let start = (from as usize).min(text.len());
-        let found = String::from_utf8_lossy(&text[start..])
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .find_map(|line| {
-                (line["message"] == "serving /metrics, /healthz, /readyz")
-                    .then(|| line["addr"].as_str()?.parse().ok())
-                    .flatten()
-            });
-        if let Some(addr) = found {
-            return addr;
+        if let Ok(addr) = std::fs::read_to_string(addr_file) {
+            return addr.parse().expect("METRICS_ADDR_FILE holds an address");
         }
         let exited = child.try_wait().expect("worker status");
         if exited.is_some() || tokio::time::Instant::now() >= deadline {
+            let text = std::fs::read(log).unwrap_or_default();
+            let start = (from as usize).min(text.len());
             let text = String::from_utf8_lossy(&text[start..]).into_owned();
             let tail: Vec<&str> = text.lines().rev().take(20).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
@@ -217,6 +214,24 @@ async fn listening_addr(child: &mut Child, log: &std::path::Path, from: u64) -> 
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Starts `user-lifecycle run` with `env`, logging to `log`; it writes its
+/// metrics address to `addr_file` (removed first, so a stale one is not read).
+fn spawn_worker(
+    env: &HashMap<String, String>,
+    log: std::fs::File,
+    addr_file: &std::path::Path,
+) -> Child {
+    let _ = std::fs::remove_file(addr_file);
+    Command::new(env!("CARGO_BIN_EXE_user-lifecycle"))
+        .arg("run")
+        .envs(env)
+        .env("METRICS_ADDR_FILE", addr_file)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn the worker")
 }
 
 fn log_dir() -> PathBuf {
@@ -285,6 +300,10 @@ impl TestWorker {
         log_dir().join(format!("{}.log", self.prefix))
     }
 
+    fn addr_path(&self) -> PathBuf {
+        log_dir().join(format!("{}.addr", self.prefix))
+    }
+
     /// Starts the worker process (again); `wait_ready` learns its address.
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
@@ -293,13 +312,7 @@ impl TestWorker {
             .open(self.log_path())
             .unwrap();
         self.log_from = log.metadata().unwrap().len();
-        let child = Command::new(env!("CARGO_BIN_EXE_user-lifecycle"))
-            .arg("run")
-            .envs(&self.env)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn the worker");
+        let child = spawn_worker(&self.env, log, &self.addr_path());
         self.child = Some(child);
         self.metrics = ANY_PORT.parse().unwrap();
     }
@@ -331,10 +344,10 @@ impl TestWorker {
     /// says where it listens).
     pub async fn wait_ready(&mut self) {
         if self.metrics.port() == 0 {
-            let log = self.log_path();
+            let (log, addr) = (self.log_path(), self.addr_path());
             let from = self.log_from;
             let child = self.child.as_mut().expect("a running worker");
-            self.metrics = listening_addr(child, &log, from).await;
+            self.metrics = listening_addr(child, &addr, &log, from).await;
         }
         let what = format!("worker {} ready (see target/test-logs)", self.prefix);
         let metrics = self.metrics;
@@ -554,14 +567,9 @@ impl TestWorker {
         let n = self.replicas.len() + 1;
         let path = log_dir().join(format!("{}-replica{n}.log", self.prefix));
         let log = std::fs::File::create(&path).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_user-lifecycle"))
-            .arg("run")
-            .envs(&self.env)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn a replica");
-        let addr = listening_addr(&mut child, &path, 0).await;
+        let addr_file = path.with_extension("addr");
+        let mut child = spawn_worker(&self.env, log, &addr_file);
+        let addr = listening_addr(&mut child, &addr_file, &path, 0).await;
         self.replicas.push((child, addr));
         eventually(
             &format!("replica {n} ready"),
