@@ -21,7 +21,7 @@ use super::topology::Topology;
 #[derive(Debug, Error)]
 pub enum ClientError {
     /// AMQP failed.
-    #[error("AMQP error: {0}")]
+    #[error(transparent)]
     Amqp(#[from] lapin::Error),
     /// No reply in time.
     #[error("no reply within {0:?}: is the worker running with the same AMQP_PREFIX?")]

@@ -14,7 +14,7 @@ use crate::domain::redact::redact_body;
 #[derive(Debug, Error)]
 pub enum PublishError {
     /// The channel or connection failed.
-    #[error("AMQP error: {0}")]
+    #[error(transparent)]
     Amqp(#[from] lapin::Error),
     /// The broker refused the message.
     #[error("the broker nacked the message")]

@@ -21,7 +21,7 @@ const PARTS: [&str; 3] = ["subject", "txt", "html"];
 #[derive(Debug, Error)]
 pub enum TemplateError {
     /// The directory could not be read.
-    #[error("cannot read templates directory {dir}: {source}")]
+    #[error("cannot read templates directory {dir}")]
     Io {
         /// The directory.
         dir: String,

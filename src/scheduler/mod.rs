@@ -28,7 +28,7 @@ pub enum SchedulerError {
         detail: String,
     },
     /// The scheduler itself failed.
-    #[error("scheduler: {0}")]
+    #[error(transparent)]
     Scheduler(#[from] JobSchedulerError),
 }
 

@@ -36,10 +36,10 @@ pub(crate) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postg
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// The database answered with an error or is unreachable.
-    #[error("database error: {0}")]
+    #[error(transparent)]
     Database(#[from] sqlx::Error),
     /// Migrations could not be applied.
-    #[error("migration failed: {0}")]
+    #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A stored row does not map to a domain value (a bug or manual edit).
     #[error("corrupt row in {table}: {detail}")]
