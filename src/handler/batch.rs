@@ -56,40 +56,59 @@ impl Handler {
         let mut rest = items;
         while !rest.is_empty() {
             let batch = &rest[..distinct_prefix(rest)];
-            if let Some(done) = self.try_one_statement(batch).await {
+            let written = self.write_some(batch, &mut results).await;
+            rest = &rest[written..];
+        }
+        results
+    }
+
+    /// Writes `batch` the fastest way its outcomes allow, one result per
+    /// command in `results`: the whole batch, or up to and including the
+    /// command that stopped it. Returns how many commands it wrote.
+    async fn write_some(
+        &self,
+        batch: &[BatchItem<'_>],
+        results: &mut Vec<Result<Handled, HandleError>>,
+    ) -> usize {
+        if let Some(done) = self.try_one_statement(batch).await {
+            results.extend(done.into_iter().map(Ok));
+            return batch.len();
+        }
+        if batch.len() == 1 {
+            results.push(self.handle_one(&batch[0]).await);
+            return 1;
+        }
+        match self.try_batch(batch).await {
+            Ok(done) => {
                 results.extend(done.into_iter().map(Ok));
-                rest = &rest[batch.len()..];
-                continue;
+                batch.len()
             }
-            if batch.len() == 1 {
-                results.push(self.handle_one(&batch[0]).await);
-                rest = &rest[1..];
-                continue;
+            Err(Stop { at }) => {
+                self.write_before_stop(&batch[..at], results).await;
+                results.push(self.handle_one(&batch[at]).await);
+                at + 1
             }
-            match self.try_batch(batch).await {
-                Ok(done) => {
-                    results.extend(done.into_iter().map(Ok));
-                    rest = &rest[batch.len()..];
-                }
-                Err(Stop { at }) => {
-                    // The commands before it applied cleanly: again as a batch.
-                    let before = &batch[..at];
-                    if !before.is_empty() {
-                        match self.try_batch(before).await {
-                            Ok(done) => results.extend(done.into_iter().map(Ok)),
-                            Err(_) => {
-                                for item in before {
-                                    results.push(self.handle_one(item).await);
-                                }
-                            }
-                        }
-                    }
-                    results.push(self.handle_one(&batch[at]).await);
-                    rest = &rest[at + 1..];
+        }
+    }
+
+    /// The commands before the one that stopped a batch applied cleanly:
+    /// again as a batch, or one by one if that fails too.
+    async fn write_before_stop(
+        &self,
+        before: &[BatchItem<'_>],
+        results: &mut Vec<Result<Handled, HandleError>>,
+    ) {
+        if before.is_empty() {
+            return;
+        }
+        match self.try_batch(before).await {
+            Ok(done) => results.extend(done.into_iter().map(Ok)),
+            Err(_) => {
+                for item in before {
+                    results.push(self.handle_one(item).await);
                 }
             }
         }
-        results
     }
 
     async fn handle_one(&self, item: &BatchItem<'_>) -> Result<Handled, HandleError> {
