@@ -3,6 +3,8 @@
 //! Every tool reads the same environment variables as `run`, with the same
 //! defaults, so an operator on a worker's host runs them with no flags.
 
+#![cfg(feature = "worker")]
+
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -192,6 +194,25 @@ impl Command {
     }
 }
 
+/// The error and its causes on one line, outermost first. The worker's
+/// own errors print only themselves; some libraries' errors (sqlx's I/O
+/// error) also print their source, which is then not repeated.
+pub fn describe_error(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    let mut parent = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !parent.ends_with(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        parent = text;
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +260,22 @@ mod tests {
     #[test]
     fn expire_now_refuses_an_empty_batch() {
         assert!(Cli::try_parse_from(["ul", "expire-now", "--batch", "0"]).is_err());
+    }
+
+    #[test]
+    fn a_cause_its_parent_printed_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = anyhow::Error::new(crate::store::StoreError::from(sqlx::Error::Io(io)))
+            .context("connecting to PostgreSQL (DATABASE_URL)");
+        assert_eq!(
+            describe_error(&e),
+            "connecting to PostgreSQL (DATABASE_URL): error communicating with database: refused"
+        );
+    }
+
+    #[test]
+    fn every_cause_that_prints_only_itself_is_shown() {
+        let e = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(describe_error(&e), "outer: middle: inner");
     }
 }

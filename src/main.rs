@@ -12,6 +12,7 @@ use user_lifecycle::app::Application;
 use user_lifecycle::broker::client::CommandClient;
 use user_lifecycle::cli::{
     Cli, Command, DeadLettersCommand, ExpireNowArgs, ListArgs, PreviewEmailArgs, ReplayArgs,
+    describe_error,
 };
 use user_lifecycle::config::Settings;
 use user_lifecycle::ops::replay_dead_letters::Selection;
@@ -46,7 +47,7 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let message = describe(&e);
+            let message = describe_error(&e);
             if is_worker {
                 tracing::error!("{message}");
             }
@@ -57,25 +58,6 @@ fn main() -> ExitCode {
             }
         }
     }
-}
-
-/// The error and its causes on one line, outermost first. The worker's
-/// own errors print only themselves; some libraries' errors (sqlx's I/O
-/// error) also print their source, which is then not repeated.
-fn describe(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    let mut parent = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !parent.ends_with(&text) {
-            if !line.is_empty() {
-                line.push_str(": ");
-            }
-            line.push_str(&text);
-        }
-        parent = text;
-    }
-    line
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
@@ -246,26 +228,4 @@ async fn expire(args: ExpireNowArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_cause_its_parent_printed_is_not_repeated() {
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        let e = anyhow::Error::new(store::StoreError::from(sqlx::Error::Io(io)))
-            .context("connecting to PostgreSQL (DATABASE_URL)");
-        assert_eq!(
-            describe(&e),
-            "connecting to PostgreSQL (DATABASE_URL): error communicating with database: refused"
-        );
-    }
-
-    #[test]
-    fn every_cause_that_prints_only_itself_is_shown() {
-        let e = anyhow::anyhow!("inner").context("middle").context("outer");
-        assert_eq!(describe(&e), "outer: middle: inner");
-    }
 }
