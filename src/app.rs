@@ -6,6 +6,8 @@
 //! unreachable database, port taken); after that the worker never exits on
 //! its own: broker and database outages are waited out.
 
+#![cfg(feature = "worker")]
+
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;

@@ -5,6 +5,8 @@
 //! documented in one place and read in another. Values are parsed here, at
 //! the edge: a bad duration or URL stops start-up with a message naming it.
 
+#![cfg(feature = "worker")]
+
 use clap::{Args, ValueEnum};
 use lettre::message::Mailbox;
 use std::fmt;

@@ -7,30 +7,18 @@
 //! The `worker` feature (on by default) brings the adapters and the binary;
 //! without it the library is `domain` alone, pure and free of I/O crates.
 
-#[cfg(feature = "worker")]
+// Every module but `domain` starts with `#![cfg(feature = "worker")]`.
 pub mod app;
-#[cfg(feature = "worker")]
 pub mod broker;
-#[cfg(feature = "worker")]
 pub mod cli;
-#[cfg(feature = "worker")]
 pub mod config;
 pub mod domain;
-#[cfg(feature = "worker")]
 pub mod handler;
-#[cfg(feature = "worker")]
 pub mod mail;
-#[cfg(feature = "worker")]
 pub mod ops;
-#[cfg(feature = "worker")]
 pub mod outbox;
-#[cfg(feature = "worker")]
 pub mod scheduler;
-#[cfg(feature = "worker")]
 pub mod shutdown;
-#[cfg(feature = "worker")]
 pub mod store;
-#[cfg(feature = "worker")]
 pub mod telemetry;
-#[cfg(feature = "worker")]
 pub mod worker;

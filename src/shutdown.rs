@@ -1,5 +1,7 @@
 //! The shutdown signal every long-running task watches.
 
+#![cfg(feature = "worker")]
+
 use tokio::sync::watch;
 
 /// Resolves once shutdown has been requested (or the sender is gone).

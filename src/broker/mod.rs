@@ -2,6 +2,8 @@
 //! delivery, and the connection supervisor that reconnects with backoff.
 //! The loop that consumes commands is `crate::worker`'s.
 
+#![cfg(feature = "worker")]
+
 pub mod acks;
 pub mod client;
 pub mod delivery;

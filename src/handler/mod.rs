@@ -10,6 +10,8 @@
 //! transaction. Fewest round trips on the common path: no savepoint, no
 //! claim-then-update.
 
+#![cfg(feature = "worker")]
+
 mod accounts;
 mod batch;
 mod effects;

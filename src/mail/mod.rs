@@ -4,6 +4,8 @@
 //! template stops start-up); messages are multipart text + HTML with a
 //! stable `Message-ID` per outbox row and `Auto-Submitted: auto-generated`.
 
+#![cfg(feature = "worker")]
+
 mod corked;
 mod error;
 pub mod message;

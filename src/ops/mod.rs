@@ -6,6 +6,8 @@
 //! queues and PostgreSQL database as the worker, by the contract's names,
 //! and never print tokens or passwords, nor message bodies unless asked to.
 
+#![cfg(feature = "worker")]
+
 pub mod dead_letters;
 pub mod expire_now;
 pub mod history;

@@ -4,6 +4,8 @@
 //! scheduler) and the relay that delivers them (`crate::worker::relay`),
 //! so neither depends on the other.
 
+#![cfg(feature = "worker")]
+
 pub mod handoff;
 
 pub use handoff::{Handoff, HandoffQueues};

@@ -3,6 +3,8 @@
 //! Each job takes a PostgreSQL advisory lock first, so with several
 //! replicas only one runs it at a time; the others record `skipped`.
 
+#![cfg(feature = "worker")]
+
 pub mod expiry;
 pub mod housekeeping;
 pub mod lock;

@@ -6,6 +6,8 @@
 //! exception, `closing::write_checked`, writes all of that in a single
 //! statement, which is a transaction of its own.
 
+#![cfg(feature = "worker")]
+
 pub mod accounts;
 pub mod audit;
 pub mod closing;

@@ -3,6 +3,8 @@
 //! Ops watch the worker only through these, so every name here is part of
 //! the contract (`user_lifecycle_*` metrics, `/metrics`, `/healthz`, `/readyz`).
 
+#![cfg(feature = "worker")]
+
 pub mod health;
 pub mod http;
 pub mod logs;

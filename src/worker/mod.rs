@@ -6,6 +6,8 @@
 //! `relay`. Adapters (`broker`, `store`, `mail`, `telemetry`) never import
 //! this module; it imports them.
 
+#![cfg(feature = "worker")]
+
 mod admit;
 mod apply;
 pub mod consume;
