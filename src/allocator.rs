@@ -1,13 +1,14 @@
 //! The binary's memory allocator: mimalloc, on small pages.
 //!
-//! With glibc's malloc, allocating and freeing were 15–20 % of the worker's
-//! CPU samples in `bench` (buffers allocated on one thread and freed on
-//! another, free chunks consolidated); mimalloc spends less CPU per command.
-//! Its memory is mapped in large aligned regions, which a kernel with
-//! transparent huge pages set to `always` backs with 2 MiB pages as soon as
-//! one byte of them is touched: peak RSS 98–104 MiB, idle 36.5 MiB in
-//! `bench` on such a machine. The worker opts its process out of huge pages
-//! first thing, so its resident memory is what it uses.
+//! glibc's malloc spends a large share of the worker's CPU allocating and
+//! freeing (buffers allocated on one thread and freed on another, free
+//! chunks consolidated); mimalloc spends less CPU per command. Its memory
+//! is mapped in large aligned regions, which a kernel with transparent huge
+//! pages set to `always` backs with 2 MiB pages as soon as one byte of them
+//! is touched, taking the worker past its memory targets. The worker opts
+//! its process out of huge pages first thing, so its resident memory is
+//! what it uses. The figures behind this are in
+//! docs/decisions/0008-mimalloc-without-huge-pages.md.
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -26,8 +27,8 @@ pub fn configure() {
             eprintln!("note: transparent huge pages stay enabled for this process (prctl refused)");
         }
     }
-    // Freed memory goes back to the OS at once rather than after a delay:
-    // a burst's peak RSS 44–45 MiB instead of 50–60.
+    // Freed memory goes back to the OS at once rather than after a delay,
+    // which keeps a burst's peak RSS down (decision 0008).
     // SAFETY: mi_version and mi_option_set take and return plain integers.
     unsafe {
         if libmimalloc_sys::mi_version() == MIMALLOC_VERSION {

@@ -9,7 +9,7 @@
 //! table for its claimer, which reads them oldest first), rows that still
 //! find a queue full are handed back to the table at once
 //! ([`Handoff::deliver`]), and rows of a worker that died are claimed by any
-//! relay when their lease runs out, as rows claimed by a relay always were.
+//! relay when their lease runs out, as any claimed row is.
 
 use sqlx::PgPool;
 use std::sync::Arc;

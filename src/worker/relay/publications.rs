@@ -119,11 +119,11 @@ impl Relay {
         };
         // The rows are published together, a chunk at a time: a publish
         // waits until lapin's I/O thread has written its frames, so one
-        // after the other each row cost a round trip to that thread (1 ms
-        // at the median, 8 ms at p99 for the 7 rows of a batch of 4
-        // invites at 1,000 commands/s, the last reply leaving last).
+        // after the other each row would cost a round trip to that thread
+        // and the batch's last reply would wait for all the others.
         // Polled together, they queue their frames in order on the first
-        // poll and one wake-up writes them all.
+        // poll and one wake-up writes them all (figures in
+        // docs/decisions/0006-relay-lanes-with-confirms-off-the-path.md).
         let mut published = Vec::with_capacity(rows.len());
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
