@@ -17,7 +17,7 @@
 //! unique indexes see it.
 //! Anything else (a refusal, another kind of command, a change, a
 //! conflict) and the batch goes the transactional way of `handler::batch`,
-//! which answers it exactly as before.
+//! which gives each command the answer it gets there.
 
 use chrono::Utc;
 use std::sync::PoisonError;

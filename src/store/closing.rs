@@ -5,8 +5,8 @@
 //! invited users a batch held back, the idempotency records, the audit rows
 //! and the outbox rows. Each on its own is a round trip while the
 //! transaction holds its locks; written as one statement of data-modifying
-//! `WITH` items they are one. Nothing about the guarantees changes: they
-//! still commit with the command's work or not at all, and a command id
+//! `WITH` items they are one. The guarantees are those of separate writes:
+//! they commit with the command's work or not at all, and a command id
 //! recorded already (or being recorded by a concurrent delivery, which its
 //! primary key waits for) comes back as not recorded, for the caller to roll
 //! everything back.
@@ -143,9 +143,9 @@ const CLOSE: &str = concat!(
 /// organization its accounts and the batch no email key twice. An email key taken
 /// or an id recorded already, committed or not, fails it whole: the unique
 /// indexes of `users` and `processed_commands` check them as the rows go
-/// in. (A guard that looked for them first was planned, on tables without
-/// statistics, as a scan of every user per batch: 2,000,000 rows read over
-/// a 15,000-command benchmark.)
+/// in. (A guard query that looks for them first is no substitute: planned
+/// while the tables are small, it can stay a scan of every user per batch;
+/// see docs/decisions/0004-one-statement-invite-batches.md.)
 const CLOSE_CHECKED: &str = concat!(
     "WITH actor AS (
          SELECT a.id FROM users a WHERE a.id = $37 AND ",

@@ -195,7 +195,7 @@ mod tests {
 
     #[test]
     fn a_dead_letter_row_reads_what_earlier_workers_wrote() {
-        // The JSON object rows in the table were written as, before the type.
+        // The JSON object that dead-letter rows already in the table hold.
         let stored = json!({
             "reason": "invalid_data",
             "error": "invite_user: email: not an address",
