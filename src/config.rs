@@ -373,9 +373,10 @@ pub struct Settings {
     #[arg(long, env = "MAIL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub mail_timeout: Duration,
     /// Pooled SMTP connections (and emails sent at once). A send keeps its
-    /// slot until its row is marked sent, so 8 capped one worker near
-    /// 1,100 emails/s here and 16 let the emails of a burst fall behind its
-    /// replies; 32 keeps up (see docs/performance.md).
+    /// slot until its row is marked sent, so a small pool caps the email
+    /// rate and lets the emails of a burst fall behind its replies; 32 keeps
+    /// up on the benchmark machine (see
+    /// docs/decisions/0007-own-smtp-pool-with-pipelining.md).
     #[arg(long, env = "MAIL_POOL_SIZE", default_value_t = 32)]
     pub mail_pool_size: u32,
     /// Attempts before an email is marked failed.
@@ -394,8 +395,8 @@ pub struct Settings {
     /// Batches of commands applied at once, each in its own transaction.
     /// One by default: the deliveries that arrive while a batch commits
     /// form the next batch, so fewer, bigger transactions carry the same
-    /// load (on this 2-core machine two at once gave smaller batches, more
-    /// commits and a higher p99 at 1,000 commands/s; see docs/performance.md).
+    /// load; two at once make smaller batches, more commits and a longer
+    /// reply tail (see docs/decisions/0002-batch-commands-in-one-transaction.md).
     #[arg(long, env = "CONSUMER_BATCHES", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub consumer_batches: u16,
     /// PostgreSQL connections in the pool.

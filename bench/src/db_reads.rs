@@ -3,9 +3,9 @@
 //!
 //! A statement planned as a scan of a table that grows with every command
 //! costs little in a short run and a great deal in production; the rates
-//! and latencies hide it in their noise, this count does not. (The
-//! one-statement invite guard was such a plan for many sessions: ~130 rows
-//! scanned per command over a 15,000-command run.)
+//! and latencies hide it in their noise, this count does not. (A guard
+//! query on the one-statement invite path was such a plan; see
+//! docs/decisions/0004-one-statement-invite-batches.md.)
 
 use serde::Serialize;
 use sqlx::PgPool;

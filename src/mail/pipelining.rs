@@ -9,7 +9,8 @@
 //! and parses every reply; this module changes when they are written,
 //! through the stream's [`Pipe`]. The body goes through the pipe too,
 //! dot-stuffed here: lettre's own writer stuffs it a byte at a time into a
-//! buffer of its own, 4 % of the worker's CPU at 3,000 emails/s.
+//! buffer of its own, a visible share of the worker's CPU under load (see
+//! docs/decisions/0007-own-smtp-pool-with-pipelining.md).
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::client::AsyncSmtpConnection;

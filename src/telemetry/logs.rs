@@ -19,7 +19,7 @@ pub fn init(format: LogFormat) {
             .with_current_span(true)
             // A line's spans are its command's span alone (the only span
             // there is), already in `span`: listing it again under
-            // `spans` serialized it twice on every line.
+            // `spans` would serialize it twice on every line.
             .with_span_list(false)
             .try_init(),
     };
