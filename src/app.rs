@@ -29,7 +29,7 @@ use crate::outbox::{Handoff, HandoffQueues, Wakeup};
 use crate::telemetry::health::Health;
 use crate::telemetry::http::{self, Endpoints};
 use crate::telemetry::metrics;
-use crate::worker::{Relay, RelaySettings, consume};
+use crate::worker::{Deps, Relay, RelaySettings, consume};
 use crate::{scheduler, store};
 
 /// Outbox rows the relay claims per pass (and emails it keeps queued).
@@ -275,7 +275,7 @@ fn consumer_deps(
     pool: &PgPool,
     health: &Health,
     handoff: Arc<Handoff>,
-) -> consume::Deps {
+) -> Deps {
     let handler = Handler::new(
         pool.clone(),
         HandlerSettings {
@@ -286,7 +286,7 @@ fn consumer_deps(
             handoff: Some(handoff),
         },
     );
-    consume::Deps {
+    Deps {
         handler,
         pool: pool.clone(),
         health: health.clone(),

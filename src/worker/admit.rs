@@ -8,7 +8,7 @@
 use lapin::message::Delivery;
 use std::time::Instant;
 
-use super::settle::dead_letter;
+use super::outcome::dead_letter;
 use crate::broker::Publisher;
 use crate::broker::delivery::{header_str, property};
 use crate::domain::envelope::{self, Envelope};

@@ -7,8 +7,9 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tracing::Instrument;
 
 use super::admit::{Incoming, admit};
-use super::consume::Deps;
-use super::settle::{record_applied, settle};
+use super::deps::Deps;
+use super::outcome::record_applied;
+use super::settle::settle;
 use crate::broker::Publisher;
 use crate::broker::acks::AckLedger;
 use crate::broker::delivery::{ack, ack_up_to};

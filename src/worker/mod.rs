@@ -11,8 +11,10 @@
 mod admit;
 mod apply;
 pub mod consume;
+mod deps;
+mod outcome;
 pub mod relay;
 mod settle;
 
-pub use consume::Deps;
+pub use deps::Deps;
 pub use relay::{Relay, RelaySettings};

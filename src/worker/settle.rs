@@ -7,17 +7,15 @@
 //! database itself is away, the delivery goes back at once and consumption
 //! pauses (`consume`): nothing is acked before its transaction committed.
 
-use lapin::message::Delivery;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 
 use super::admit::Incoming;
-use super::consume::Deps;
+use super::deps::Deps;
+use super::outcome::{dead_letter, publish_reply, record_applied};
 use crate::broker::Publisher;
 use crate::broker::delivery::{ack, previous_deliveries, requeue};
-use crate::domain::reply::{Reply, ReplyStatus};
-use crate::domain::trace::TraceParent;
-use crate::handler::{FunnelStep, HandleError, Handled, ReplyAddress};
+use crate::handler::{HandleError, Handled};
 use crate::telemetry::metrics;
 
 /// Transient failures retried in-process before the delivery goes back to the broker.
@@ -127,93 +125,4 @@ async fn give_up(command: &Incoming, error: &HandleError, deps: &Deps, publisher
         tokio::time::sleep(Duration::from_secs(1)).await;
         requeue(delivery).await;
     }
-}
-
-/// Counts and logs a command that was applied and acked.
-pub(super) fn record_applied(
-    kind: &'static str,
-    reply: &Reply,
-    funnel: Vec<FunnelStep>,
-    started: Instant,
-) {
-    for step in funnel {
-        match step {
-            FunnelStep::Invited => metrics::invites("invited", 1),
-            FunnelStep::Activated(after) => {
-                metrics::invites("activated", 1);
-                metrics::time_to_activate(after);
-            }
-            FunnelStep::Removed => metrics::invites("removed", 1),
-        }
-    }
-    if reply.status == ReplyStatus::Invalid {
-        metrics::dead_lettered("invalid_data");
-    }
-    let took = started.elapsed();
-    tracing::info!(
-        status = reply.status.as_str(),
-        code = %reply.code,
-        took_ms = took.as_secs_f64() * 1000.0,
-        "command handled"
-    );
-    metrics::command(kind, reply.status.as_str(), took);
-}
-
-async fn publish_reply(
-    publisher: &Publisher,
-    address: &ReplyAddress,
-    reply: &Reply,
-    trace: Option<&TraceParent>,
-) {
-    let body = match serde_json::to_vec(reply) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot serialize a reply");
-            return;
-        }
-    };
-    let result = match publisher
-        .reply(
-            &address.reply_to,
-            &address.correlation_id,
-            &body,
-            trace.map(TraceParent::as_str),
-        )
-        .await
-    {
-        Ok(pending) => pending.confirmed().await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "reply not published");
-    }
-}
-
-/// Copies `delivery` to the dead-letter exchange (confirmed), answers
-/// `invalid` if asked to, and acks. If the copy fails the message goes back
-/// to the broker instead: it is never dropped.
-pub(super) async fn dead_letter(
-    delivery: &Delivery,
-    publisher: &Publisher,
-    reason: &'static str,
-    message: &str,
-    reply: Option<(ReplyAddress, Reply)>,
-) {
-    let copied = match publisher
-        .dead_letter(&delivery.data, Some(&delivery.properties), reason, message)
-        .await
-    {
-        Ok(pending) => pending.confirmed().await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = copied {
-        tracing::error!(error = %e, "dead-letter copy failed; handing the message back to the broker");
-        requeue(delivery).await;
-        return;
-    }
-    metrics::dead_lettered(reason);
-    if let Some((address, reply)) = reply {
-        publish_reply(publisher, &address, &reply, None).await;
-    }
-    ack(delivery).await;
 }
