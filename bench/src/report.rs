@@ -278,17 +278,17 @@ impl Report {
 mod tests {
     use super::*;
 
+    fn ms(p50: f64, p95: f64, p99: f64) -> Percentiles {
+        Percentiles { p50, p95, p99 }
+    }
+
     fn report() -> Report {
         Report {
             raw: Raw {
                 consume_ack_per_s: 10_000.0,
                 insert_tx_per_s: 5_000.0,
                 command_messaging_per_s: 6_000.0,
-                command_messaging_reply_ms: Some(Percentiles {
-                    p50: 3.0,
-                    p95: 7.5,
-                    p99: 12.3,
-                }),
+                command_messaging_reply_ms: Some(ms(3.0, 7.5, 12.3)),
             },
             invite: InviteFigures {
                 commands: 20_000,
@@ -310,6 +310,164 @@ mod tests {
                 ..Default::default()
             },
         }
+    }
+
+    /// Every figure set, each to a value of its own, so that a row that
+    /// moves, drops out or changes its format changes the text.
+    fn full_report() -> Report {
+        Report {
+            raw: Raw {
+                consume_ack_per_s: 12_345.6,
+                insert_tx_per_s: 4_321.4,
+                command_messaging_per_s: 6_789.5,
+                command_messaging_reply_ms: Some(ms(1.25, 3.75, 9.05)),
+            },
+            worker: Worker {
+                start_to_ready_ms: 123.4,
+                idle_rss_mib: 11.26,
+                idle_after_runs_rss_mib: 19.94,
+                db_reads_per_command: Some(ReadsPerCommand {
+                    rows: 14.36,
+                    scanned_rows: 0.44,
+                }),
+            },
+            invite: InviteFigures {
+                commands: 20_000,
+                offered_per_s: None,
+                commands_per_s: 2_345.5,
+                replies_per_s: 2_456.7,
+                emails_per_s: 2_367.8,
+                reply_ms: ms(12.34, 45.67, 89.01),
+                email_ms: ms(23.45, 56.78, 90.12),
+                peak_rss_mib: 42.55,
+                cpu_s_per_1000: 0.4567,
+                machine_busy_pct: 97.5,
+                one_statement_pct: 88.4,
+                not_applied: 3,
+            },
+            latency: Some(InviteFigures {
+                commands: 5_000,
+                offered_per_s: Some(1_000.0),
+                commands_per_s: 999.1,
+                replies_per_s: 999.2,
+                emails_per_s: 999.3,
+                reply_ms: ms(4.44, 8.88, 17.76),
+                email_ms: ms(14.44, 28.88, 57.76),
+                peak_rss_mib: 30.1,
+                cpu_s_per_1000: 0.3,
+                machine_busy_pct: 41.6,
+                one_statement_pct: 72.5,
+                not_applied: 0,
+            }),
+            expiry: Some(ExpiryFigures {
+                rows: 1_000_000,
+                rows_per_s: 54_321.5,
+                raw_update_rows_per_s: 123_456.5,
+                max_batch_ms: 77.77,
+                batches: 2_000,
+                concurrent_invite_ms: ms(5.55, 6.66, 7.77),
+                concurrent_invite_max_ms: 99.99,
+                concurrent_invites: 321,
+            }),
+        }
+    }
+
+    /// A short run's report: no latency run or sweep, no rows-read figure,
+    /// no raw rates to compare against, and throughput figures of its own.
+    fn sparse_report() -> Report {
+        let mut report = full_report();
+        report.raw.consume_ack_per_s = 0.0;
+        report.raw.command_messaging_per_s = 0.0;
+        report.raw.command_messaging_reply_ms = None;
+        report.worker.db_reads_per_command = None;
+        report.invite = InviteFigures {
+            commands: 50,
+            commands_per_s: 612.5,
+            replies_per_s: 640.4,
+            emails_per_s: 618.6,
+            reply_ms: ms(6.05, 16.5, 31.25),
+            email_ms: ms(9.95, 21.15, 38.85),
+            peak_rss_mib: 17.25,
+            cpu_s_per_1000: 1.125,
+            machine_busy_pct: 63.5,
+            one_statement_pct: 100.0,
+            ..InviteFigures::default()
+        };
+        report.latency = None;
+        report.expiry = None;
+        report
+    }
+
+    /// `full_report().table()`, to the byte.
+    const FULL_TABLE: &str = concat!(
+        "figure                                                                    value                    target    vs raw\n",
+        "raw consume+ack (msg/s)                                                   12346                                    \n",
+        "raw insert transactions (tx/s)                                             4321                                    \n",
+        "raw command messaging, no work (cmd/s)                                     6790                                    \n",
+        "worker start to ready (ms)                                                  123                    < 1000          \n",
+        "worker idle RSS (MiB)                                                      11.3                      < 24          \n",
+        "  idle again after the invite runs                                         19.9                                    \n",
+        "PostgreSQL rows read per command (of them by scans)                  14.4 (0.4)                                    \n",
+        "invite_user end to end (20000 commands/s)                                  2346    >= 3000, >= 15% of raw     19.0%\n",
+        "  of the messaging alone                                                                                      34.5%\n",
+        "  replies/s                                                                2457                               19.9%\n",
+        "  emails/s                                                                 2368                               19.2%\n",
+        "  reply p50/p95/p99 (ms)                                     12.3 / 45.7 / 89.0                                    \n",
+        "  email p50/p95/p99 (ms)                                     23.4 / 56.8 / 90.1                                    \n",
+        "  worker peak RSS (MiB)                                                    42.5                      < 64          \n",
+        "  worker CPU s per 1,000 commands                                          0.46                                    \n",
+        "  machine CPU busy (%)                                                       98                                    \n",
+        "  batches written as one statement (%)                                       88                                    \n",
+        "  replies not applied                                                         3                         0          \n",
+        "at 1000/s offered: reply p50/p95/p99 (ms)                      4.4 / 8.9 / 17.8                  p99 < 25          \n",
+        "  the messaging alone: reply p50/p95/p99 (ms)                   1.2 / 3.8 / 9.1                                    \n",
+        "  email p50/p95/p99 (ms)                                     14.4 / 28.9 / 57.8                 p99 < 100          \n",
+        "  machine CPU busy (%)                                                       42                                    \n",
+        "  batches written as one statement (%)                                       72                                    \n",
+        "expiry sweep (1000000 rows, rows/s)                                       54322     >= 25% of bare UPDATE     44.0%\n",
+        "  bare batched UPDATE (rows/s)                                           123456                                    \n",
+        "  longest batch (ms)                                                       77.8                     < 250          \n",
+        "  invite_user during the sweep (321) p50/p99/max (ms)         5.5 / 7.8 / 100.0                                    \n",
+    );
+
+    /// `sparse_report().table()`, to the byte.
+    const SPARSE_TABLE: &str = concat!(
+        "figure                                                     value                    target    vs raw\n",
+        "raw consume+ack (msg/s)                                        0                                    \n",
+        "raw insert transactions (tx/s)                              4321                                    \n",
+        "raw command messaging, no work (cmd/s)                         0                                    \n",
+        "worker start to ready (ms)                                   123                    < 1000          \n",
+        "worker idle RSS (MiB)                                       11.3                      < 24          \n",
+        "  idle again after the invite runs                          19.9                                    \n",
+        "invite_user end to end (50 commands/s)                       612    >= 3000, >= 15% of raw         -\n",
+        "  of the messaging alone                                                                           -\n",
+        "  replies/s                                                  640                                   -\n",
+        "  emails/s                                                   619                                   -\n",
+        "  reply p50/p95/p99 (ms)                       6.0 / 16.5 / 31.2                                    \n",
+        "  email p50/p95/p99 (ms)                       9.9 / 21.1 / 38.9                                    \n",
+        "  worker peak RSS (MiB)                                     17.2                      < 64          \n",
+        "  worker CPU s per 1,000 commands                           1.12                                    \n",
+        "  machine CPU busy (%)                                        64                                    \n",
+        "  batches written as one statement (%)                       100                                    \n",
+        "  replies not applied                                          0                         0          \n",
+    );
+
+    #[test]
+    fn the_table_is_the_same_text_to_the_byte() {
+        assert_eq!(full_report().table(), FULL_TABLE);
+        assert_eq!(sparse_report().table(), SPARSE_TABLE);
+    }
+
+    #[test]
+    fn without_the_messaging_floor_the_latency_run_keeps_its_other_rows() {
+        let mut report = full_report();
+        report.raw.command_messaging_reply_ms = None;
+        let expected: String = FULL_TABLE
+            .lines()
+            .filter(|l| !l.starts_with("  the messaging alone: reply"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(report.table(), expected);
     }
 
     #[test]
@@ -358,11 +516,16 @@ mod tests {
             "the latency floor sits under the worker's latency row"
         );
         assert!(line("invite_user end to end").ends_with("15.0%"));
-        let busy: Vec<&str> = table
-            .lines()
-            .filter(|l| l.starts_with("  machine CPU busy"))
-            .collect();
-        assert_eq!(busy.len(), 2, "one for each run in\n{table}");
+        let both_runs = |figure: &str| -> Vec<String> {
+            let rows: Vec<String> = table
+                .lines()
+                .filter(|l| l.starts_with(figure))
+                .map(str::to_owned)
+                .collect();
+            assert_eq!(rows.len(), 2, "one {figure:?} for each run in\n{table}");
+            rows
+        };
+        let busy = both_runs("  machine CPU busy");
         assert!(
             busy[1].contains(" 87 "),
             "the latency run's share: {}",
@@ -373,11 +536,7 @@ mod tests {
             line("PostgreSQL rows read per command").contains("14.3 (0.5)"),
             "rows read in all, and by scans"
         );
-        let one_statement: Vec<&str> = table
-            .lines()
-            .filter(|l| l.starts_with("  batches written as one statement"))
-            .collect();
-        assert_eq!(one_statement.len(), 2, "one for each run in\n{table}");
+        let one_statement = both_runs("  batches written as one statement");
         assert!(
             one_statement[1].contains(" 94 "),
             "the latency run's share: {}",
