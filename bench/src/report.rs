@@ -60,218 +60,195 @@ fn ratio(value: f64, limit: f64) -> String {
     }
 }
 
-impl Report {
-    /// The report as one human-readable table.
-    pub fn table(&self) -> String {
-        let mut rows: Vec<(String, String, String, String)> = Vec::new();
-        let mut row = |figure: &str, value: String, target: &str, vs_raw: String| {
-            rows.push((figure.to_owned(), value, target.to_owned(), vs_raw));
-        };
-        let raw = &self.raw;
-        row(
-            "raw consume+ack (msg/s)",
-            format!("{:.0}", raw.consume_ack_per_s),
-            "",
-            String::new(),
-        );
-        row(
-            "raw insert transactions (tx/s)",
-            format!("{:.0}", raw.insert_tx_per_s),
-            "",
-            String::new(),
-        );
-        row(
-            "raw command messaging, no work (cmd/s)",
-            format!("{:.0}", raw.command_messaging_per_s),
-            "",
-            String::new(),
-        );
-        row(
-            "worker start to ready (ms)",
-            format!("{:.0}", self.worker.start_to_ready_ms),
-            "< 1000",
-            String::new(),
-        );
-        row(
-            "worker idle RSS (MiB)",
-            format!("{:.1}", self.worker.idle_rss_mib),
-            "< 24",
-            String::new(),
-        );
-        row(
-            "  idle again after the invite runs",
-            format!("{:.1}", self.worker.idle_after_runs_rss_mib),
-            "",
-            String::new(),
-        );
-        if let Some(reads) = self.worker.db_reads_per_command {
-            row(
-                "PostgreSQL rows read per command (of them by scans)",
-                format!("{:.1} ({:.1})", reads.rows, reads.scanned_rows),
-                "",
-                String::new(),
-            );
-        }
-        let i = &self.invite;
-        row(
-            &format!("invite_user end to end ({} commands/s)", i.commands),
-            format!("{:.0}", i.commands_per_s),
-            ">= 3000, >= 15% of raw",
-            ratio(i.commands_per_s, raw.consume_ack_per_s),
-        );
-        row(
-            "  of the messaging alone",
-            String::new(),
-            "",
-            ratio(i.commands_per_s, raw.command_messaging_per_s),
-        );
-        row(
-            "  replies/s",
-            format!("{:.0}", i.replies_per_s),
-            "",
-            ratio(i.replies_per_s, raw.consume_ack_per_s),
-        );
-        row(
-            "  emails/s",
-            format!("{:.0}", i.emails_per_s),
-            "",
-            ratio(i.emails_per_s, raw.consume_ack_per_s),
-        );
-        row(
-            "  reply p50/p95/p99 (ms)",
-            format!(
-                "{:.1} / {:.1} / {:.1}",
-                i.reply_ms.p50, i.reply_ms.p95, i.reply_ms.p99
-            ),
-            "",
-            String::new(),
-        );
-        row(
-            "  email p50/p95/p99 (ms)",
-            format!(
-                "{:.1} / {:.1} / {:.1}",
-                i.email_ms.p50, i.email_ms.p95, i.email_ms.p99
-            ),
-            "",
-            String::new(),
-        );
-        row(
-            "  worker peak RSS (MiB)",
-            format!("{:.1}", i.peak_rss_mib),
-            "< 64",
-            String::new(),
-        );
-        row(
-            "  worker CPU s per 1,000 commands",
-            format!("{:.2}", i.cpu_s_per_1000),
-            "",
-            String::new(),
-        );
-        row(
-            "  machine CPU busy (%)",
-            format!("{:.0}", i.machine_busy_pct),
-            "",
-            String::new(),
-        );
-        row(
-            "  batches written as one statement (%)",
-            format!("{:.0}", i.one_statement_pct),
-            "",
-            String::new(),
-        );
-        row(
-            "  replies not applied",
-            i.not_applied.to_string(),
-            "0",
-            String::new(),
-        );
-        if let Some(l) = &self.latency {
-            let offered = l.offered_per_s.unwrap_or(0.0);
-            row(
-                &format!("at {offered:.0}/s offered: reply p50/p95/p99 (ms)"),
-                format!(
-                    "{:.1} / {:.1} / {:.1}",
-                    l.reply_ms.p50, l.reply_ms.p95, l.reply_ms.p99
-                ),
-                "p99 < 25",
-                String::new(),
-            );
-            if let Some(floor) = &raw.command_messaging_reply_ms {
-                row(
-                    "  the messaging alone: reply p50/p95/p99 (ms)",
-                    format!("{:.1} / {:.1} / {:.1}", floor.p50, floor.p95, floor.p99),
-                    "",
-                    String::new(),
-                );
-            }
-            row(
-                "  email p50/p95/p99 (ms)",
-                format!(
-                    "{:.1} / {:.1} / {:.1}",
-                    l.email_ms.p50, l.email_ms.p95, l.email_ms.p99
-                ),
-                "p99 < 100",
-                String::new(),
-            );
-            row(
-                "  machine CPU busy (%)",
-                format!("{:.0}", l.machine_busy_pct),
-                "",
-                String::new(),
-            );
-            row(
-                "  batches written as one statement (%)",
-                format!("{:.0}", l.one_statement_pct),
-                "",
-                String::new(),
-            );
-        }
-        if let Some(e) = &self.expiry {
-            row(
-                &format!("expiry sweep ({} rows, rows/s)", e.rows),
-                format!("{:.0}", e.rows_per_s),
-                ">= 25% of bare UPDATE",
-                ratio(e.rows_per_s, e.raw_update_rows_per_s),
-            );
-            row(
-                "  bare batched UPDATE (rows/s)",
-                format!("{:.0}", e.raw_update_rows_per_s),
-                "",
-                String::new(),
-            );
-            row(
-                "  longest batch (ms)",
-                format!("{:.1}", e.max_batch_ms),
-                "< 250",
-                String::new(),
-            );
-            row(
-                &format!(
-                    "  invite_user during the sweep ({}) p50/p99/max (ms)",
-                    e.concurrent_invites
-                ),
-                format!(
-                    "{:.1} / {:.1} / {:.1}",
-                    e.concurrent_invite_ms.p50,
-                    e.concurrent_invite_ms.p99,
-                    e.concurrent_invite_max_ms
-                ),
-                "",
-                String::new(),
-            );
-        }
-        let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+/// A figure in whole units.
+fn whole(value: f64) -> String {
+    format!("{value:.0}")
+}
+
+/// A figure to a tenth.
+fn tenths(value: f64) -> String {
+    format!("{value:.1}")
+}
+
+/// A latency's percentiles as `p50 / p95 / p99`.
+fn p50_p95_p99(ms: &Percentiles) -> String {
+    format!("{:.1} / {:.1} / {:.1}", ms.p50, ms.p95, ms.p99)
+}
+
+/// The table as it is built: one row a figure, laid out once all are in
+/// so that the figure column is as wide as its longest name.
+#[derive(Default)]
+struct Table {
+    /// Figure, value, target, and the value as a share of a raw rate.
+    rows: Vec<[String; 4]>,
+}
+
+impl Table {
+    /// A row that is not compared with a raw rate.
+    fn row(&mut self, figure: impl Into<String>, value: String, target: &str) {
+        self.push(figure, value, target, String::new());
+    }
+
+    /// A rate in whole units per second, with its share of the raw rate `limit`.
+    fn rate(&mut self, figure: impl Into<String>, per_s: f64, target: &str, limit: f64) {
+        self.push(figure, whole(per_s), target, ratio(per_s, limit));
+    }
+
+    fn push(&mut self, figure: impl Into<String>, value: String, target: &str, vs_raw: String) {
+        self.rows
+            .push([figure.into(), value, target.to_owned(), vs_raw]);
+    }
+
+    fn render(self) -> String {
+        let width = self.rows.iter().map(|r| r[0].len()).max().unwrap_or(0);
         let mut out = format!(
             "{:width$}  {:>24}  {:>24}  {:>8}\n",
             "figure", "value", "target", "vs raw"
         );
-        for (figure, value, target, vs) in rows {
+        for [figure, value, target, vs] in self.rows {
             out.push_str(&format!(
                 "{figure:width$}  {value:>24}  {target:>24}  {vs:>8}\n"
             ));
         }
         out
     }
+}
+
+impl Report {
+    /// The report as one human-readable table.
+    pub fn table(&self) -> String {
+        let mut table = Table::default();
+        self.raw_and_worker_rows(&mut table);
+        self.invite_rows(&mut table);
+        if let Some(latency) = &self.latency {
+            self.latency_rows(&mut table, latency);
+        }
+        if let Some(expiry) = &self.expiry {
+            expiry_rows(&mut table, expiry);
+        }
+        table.render()
+    }
+
+    /// The machine's raw limits and the worker process at rest.
+    fn raw_and_worker_rows(&self, table: &mut Table) {
+        let (raw, worker) = (&self.raw, &self.worker);
+        table.row("raw consume+ack (msg/s)", whole(raw.consume_ack_per_s), "");
+        table.row(
+            "raw insert transactions (tx/s)",
+            whole(raw.insert_tx_per_s),
+            "",
+        );
+        table.row(
+            "raw command messaging, no work (cmd/s)",
+            whole(raw.command_messaging_per_s),
+            "",
+        );
+        table.row(
+            "worker start to ready (ms)",
+            whole(worker.start_to_ready_ms),
+            "< 1000",
+        );
+        table.row("worker idle RSS (MiB)", tenths(worker.idle_rss_mib), "< 24");
+        table.row(
+            "  idle again after the invite runs",
+            tenths(worker.idle_after_runs_rss_mib),
+            "",
+        );
+        if let Some(reads) = worker.db_reads_per_command {
+            table.row(
+                "PostgreSQL rows read per command (of them by scans)",
+                format!("{:.1} ({:.1})", reads.rows, reads.scanned_rows),
+                "",
+            );
+        }
+    }
+
+    /// The throughput run, its rates also as shares of the raw ones.
+    fn invite_rows(&self, table: &mut Table) {
+        let (i, raw) = (&self.invite, &self.raw);
+        table.rate(
+            format!("invite_user end to end ({} commands/s)", i.commands),
+            i.commands_per_s,
+            ">= 3000, >= 15% of raw",
+            raw.consume_ack_per_s,
+        );
+        // The share alone: the rate is on the row above.
+        let of_messaging = ratio(i.commands_per_s, raw.command_messaging_per_s);
+        table.push("  of the messaging alone", String::new(), "", of_messaging);
+        table.rate("  replies/s", i.replies_per_s, "", raw.consume_ack_per_s);
+        table.rate("  emails/s", i.emails_per_s, "", raw.consume_ack_per_s);
+        table.row("  reply p50/p95/p99 (ms)", p50_p95_p99(&i.reply_ms), "");
+        table.row("  email p50/p95/p99 (ms)", p50_p95_p99(&i.email_ms), "");
+        table.row("  worker peak RSS (MiB)", tenths(i.peak_rss_mib), "< 64");
+        table.row(
+            "  worker CPU s per 1,000 commands",
+            format!("{:.2}", i.cpu_s_per_1000),
+            "",
+        );
+        machine_rows(table, i);
+        table.row("  replies not applied", i.not_applied.to_string(), "0");
+    }
+
+    /// The latency run, with the messaging alone at the same rate under it.
+    fn latency_rows(&self, table: &mut Table, l: &InviteFigures) {
+        let offered = l.offered_per_s.unwrap_or(0.0);
+        table.row(
+            format!("at {offered:.0}/s offered: reply p50/p95/p99 (ms)"),
+            p50_p95_p99(&l.reply_ms),
+            "p99 < 25",
+        );
+        if let Some(floor) = &self.raw.command_messaging_reply_ms {
+            table.row(
+                "  the messaging alone: reply p50/p95/p99 (ms)",
+                p50_p95_p99(floor),
+                "",
+            );
+        }
+        table.row(
+            "  email p50/p95/p99 (ms)",
+            p50_p95_p99(&l.email_ms),
+            "p99 < 100",
+        );
+        machine_rows(table, l);
+    }
+}
+
+/// How busy the machine was during an invite run, and how the worker wrote.
+fn machine_rows(table: &mut Table, run: &InviteFigures) {
+    table.row("  machine CPU busy (%)", whole(run.machine_busy_pct), "");
+    table.row(
+        "  batches written as one statement (%)",
+        whole(run.one_statement_pct),
+        "",
+    );
+}
+
+/// The expiry sweep, next to the bare `UPDATE` and the invites beside it.
+fn expiry_rows(table: &mut Table, e: &ExpiryFigures) {
+    table.rate(
+        format!("expiry sweep ({} rows, rows/s)", e.rows),
+        e.rows_per_s,
+        ">= 25% of bare UPDATE",
+        e.raw_update_rows_per_s,
+    );
+    table.row(
+        "  bare batched UPDATE (rows/s)",
+        whole(e.raw_update_rows_per_s),
+        "",
+    );
+    table.row("  longest batch (ms)", tenths(e.max_batch_ms), "< 250");
+    let during = &e.concurrent_invite_ms;
+    table.row(
+        format!(
+            "  invite_user during the sweep ({}) p50/p99/max (ms)",
+            e.concurrent_invites
+        ),
+        format!(
+            "{:.1} / {:.1} / {:.1}",
+            during.p50, during.p99, e.concurrent_invite_max_ms
+        ),
+        "",
+    );
 }
 
 #[cfg(test)]
