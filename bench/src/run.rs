@@ -15,6 +15,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
+use crate::expiry::ExpiryFigures;
 use crate::report::Report;
 use crate::{db_reads, expiry, invites, process, raw};
 use dev_support::Sink;
@@ -80,6 +81,9 @@ const WORKER_CONNECTIONS: usize = 10;
 const WORKER_PREFETCH: u16 = 256;
 /// The sweep's batch size (the worker's default).
 const SWEEP_BATCH: i64 = 500;
+
+/// The organization the benchmark onboards, and whose users it invites and expires.
+const ORGANIZATION: &str = "bench";
 
 fn bench_database_url(url: &str) -> Result<(String, String), BenchError> {
     // The worker's own reading of the URL (TLS or not), written out in full.
@@ -199,6 +203,57 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
 async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Report, BenchError> {
     let mut report = Report::default();
     let sink = Sink::start().await?;
+    messaging_limits(options, prefix, &mut report).await?;
+    let pool = bench_pool(db_url).await?;
+    eprintln!(
+        "raw limits: {} single-row insert transactions on {WORKER_CONNECTIONS} connections…",
+        options.commands
+    );
+    report.raw.insert_tx_per_s =
+        raw::insert_transactions(&pool, options.commands, WORKER_CONNECTIONS).await?;
+
+    let env = worker_env(options, db_url, prefix, &sink);
+    let log = std::env::temp_dir().join(format!("{prefix}-worker.log"));
+    let reads_before = db_reads::rows_read(&pool).await?;
+    let worker = start_worker(options, &env, &log, &mut report).await?;
+    let manager = onboard_manager(&options.amqp_url, prefix, &sink).await?;
+    let target = invites::Target {
+        amqp_url: &options.amqp_url,
+        prefix,
+        sink: &sink,
+        worker: &worker,
+        manager: &manager,
+        organization: ORGANIZATION,
+    };
+    invite_runs(options, &target, &mut report).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    report.worker.idle_after_runs_rss_mib = worker.rss_mib();
+    eprintln!(
+        "worker idle again, RSS {:.1} MiB",
+        report.worker.idle_after_runs_rss_mib
+    );
+    worker.stop().await;
+    report.worker.db_reads_per_command = db_reads::since(
+        &pool,
+        reads_before,
+        options.commands + options.latency_commands,
+    )
+    .await?;
+
+    if options.expire > 0 {
+        report.expiry = Some(expiry_run(options, &pool, &manager).await?);
+    }
+    pool.close().await;
+    Ok(report)
+}
+
+/// The broker's raw limits: consume + ack, and a command's messaging
+/// alone as fast as it goes and (for the latency run) at its rate.
+async fn messaging_limits(
+    options: &BenchOptions,
+    prefix: &str,
+    report: &mut Report,
+) -> Result<(), BenchError> {
     eprintln!(
         "raw limits: consume + ack of {} persistent messages…",
         options.commands
@@ -238,26 +293,32 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
         .await?;
         report.raw.command_messaging_reply_ms = Some(paced.reply_ms);
     }
-    let pool = store::migrate(db_url).await?;
-    let pool = {
-        pool.close().await;
-        // Seeding and resetting a million rows takes longer than the
-        // worker's statement timeout allows; the bench's own pool waits.
-        store::connect_with_timeouts(
-            db_url,
-            WORKER_CONNECTIONS as u32,
-            Duration::from_secs(5),
-            Duration::from_secs(3600),
-        )
-        .await?
-    };
-    eprintln!(
-        "raw limits: {} single-row insert transactions on {WORKER_CONNECTIONS} connections…",
-        options.commands
-    );
-    report.raw.insert_tx_per_s =
-        raw::insert_transactions(&pool, options.commands, WORKER_CONNECTIONS).await?;
+    Ok(())
+}
 
+/// Migrates the bench database, then connects the bench's own pool to it.
+async fn bench_pool(db_url: &str) -> Result<sqlx::PgPool, BenchError> {
+    let pool = store::migrate(db_url).await?;
+    pool.close().await;
+    // Seeding and resetting a million rows takes longer than the
+    // worker's statement timeout allows; the bench's own pool waits.
+    Ok(store::connect_with_timeouts(
+        db_url,
+        WORKER_CONNECTIONS as u32,
+        Duration::from_secs(5),
+        Duration::from_secs(3600),
+    )
+    .await?)
+}
+
+/// The worker's settings: the bench database, prefix and sink, no
+/// scheduled sweep during the run, then the `--worker-env` ones.
+fn worker_env(
+    options: &BenchOptions,
+    db_url: &str,
+    prefix: &str,
+    sink: &Sink,
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
         ("DATABASE_URL".into(), db_url.into()),
         ("AMQP_URL".into(), options.amqp_url.clone()),
@@ -271,14 +332,23 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
         ("EXPIRY_SCHEDULE".into(), "0 0 0 1 1 *".into()),
     ];
     env.extend(options.worker_env.iter().cloned());
-    let log = std::env::temp_dir().join(format!("{prefix}-worker.log"));
-    let reads_before = db_reads::rows_read(&pool).await?;
+    env
+}
+
+/// Starts the worker once and stops it, then starts it again and measures
+/// that start and its idle memory: the start that counts is not the first.
+async fn start_worker(
+    options: &BenchOptions,
+    env: &[(String, String)],
+    log: &PathBuf,
+    report: &mut Report,
+) -> Result<process::WorkerProcess, BenchError> {
     let started = Instant::now();
-    let mut worker = process::WorkerProcess::spawn(&options.worker_bin, &env, &log)?;
+    let mut worker = process::WorkerProcess::spawn(&options.worker_bin, env, log)?;
     worker.wait_ready(started).await?;
     worker.stop().await;
     let started = Instant::now();
-    let mut worker = process::WorkerProcess::spawn(&options.worker_bin, &env, &log)?;
+    let mut worker = process::WorkerProcess::spawn(&options.worker_bin, env, log)?;
     report.worker.start_to_ready_ms = worker.wait_ready(started).await?.as_secs_f64() * 1000.0;
     tokio::time::sleep(Duration::from_secs(2)).await;
     report.worker.idle_rss_mib = worker.rss_mib();
@@ -288,12 +358,17 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
         report.worker.idle_rss_mib,
         log.display()
     );
+    Ok(worker)
+}
 
+/// Onboards the benchmark's organization through the worker and activates
+/// its manager from the activation email; returns the manager's user id.
+async fn onboard_manager(amqp_url: &str, prefix: &str, sink: &Sink) -> Result<String, BenchError> {
     let manager_email = "bench-manager@bench.example";
     sink.keep_body_for(manager_email);
-    let mut client = CommandClient::connect(&options.amqp_url, prefix).await?;
+    let mut client = CommandClient::connect(amqp_url, prefix).await?;
     let onboard = json!({
-        "organization": {"id": "bench", "name": "Bench B.V."},
+        "organization": {"id": ORGANIZATION, "name": "Bench B.V."},
         "contract_accounts": [{"id": "CA-1", "name": "Main"}],
         "delivery_accounts": [],
         "manager": {"type": "personal", "email": manager_email, "first_name": "Bench", "last_name": "Manager",
@@ -309,22 +384,7 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
         .as_str()
         .ok_or_else(|| BenchError::new(format!("onboarding failed: {reply}")))?
         .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let token = loop {
-        if let Some(token) = sink
-            .body_for(manager_email)
-            .as_deref()
-            .and_then(activation_token)
-        {
-            break token;
-        }
-        if Instant::now() > deadline {
-            return Err(BenchError::new(
-                "the manager's activation email did not arrive",
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let token = activation_email_token(sink, manager_email).await?;
     let activated = client
         .send(
             &CommandClient::envelope("activate_user", json!({"token": token}), None),
@@ -334,85 +394,76 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
     if activated["status"] != "applied" {
         return Err(BenchError::new(format!("activation failed: {activated}")));
     }
+    Ok(manager)
+}
 
+/// The token in `email`'s activation email, once it has arrived (30 s at most).
+async fn activation_email_token(sink: &Sink, email: &str) -> Result<String, BenchError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(token) = sink.body_for(email).as_deref().and_then(activation_token) {
+            return Ok(token);
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::new(
+                "the manager's activation email did not arrive",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `invite_user` as fast as the worker goes, then (unless skipped) at the
+/// offered rate.
+async fn invite_runs(
+    options: &BenchOptions,
+    target: &invites::Target<'_>,
+    report: &mut Report,
+) -> Result<(), BenchError> {
     eprintln!(
         "invite_user × {} as fast as the worker goes…",
         options.commands
     );
-    report.invite = invites::run(
-        &options.amqp_url,
-        prefix,
-        &sink,
-        &worker,
-        &manager,
-        "bench",
-        "t",
-        options.commands,
-        None,
-    )
-    .await?;
+    report.invite = target.run("t", options.commands, None).await?;
     if options.latency_commands > 0 {
         eprintln!(
             "invite_user × {} offered at {}/s…",
             options.latency_commands, options.latency_rate
         );
-        report.latency = Some(
-            invites::run(
-                &options.amqp_url,
-                prefix,
-                &sink,
-                &worker,
-                &manager,
-                "bench",
-                "l",
-                options.latency_commands,
-                Some(options.latency_rate),
-            )
-            .await?,
-        );
+        let rate = Some(options.latency_rate);
+        report.latency = Some(target.run("l", options.latency_commands, rate).await?);
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    report.worker.idle_after_runs_rss_mib = worker.rss_mib();
-    eprintln!(
-        "worker idle again, RSS {:.1} MiB",
-        report.worker.idle_after_runs_rss_mib
-    );
-    worker.stop().await;
-    report.worker.db_reads_per_command = db_reads::since(
-        &pool,
-        reads_before,
-        options.commands + options.latency_commands,
-    )
-    .await?;
+    Ok(())
+}
 
-    if options.expire > 0 {
-        eprintln!("expiry sweep over {} expired invitations…", options.expire);
-        let handler = Handler::new(
-            pool.clone(),
-            HandlerSettings {
-                activation_ttl: chrono::Duration::days(7),
-                password_reset_ttl: chrono::Duration::hours(1),
-                resend_cooldown: chrono::Duration::seconds(60),
-                mail_cap_per_day: 10,
-                handoff: None,
-            },
-        );
-        let manager =
-            uuid::Uuid::parse_str(&manager).map_err(|e| BenchError::new(e.to_string()))?;
-        report.expiry = Some(
-            expiry::run(
-                &pool,
-                &handler,
-                "bench",
-                manager,
-                options.expire,
-                SWEEP_BATCH,
-            )
-            .await?,
-        );
-    }
-    pool.close().await;
-    Ok(report)
+/// The expiry sweep over `options.expire` expired invitations from `manager`,
+/// run in this process with the worker's default settings.
+async fn expiry_run(
+    options: &BenchOptions,
+    pool: &sqlx::PgPool,
+    manager: &str,
+) -> Result<ExpiryFigures, BenchError> {
+    eprintln!("expiry sweep over {} expired invitations…", options.expire);
+    let handler = Handler::new(
+        pool.clone(),
+        HandlerSettings {
+            activation_ttl: chrono::Duration::days(7),
+            password_reset_ttl: chrono::Duration::hours(1),
+            resend_cooldown: chrono::Duration::seconds(60),
+            mail_cap_per_day: 10,
+            handoff: None,
+        },
+    );
+    let manager = uuid::Uuid::parse_str(manager).map_err(|e| BenchError::new(e.to_string()))?;
+    expiry::run(
+        pool,
+        &handler,
+        ORGANIZATION,
+        manager,
+        options.expire,
+        SWEEP_BATCH,
+    )
+    .await
 }
 
 /// The activation token in an email's quoted-printable text.
