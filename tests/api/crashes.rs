@@ -1,12 +1,10 @@
 //! The worker killed or stopped under load: every command applied exactly
 //! once, every invitee emailed, duplicates bounded and reported.
 
-use crate::helpers::{TestWorker, eventually, invite_envelopes};
+use crate::helpers::{LOAD, LoadTally, TestWorker, invite_envelopes};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-
-const LOAD: &str = "@load.example";
 
 /// Waits until `n` replies of any command have arrived; returns them by correlation id.
 async fn some_replies(w: &mut TestWorker, n: usize) -> HashMap<String, Vec<Value>> {
@@ -22,22 +20,6 @@ async fn some_replies(w: &mut TestWorker, n: usize) -> HashMap<String, Vec<Value
         count += 1;
     }
     replies
-}
-
-fn merge(into: &mut HashMap<String, Vec<Value>>, more: HashMap<String, Vec<Value>>) {
-    for (id, replies) in more {
-        into.entry(id).or_default().extend(replies);
-    }
-}
-
-/// Emails per load recipient, once at least `expected` have arrived.
-async fn load_emails(w: &TestWorker, expected: usize, timeout: Duration) -> HashMap<String, usize> {
-    let what = format!("emails to {expected} load recipients");
-    eventually(&what, timeout, || async {
-        let per_recipient = w.smtp.per_recipient(LOAD);
-        (per_recipient.len() >= expected).then_some(per_recipient)
-    })
-    .await
 }
 
 /// Collects replies until every id has its original one (or `timeout`). A
@@ -99,34 +81,24 @@ async fn a_worker_killed_under_load_applies_every_command_exactly_once_after_res
     w.kill();
     w.spawn();
     w.wait_ready().await;
-    let missing: Vec<String> = ids
-        .iter()
-        .filter(|id| !replies.contains_key(*id))
-        .cloned()
-        .collect();
-    merge(
-        &mut replies,
-        w.replies_for(&missing, Duration::from_secs(180)).await,
-    );
+    w.replies_for_missing(&ids, &mut replies, Duration::from_secs(180))
+        .await;
     originals(&mut w, &ids, &mut replies, Duration::from_secs(60)).await;
 
     let duplicate_replies = check_replies(&ids, &replies);
-    let emails = load_emails(&w, N, Duration::from_secs(180)).await;
+    let emails = w.load_emails(N, Duration::from_secs(180)).await;
     assert_eq!(emails.len(), N, "every invitee got an activation email");
     // Every row delivered, those the killed worker had claimed included
     // (picked up after their lease): the duplicates counted are all there are.
     w.outbox_drained(Duration::from_secs(60)).await;
     let emails = w.smtp.per_recipient(LOAD);
     let duplicate_emails: usize = emails.values().map(|n| n - 1).sum();
-    let users = w
-        .count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
-        .await;
-    let processed = w
-        .count("SELECT count(*) FROM processed_commands WHERE command_type = 'invite_user'")
-        .await;
-    let audit = w
-        .count("SELECT count(*) FROM audit_log WHERE action = 'user.invited'")
-        .await;
+    let LoadTally {
+        users,
+        processed,
+        audit,
+        ..
+    } = w.load_tally().await;
     println!(
         "SIGKILL under load: commands sent {N}, replies before the kill {before_kill}, emails before the kill \
          {emails_before_kill}, applied {users}, duplicates suppressed (duplicate replies) {duplicate_replies}, \
@@ -162,26 +134,15 @@ async fn sigterm_under_load_finishes_in_flight_work_and_exits_zero() {
         took < Duration::from_secs(12),
         "stopped within the grace period, took {took:?}"
     );
-    let before_restart = w
-        .count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
-        .await;
+    let before_restart = w.load_tally().await.users;
 
     w.spawn();
     w.wait_ready().await;
-    let missing: Vec<String> = ids
-        .iter()
-        .filter(|id| !replies.contains_key(*id))
-        .cloned()
-        .collect();
-    merge(
-        &mut replies,
-        w.replies_for(&missing, Duration::from_secs(120)).await,
-    );
-    let duplicate_replies = check_replies(&ids, &replies);
-    let emails = load_emails(&w, N, Duration::from_secs(120)).await;
-    let users = w
-        .count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
+    w.replies_for_missing(&ids, &mut replies, Duration::from_secs(120))
         .await;
+    let duplicate_replies = check_replies(&ids, &replies);
+    let emails = w.load_emails(N, Duration::from_secs(120)).await;
+    let users = w.load_tally().await.users;
     let duplicate_emails: usize = emails.values().map(|n| n - 1).sum();
     println!(
         "SIGTERM under load: commands sent {N}, applied before the stop {before_restart}, stop took {took:?}, \

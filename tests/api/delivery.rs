@@ -2,7 +2,7 @@
 //! answered from the record, a message that can never succeed is
 //! dead-lettered with the reason and never blocks the queue.
 
-use crate::helpers::{TestWorker, WAIT, invite_data};
+use crate::helpers::{TestWorker, WAIT, bytes, invite_data, invite_envelope};
 use serde_json::{Value, json};
 use std::time::Duration;
 use user_lifecycle::broker::client::CommandClient;
@@ -30,19 +30,35 @@ fn without(mut v: Value, key: &str) -> Value {
     v
 }
 
-fn bytes(v: &Value) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap()
+/// Asserts that ivo@acme.example, `user`, got one activation email and
+/// one `user.invited`, after a barrier: a later command's email and event
+/// (as `manager`). Once they are out, a second copy of either would have
+/// been out too.
+async fn invited_once(w: &mut TestWorker, manager: &str, user: &str) {
+    let marker_id = w.invited_user(manager, "acme", "marker@acme.example").await;
+    w.event("user.invited", Some(&marker_id)).await;
+    assert_eq!(
+        w.smtp.count_to("ivo@acme.example"),
+        1,
+        "one activation email"
+    );
+    let again: Vec<Value> = w
+        .events_of("user.invited")
+        .await
+        .into_iter()
+        .filter(|e| e["subject"] == user)
+        .collect();
+    assert!(
+        again.is_empty(),
+        "one user.invited only; another came: {again:?}"
+    );
 }
 
 #[tokio::test]
 async fn the_same_command_delivered_twice_is_applied_once_and_answered_with_the_original_reply() {
     let mut w = TestWorker::start().await;
     let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
-    let envelope = CommandClient::envelope(
-        "invite_user",
-        invite_data("acme", "ivo@acme.example"),
-        Some(&manager),
-    );
+    let envelope = invite_envelope(&manager, "acme", "ivo@acme.example");
 
     let first = w.send_envelope(&envelope).await;
     assert_eq!(first["status"], "applied", "{first}");
@@ -60,28 +76,7 @@ async fn the_same_command_delivered_twice_is_applied_once_and_answered_with_the_
         "the stored reply, same user_id and data"
     );
 
-    // A later command's email and event: once they are out, a second
-    // activation email or `user.invited` would have been out too.
-    let marker = w.invite(&manager, "acme", "marker@acme.example").await;
-    assert_eq!(marker["status"], "applied", "{marker}");
-    let marker_id = marker["data"]["user_id"].as_str().unwrap().to_owned();
-    w.smtp.mail_to("marker@acme.example").await;
-    w.event("user.invited", Some(&marker_id)).await;
-    assert_eq!(
-        w.smtp.count_to("ivo@acme.example"),
-        1,
-        "one activation email"
-    );
-    let again: Vec<Value> = w
-        .events_of("user.invited")
-        .await
-        .into_iter()
-        .filter(|e| e["subject"] == user_id.as_str())
-        .collect();
-    assert!(
-        again.is_empty(),
-        "one user.invited only; another came: {again:?}"
-    );
+    invited_once(&mut w, &manager, &user_id).await;
 
     let dup = w
         .metric_reaches(
@@ -107,11 +102,7 @@ async fn the_same_command_delivered_twice_is_applied_once_and_answered_with_the_
 async fn two_simultaneous_deliveries_of_one_command_apply_it_once() {
     let mut w = TestWorker::start().await;
     let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
-    let envelope = CommandClient::envelope(
-        "invite_user",
-        invite_data("acme", "ivo@acme.example"),
-        Some(&manager),
-    );
+    let envelope = invite_envelope(&manager, "acme", "ivo@acme.example");
     let body = bytes(&envelope);
 
     // Both copies are in the queue before either is answered.
@@ -149,22 +140,7 @@ async fn two_simultaneous_deliveries_of_one_command_apply_it_once() {
     let user_id = original["data"]["user_id"].as_str().unwrap().to_owned();
     w.event("user.invited", Some(&user_id)).await;
     w.smtp.mail_to("ivo@acme.example").await;
-    let marker = w.invite(&manager, "acme", "marker@acme.example").await;
-    let marker_id = marker["data"]["user_id"].as_str().unwrap().to_owned();
-    w.smtp.mail_to("marker@acme.example").await;
-    w.event("user.invited", Some(&marker_id)).await;
-    assert_eq!(
-        w.smtp.count_to("ivo@acme.example"),
-        1,
-        "one activation email"
-    );
-    assert!(
-        w.events_of("user.invited")
-            .await
-            .iter()
-            .all(|e| e["subject"] != user_id.as_str()),
-        "one user.invited only"
-    );
+    invited_once(&mut w, &manager, &user_id).await;
 }
 
 #[tokio::test]
@@ -199,13 +175,7 @@ async fn a_redelivered_rejection_gets_the_original_rejection_even_when_a_retry_w
     );
 
     // Had the redelivery been applied, this new command would be too soon.
-    let fresh = w
-        .send(
-            "resend_activation",
-            json!({"user_id": user}),
-            Some(&manager),
-        )
-        .await;
+    let fresh = w.resend_activation(&manager, &user).await;
     assert_eq!(
         fresh["status"], "applied",
         "the duplicate changed nothing: {fresh}"
@@ -386,15 +356,13 @@ async fn messages_that_are_not_commands_are_dead_lettered_with_the_reason_and_an
         "each message dead-lettered once"
     );
 
-    for (reason, count) in [
+    w.dead_lettered_become(&[
         ("not_json", 3.0),
         ("not_envelope", 6.0),
         ("unknown_type", 1.0),
         ("too_large", 1.0),
-    ] {
-        let series = format!("user_lifecycle_dead_lettered_total{{reason=\"{reason}\"}}");
-        assert_eq!(w.metric_reaches(&series, count).await, count, "{series}");
-    }
+    ])
+    .await;
 }
 
 #[tokio::test]
@@ -439,15 +407,13 @@ async fn a_burst_of_poison_does_not_block_the_valid_command_behind_it() {
     w.event("organization.onboarded", None).await;
     w.smtp.mail_to("boss@acme.example").await;
 
-    for (reason, count) in [
+    w.dead_lettered_become(&[
         ("not_json", 12.0),
         ("not_envelope", 12.0),
         ("unknown_type", 12.0),
         ("too_large", 12.0),
-    ] {
-        let series = format!("user_lifecycle_dead_lettered_total{{reason=\"{reason}\"}}");
-        assert_eq!(w.metric_reaches(&series, count).await, count, "{series}");
-    }
+    ])
+    .await;
     for _ in 0..burst {
         let dead = w.dead_letter().await;
         assert!(
@@ -486,27 +452,17 @@ async fn a_command_with_invalid_data_is_answered_naming_the_field_and_dead_lette
         "x-error names the field: {:?}",
         dead.error
     );
-    assert!(
-        dead.body == bytes(&envelope),
-        "the original body is preserved: {}",
-        String::from_utf8_lossy(&dead.body)
-    );
-    assert_eq!(
-        w.metric_reaches(
-            r#"user_lifecycle_dead_lettered_total{reason="invalid_data"}"#,
-            1.0
-        )
-        .await,
-        1.0
-    );
-    assert_eq!(
-        w.metric_reaches(
-            r#"user_lifecycle_commands_total{type="invite_user",outcome="invalid"}"#,
-            1.0
-        )
-        .await,
-        1.0
-    );
+    dead.assert_body_is(&envelope);
+    w.metric_becomes(
+        r#"user_lifecycle_dead_lettered_total{reason="invalid_data"}"#,
+        1.0,
+    )
+    .await;
+    w.metric_becomes(
+        r#"user_lifecycle_commands_total{type="invite_user",outcome="invalid"}"#,
+        1.0,
+    )
+    .await;
 
     // A redelivery gets the same answer and is not dead-lettered again: the
     // next dead letter is a marker sent after it.
@@ -521,14 +477,11 @@ async fn a_command_with_invalid_data_is_answered_naming_the_field_and_dead_lette
         "no second copy of the invalid command: {next:?}"
     );
     assert_eq!(w.dead_letters_waiting().await, 0);
-    assert_eq!(
-        w.metric_reaches(
-            r#"user_lifecycle_dead_lettered_total{reason="invalid_data"}"#,
-            1.0
-        )
-        .await,
-        1.0
-    );
+    w.metric_becomes(
+        r#"user_lifecycle_dead_lettered_total{reason="invalid_data"}"#,
+        1.0,
+    )
+    .await;
 
     // Nobody was invited.
     let ok = w.invite(&manager, "acme", "marker@acme.example").await;

@@ -164,6 +164,70 @@ async fn figures(w: &TestWorker, test: &str, recipients: &[String]) -> Figures {
     f
 }
 
+/// The row of the activation email to `to`, once it is given up on: after
+/// `attempts` attempts, the last answered with `code`, which its
+/// `last_error` names; it keeps no token and is counted failed, once.
+async fn given_up(w: &TestWorker, test: &str, to: &str, attempts: i32, code: &str) -> EmailRow {
+    let row = email_row_until(w, to, |r| r.failed).await;
+    println!("[{test}] failed row: {row:?}");
+    assert_eq!(
+        row.attempts, attempts,
+        "given up after {attempts} attempt(s)"
+    );
+    assert!(!row.sent);
+    let error = row.last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains(code),
+        "last_error names the answer: {error:?}"
+    );
+    assert!(!row.has_token, "a given-up row keeps no token");
+    assert_eq!(activation_emails_reach(w, "failed", 1.0).await, 1.0);
+    row
+}
+
+/// Makes the server accept again and invites `later`; once its email is in
+/// and the outbox settled, asserts that the email to `failed` (given up
+/// on) stays unsent and `later`'s went out once. Returns `later`.
+async fn accepted_again(
+    w: &mut TestWorker,
+    manager: &str,
+    test: &str,
+    failed: &str,
+    later: &str,
+) -> String {
+    w.smtp.answer_with(Answer::Accept);
+    let later = invite_one(w, manager, later).await;
+    w.smtp.wait_for(&later, 1, WAIT).await;
+    outbox_settles(w).await;
+    let recipients = vec![failed.to_owned(), later.clone()];
+    let f = figures(w, test, &recipients).await;
+    assert_eq!(w.smtp.count_to(failed), 0, "the failed email stays unsent");
+    assert_eq!(f.failed, 1.0);
+    assert_eq!(f.sent, 1.0);
+    assert_eq!(f.duplicates, 0);
+    later
+}
+
+/// Makes the server accept again; once every one of `invitees` has its
+/// email and the outbox has settled, asserts each email went out once and
+/// was counted sent once, none failed (figures printed under `test`).
+async fn accepted_at_last(w: &TestWorker, invitees: &[String], test: &str) {
+    w.smtp.answer_with(Answer::Accept);
+    for to in invitees {
+        w.smtp.wait_for(to, 1, WAIT).await;
+    }
+    outbox_settles(w).await;
+    each_got_exactly_one(w, invitees).await;
+    let after = figures(w, test, invitees).await;
+    assert_eq!(
+        after.sent,
+        invitees.len() as f64,
+        "each email counted sent once"
+    );
+    assert_eq!(after.failed, 0.0);
+    assert_eq!(after.duplicates, 0);
+}
+
 /// Asserts every recipient got exactly one email and no row holds a token.
 async fn each_got_exactly_one(w: &TestWorker, recipients: &[String]) {
     for to in recipients {
@@ -274,16 +338,7 @@ async fn a_4xx_answer_is_retried_with_backoff_and_the_backlog_drains_once_exactl
     let before = figures(&w, "4xx, while refusing", &invitees).await;
     assert_eq!(before.delivered, 0);
 
-    w.smtp.answer_with(Answer::Accept);
-    for to in &invitees {
-        w.smtp.wait_for(to, 1, WAIT).await;
-    }
-    outbox_settles(&w).await;
-    each_got_exactly_one(&w, &invitees).await;
-    let after = figures(&w, "4xx, after accepting", &invitees).await;
-    assert_eq!(after.sent, n as f64, "each email counted sent once");
-    assert_eq!(after.failed, 0.0);
-    assert_eq!(after.duplicates, 0);
+    accepted_at_last(&w, &invitees, "4xx, after accepting").await;
     assert_eq!(
         w.count("SELECT count(*) FROM outbox WHERE kind = 'email' AND failed_at IS NOT NULL")
             .await,
@@ -298,17 +353,8 @@ async fn a_5xx_answer_fails_the_email_at_once_and_later_emails_still_flow() {
     w.smtp.answer_with(Answer::Permanent);
     let refused = invite_one(&mut w, &manager, "gone@acme.example").await;
 
-    let row = email_row_until(&w, &refused, |r| r.failed).await;
-    println!("[5xx] failed row: {row:?}");
-    assert_eq!(row.attempts, 1, "a permanent answer is not retried");
-    assert!(!row.sent);
-    let error = row.last_error.clone().unwrap_or_default();
-    assert!(
-        error.contains("550"),
-        "last_error names the answer: {error:?}"
-    );
-    assert!(!row.has_token, "a given-up row keeps no token");
-    assert_eq!(activation_emails_reach(&w, "failed", 1.0).await, 1.0);
+    // A permanent answer is not retried.
+    let row = given_up(&w, "5xx", &refused, 1, "550").await;
     assert_eq!(activation_emails(&w, "retry").await, 0.0, "not retried");
     let what = format!(
         "an ERROR log line about outbox row {} in target/test-logs/{}.log",
@@ -319,26 +365,13 @@ async fn a_5xx_answer_fails_the_email_at_once_and_later_emails_still_flow() {
     })
     .await;
 
-    w.smtp.answer_with(Answer::Accept);
-    let later = invite_one(&mut w, &manager, "later@acme.example").await;
-    w.smtp.wait_for(&later, 1, WAIT).await;
-    outbox_settles(&w).await;
-    let recipients = vec![refused.clone(), later.clone()];
-    let f = figures(&w, "5xx", &recipients).await;
+    let later = accepted_again(&mut w, &manager, "5xx", &refused, "later@acme.example").await;
     each_got_exactly_one(&w, std::slice::from_ref(&later)).await;
-    assert_eq!(
-        w.smtp.count_to(&refused),
-        0,
-        "the refused email stays failed"
-    );
     let still = email_rows(&w, &refused).await;
     assert!(
         still.len() == 1 && still[0].failed && still[0].attempts == 1,
         "the failed row is not tried again: {still:?}"
     );
-    assert_eq!(f.sent, 1.0);
-    assert_eq!(f.failed, 1.0);
-    assert_eq!(f.duplicates, 0);
 }
 
 #[tokio::test]
@@ -364,16 +397,7 @@ async fn emails_are_retried_while_the_smtp_server_is_down_and_each_goes_out_once
     let before = figures(&w, "down, while down", &invitees).await;
     assert_eq!(before.delivered, 0);
 
-    w.smtp.answer_with(Answer::Accept);
-    for to in &invitees {
-        w.smtp.wait_for(to, 1, WAIT).await;
-    }
-    outbox_settles(&w).await;
-    each_got_exactly_one(&w, &invitees).await;
-    let after = figures(&w, "down, back up", &invitees).await;
-    assert_eq!(after.sent, n as f64);
-    assert_eq!(after.failed, 0.0);
-    assert_eq!(after.duplicates, 0);
+    accepted_at_last(&w, &invitees, "down, back up").await;
 }
 
 #[tokio::test]
@@ -465,33 +489,14 @@ async fn an_email_refused_4xx_until_mail_max_attempts_is_marked_failed_with_the_
     w.smtp.answer_with(Answer::Transient);
     let to = invite_one(&mut w, &manager, "never@acme.example").await;
 
-    let row = email_row_until(&w, &to, |r| r.failed).await;
-    println!("[max attempts] failed row: {row:?}");
-    assert_eq!(row.attempts, 3, "given up after MAIL_MAX_ATTEMPTS attempts");
-    assert!(!row.sent);
-    let error = row.last_error.clone().unwrap_or_default();
-    assert!(
-        error.contains("451"),
-        "last_error gives the reason: {error:?}"
-    );
-    assert!(!row.has_token, "a given-up row keeps no token");
-    assert_eq!(activation_emails_reach(&w, "failed", 1.0).await, 1.0);
+    given_up(&w, "max attempts", &to, 3, "451").await;
     assert_eq!(activation_emails(&w, "retry").await, 2.0, "two retries");
     assert_eq!(activation_emails(&w, "sent").await, 0.0);
     assert_eq!(w.smtp.count_to(&to), 0);
 
     // Given up is final: once the server accepts, later emails flow and the
     // failed one is not sent after all.
-    w.smtp.answer_with(Answer::Accept);
-    let marker = invite_one(&mut w, &manager, "marker@acme.example").await;
-    w.smtp.wait_for(&marker, 1, WAIT).await;
-    outbox_settles(&w).await;
-    let recipients = vec![to.clone(), marker.clone()];
-    let f = figures(&w, "max attempts", &recipients).await;
-    assert_eq!(w.smtp.count_to(&to), 0, "the failed email stays unsent");
-    assert_eq!(f.failed, 1.0);
-    assert_eq!(f.sent, 1.0);
-    assert_eq!(f.duplicates, 0);
+    accepted_again(&mut w, &manager, "max attempts", &to, "marker@acme.example").await;
 }
 
 #[tokio::test]
@@ -564,13 +569,27 @@ async fn after_delivery_the_outbox_keeps_no_usable_token() {
     assert_eq!(f.duplicates, 0);
 }
 
+/// Invites five users (`tag`) and waits until each got exactly one email;
+/// returns them with the messages received in all and the envelopes that
+/// arrived pipelined, printed under `label`.
+async fn emailed_once(
+    w: &mut TestWorker,
+    manager: &str,
+    tag: &str,
+    label: &str,
+) -> (Vec<String>, usize, usize) {
+    let recipients = invite_all_emailed(w, manager, tag, 5).await;
+    each_got_exactly_one(w, &recipients).await;
+    let (received, pipelined) = (w.smtp.count(), w.smtp.pipelined());
+    println!("[{label}] {received} message(s), {pipelined} envelope(s) pipelined");
+    (recipients, received, pipelined)
+}
+
 #[tokio::test]
 async fn where_the_server_offers_pipelining_each_envelope_goes_in_one_go() {
     let (mut w, manager) = TestWorker::with_active_manager(&[]).await;
-    let recipients = invite_all_emailed(&mut w, &manager, "piped", 5).await;
-    each_got_exactly_one(&w, &recipients).await;
-    let (received, pipelined) = (w.smtp.count(), w.smtp.pipelined());
-    println!("[pipelining offered] {received} message(s), {pipelined} envelope(s) pipelined");
+    let (recipients, received, pipelined) =
+        emailed_once(&mut w, &manager, "piped", "pipelining offered").await;
     assert!(received >= recipients.len());
     assert_eq!(
         pipelined, received,
@@ -583,10 +602,8 @@ async fn where_the_server_does_not_offer_pipelining_each_command_waits_for_its_r
     let mut w = TestWorker::start().await;
     w.smtp.stop_offering_pipelining();
     let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
-    let recipients = invite_all_emailed(&mut w, &manager, "stepwise", 5).await;
-    each_got_exactly_one(&w, &recipients).await;
-    let (received, pipelined) = (w.smtp.count(), w.smtp.pipelined());
-    println!("[pipelining not offered] {received} message(s), {pipelined} envelope(s) pipelined");
+    let (recipients, received, pipelined) =
+        emailed_once(&mut w, &manager, "stepwise", "pipelining not offered").await;
     assert!(received > recipients.len(), "the manager's and the invites");
     assert_eq!(
         pipelined, 0,

@@ -1,7 +1,7 @@
 //! Activation expiry: the scheduled sweep, and tokens refused past their TTL
 //! whether or not the sweep has run.
 
-use crate::helpers::{TestWorker, person};
+use crate::helpers::{TestWorker, person, user_id};
 use serde_json::{Value, json};
 use std::time::Duration;
 use user_lifecycle::outbox::Wakeup;
@@ -12,11 +12,6 @@ use user_lifecycle::store::expiry::begin_batch;
 const SWEEP_EVERY_SECOND: (&str, &str) = ("EXPIRY_SCHEDULE", "* * * * * *");
 /// Once a year at new year: the sweep does not run during a test.
 const SWEEP_NEVER_SOON: (&str, &str) = ("EXPIRY_SCHEDULE", "0 0 0 1 1 *");
-
-fn user_id(reply: &Value) -> String {
-    assert_eq!(reply["status"], "applied", "{reply}");
-    reply["data"]["user_id"].as_str().unwrap().to_owned()
-}
 
 /// The status `check_email` reports for `email`, asked by `actor` of the same organization.
 async fn status_of(w: &mut TestWorker, actor: &str, email: &str) -> Value {
@@ -41,7 +36,7 @@ async fn an_invitation_not_activated_in_time_expires_and_the_inviting_manager_is
         .mail_to("punctual@acme.example")
         .await
         .token("/activate");
-    let activated = w.send("activate_user", json!({"token": token}), None).await;
+    let activated = w.activate(&token).await;
     assert_eq!(activated["status"], "applied", "{activated}");
 
     let late = user_id(&w.invite(&manager, "acme", "late@acme.example").await);
@@ -133,7 +128,7 @@ async fn a_token_past_its_ttl_is_refused_even_before_the_sweep_runs() {
     let token = w.smtp.mail_to("ivo@acme.example").await.token("/activate");
 
     tokio::time::sleep(Duration::from_millis(2200)).await; // the TTL is the subject here
-    let refused = w.send("activate_user", json!({"token": token}), None).await;
+    let refused = w.activate(&token).await;
     assert_eq!(refused["status"], "rejected", "{refused}");
     assert_eq!(refused["code"], "token_expired", "{refused}");
     assert!(
@@ -152,7 +147,7 @@ async fn a_token_past_its_ttl_is_refused_even_before_the_sweep_runs() {
     );
 
     // Refused again, not consumed by the first refusal.
-    let again = w.send("activate_user", json!({"token": token}), None).await;
+    let again = w.activate(&token).await;
     assert_eq!(again["code"], "token_expired", "{again}");
 }
 
@@ -171,17 +166,11 @@ async fn after_expiry_a_resend_issues_a_new_token_that_activates_and_the_old_one
     // the old one is dead already.
     w.restart_with(&[("ACTIVATION_TTL", "60s")]).await;
 
-    let expired = w.send("activate_user", json!({"token": old}), None).await;
+    let expired = w.activate(&old).await;
     assert_eq!(expired["status"], "rejected", "{expired}");
     assert_eq!(expired["code"], "token_expired", "{expired}");
 
-    let resent = w
-        .send(
-            "resend_activation",
-            json!({"user_id": user}),
-            Some(&manager),
-        )
-        .await;
+    let resent = w.resend_activation(&manager, &user).await;
     assert_eq!(resent["status"], "applied", "{resent}");
     assert_eq!(resent["data"]["status"], "invited", "{resent}");
     let event = w.event("user.activation_resent", Some(&user)).await;
@@ -201,7 +190,7 @@ async fn after_expiry_a_resend_issues_a_new_token_that_activates_and_the_old_one
     let new = mails[1].token("/activate");
     assert_ne!(old, new);
 
-    let stale = w.send("activate_user", json!({"token": old}), None).await;
+    let stale = w.activate(&old).await;
     assert_eq!(
         stale["status"], "rejected",
         "the old token stays dead: {stale}"
@@ -211,7 +200,7 @@ async fn after_expiry_a_resend_issues_a_new_token_that_activates_and_the_old_one
         "{stale}"
     );
 
-    let activated = w.send("activate_user", json!({"token": new}), None).await;
+    let activated = w.activate(&new).await;
     assert_eq!(activated["status"], "applied", "{activated}");
     assert_eq!(activated["data"]["user_id"], user.as_str());
     assert_eq!(activated["data"]["email"], "ivo@acme.example");

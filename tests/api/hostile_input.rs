@@ -1,7 +1,7 @@
 //! A corpus of hostile messages: each ends in the dead-letter queue with a
 //! reason, is answered `invalid`, and the worker stays alive and consuming.
 
-use crate::helpers::{TestWorker, invite_data};
+use crate::helpers::{TestWorker, bytes, invite_data};
 use serde_json::{Value, json};
 use user_lifecycle::broker::client::CommandClient;
 
@@ -15,10 +15,6 @@ struct Hostile {
 
 fn envelope(kind: &str, data: Value) -> Value {
     CommandClient::envelope(kind, data, Some("0f9e2f9a-8d4c-4b0a-9c7e-1f2a3b4c5d6e"))
-}
-
-fn bytes(v: &Value) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap()
 }
 
 fn corpus() -> Vec<Hostile> {

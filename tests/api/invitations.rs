@@ -41,13 +41,13 @@ async fn a_manager_invites_a_user_who_gets_an_activation_email_and_activates() {
             .contains("https://portal.example.com/activate?token")
     );
 
-    let activated = w.send("activate_user", json!({"token": token}), None).await;
+    let activated = w.activate(&token).await;
     assert_eq!(activated["status"], "applied", "{activated}");
     assert_eq!(activated["data"]["user_id"], user_id.as_str());
     assert_eq!(activated["data"]["email"], "ivo@acme.example");
     w.event("user.activated", Some(&user_id)).await;
 
-    let again = w.send("activate_user", json!({"token": token}), None).await;
+    let again = w.activate(&token).await;
     assert_eq!(again["status"], "rejected");
     assert_eq!(again["code"], "token_used");
 }
@@ -143,24 +143,12 @@ async fn a_resend_revokes_the_earlier_token_and_respects_the_cooldown() {
     let user = reply["data"]["user_id"].as_str().unwrap().to_owned();
     let first = w.smtp.mail_to("ivo@acme.example").await.token("/activate");
 
-    let too_soon = w
-        .send(
-            "resend_activation",
-            json!({"user_id": user}),
-            Some(&manager),
-        )
-        .await;
+    let too_soon = w.resend_activation(&manager, &user).await;
     assert_eq!(too_soon["code"], "too_soon", "{too_soon}");
 
     // Once the cooldown is over (here: set to zero) the resend goes out.
     w.restart_with(&[("RESEND_COOLDOWN", "0s")]).await;
-    let resent = w
-        .send(
-            "resend_activation",
-            json!({"user_id": user}),
-            Some(&manager),
-        )
-        .await;
+    let resent = w.resend_activation(&manager, &user).await;
     assert_eq!(resent["status"], "applied", "{resent}");
     assert_eq!(resent["data"]["status"], "invited");
     w.event("user.activation_resent", Some(&user)).await;
@@ -172,23 +160,15 @@ async fn a_resend_revokes_the_earlier_token_and_respects_the_cooldown() {
     assert_ne!(first, second);
     assert_ne!(mails[0].message_id(), mails[1].message_id());
 
-    let old = w.send("activate_user", json!({"token": first}), None).await;
+    let old = w.activate(&first).await;
     assert_eq!(
         old["code"], "token_invalid",
         "the resend revoked the first token: {old}"
     );
-    let new = w
-        .send("activate_user", json!({"token": second}), None)
-        .await;
+    let new = w.activate(&second).await;
     assert_eq!(new["status"], "applied", "{new}");
 
-    let active = w
-        .send(
-            "resend_activation",
-            json!({"user_id": user}),
-            Some(&manager),
-        )
-        .await;
+    let active = w.resend_activation(&manager, &user).await;
     assert_eq!(active["code"], "already_active");
 }
 
@@ -201,9 +181,7 @@ async fn a_manager_cannot_resend_for_another_organizations_user() {
         .await;
     let reply = w.invite(&acme, "acme", "ivo@acme.example").await;
     let user = reply["data"]["user_id"].as_str().unwrap();
-    let cross = w
-        .send("resend_activation", json!({"user_id": user}), Some(&other))
-        .await;
+    let cross = w.resend_activation(&other, user).await;
     assert_eq!(
         cross["code"], "not_found",
         "another tenant's user is invisible: {cross}"
@@ -222,7 +200,7 @@ async fn a_manager_cannot_resend_for_another_organizations_user() {
 async fn a_token_that_is_not_ours_is_invalid() {
     let mut w = TestWorker::start().await;
     for token in ["nope", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
-        let reply = w.send("activate_user", json!({"token": token}), None).await;
+        let reply = w.activate(token).await;
         assert_eq!(reply["status"], "rejected");
         assert_eq!(reply["code"], "token_invalid", "{reply}");
     }

@@ -45,7 +45,7 @@ async fn onboarding_creates_the_organization_and_invites_its_first_manager() {
     );
     assert!(!mail.html().contains("<Holding>"));
     let token = mail.token("/activate");
-    let activated = w.send("activate_user", json!({"token": token}), None).await;
+    let activated = w.activate(&token).await;
     assert_eq!(activated["data"]["user_id"], manager.as_str());
 
     // The activated manager can now invite.
@@ -73,7 +73,7 @@ async fn an_organization_with_an_active_manager_is_onboarded_once() {
     );
     // (Without an active manager, onboarding again re-invites one: tests/trust/recovery.rs.)
     let token = w.smtp.mail_to("a@acme.example").await.token("/activate");
-    let activated = w.send("activate_user", json!({"token": token}), None).await;
+    let activated = w.activate(&token).await;
     assert_eq!(activated["status"], "applied", "{activated}");
     let again = w
         .send(

@@ -6,7 +6,7 @@
 //! is written that way and the command gets the transaction's answer.
 
 use crate::helpers::{TestWorker, invite_data, invite_envelopes};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 use user_lifecycle::broker::client::CommandClient;
 
@@ -22,28 +22,13 @@ async fn warm_worker() -> (TestWorker, String) {
     (w, manager)
 }
 
-/// Publishes `envelopes` and returns the first reply to each, in order.
-async fn answers(w: &mut TestWorker, envelopes: &[Value]) -> Vec<Value> {
-    let ids = w.publish_all(envelopes).await;
-    let replies = w.replies_for(&ids, Duration::from_secs(30)).await;
-    ids.iter()
-        .map(|id| {
-            replies
-                .get(id)
-                .and_then(|r| r.first())
-                .cloned()
-                .unwrap_or_else(|| panic!("no reply for {id}"))
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn invites_after_the_first_are_one_statement_each_batch_and_leave_what_a_transaction_leaves()
 {
     let (mut w, manager) = warm_worker().await;
     let before = w.metric(ONE_STATEMENT).await.unwrap_or(0.0);
     let envelopes = invite_envelopes(&manager, "acme", "one", 12);
-    for reply in answers(&mut w, &envelopes).await {
+    for reply in w.answers(&envelopes).await {
         assert_eq!(reply["status"], "applied", "{reply}");
     }
     let after = w.metric(ONE_STATEMENT).await.unwrap_or(0.0);
@@ -193,7 +178,7 @@ async fn a_taken_email_and_a_repeated_command_among_them_get_the_transactions_an
         ),
     );
     envelopes.insert(3, repeated.clone());
-    let replies = answers(&mut w, &envelopes).await;
+    let replies = w.answers(&envelopes).await;
     assert_eq!(replies[1]["code"], "email_taken", "{}", replies[1]);
     assert_eq!(replies[3]["duplicate"], true, "{}", replies[3]);
     assert_eq!(replies[3]["data"], first["data"], "{}", replies[3]);

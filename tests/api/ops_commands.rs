@@ -5,9 +5,8 @@
 //! sample data; `expire-now` runs the expiry sweep at once, under the
 //! scheduler's lock.
 
-use crate::helpers::{AMQP_URL, PG_BASE, TestWorker, WAIT, invite_data};
+use crate::helpers::{AMQP_URL, PG_BASE, TestWorker, WAIT, invite_data, resend_envelope};
 use serde_json::{Value, json};
-use sqlx::Connection as _;
 use std::process::{Command, Output};
 use std::time::Duration;
 use user_lifecycle::broker::client::CommandClient;
@@ -75,17 +74,6 @@ async fn listed(w: &TestWorker) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect()
-}
-
-/// Publishes `envelope` with `reply_to` (correlation = its id); returns its id.
-async fn publish(w: &TestWorker, envelope: &Value) -> String {
-    let id = envelope["id"].as_str().unwrap().to_owned();
-    let body = serde_json::to_vec(envelope).unwrap();
-    w.client
-        .publish_raw(envelope["type"].as_str().unwrap(), &body, &id)
-        .await
-        .expect("published");
-    id
 }
 
 /// An `invite_user` whose data is invalid (`user.email`).
@@ -226,25 +214,11 @@ async fn replay_all_applies_a_command_dead_lettered_for_a_transient_failure() {
     .await;
     let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
     let x = "xavier@acme.example";
-    let invited = w.invite(&manager, "acme", x).await;
-    assert_eq!(invited["status"], "applied", "{invited}");
-    let x_id = invited["data"]["user_id"].as_str().unwrap().to_owned();
-    w.smtp.mail_to(x).await;
+    let x_id = w.invited_user(&manager, "acme", x).await;
 
     // X's row is locked past DATABASE_LOCK_TIMEOUT: the resend is dead-lettered.
-    let mut holder = w.db().await;
-    let mut tx = holder.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM users WHERE email = $1 FOR UPDATE")
-        .bind(x)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let resend = CommandClient::envelope(
-        "resend_activation",
-        json!({"user_id": x_id}),
-        Some(&manager),
-    );
-    let resend_id = publish(&w, &resend).await;
+    let lock = w.lock_user_row(x).await;
+    let resend_id = w.publish(&resend_envelope(&manager, &x_id)).await;
     w.dead_letters_reach(1).await;
     let records = listed(&w).await;
     assert_eq!(records.len(), 1, "{records:?}");
@@ -265,7 +239,7 @@ async fn replay_all_applies_a_command_dead_lettered_for_a_transient_failure() {
     );
 
     // The cause is gone; replay.
-    tx.rollback().await.unwrap();
+    lock.release().await;
     let replay = ops(&w, &["dead-letters", "replay", "--all"]).await;
     let out = ok(&replay);
     println!("[replay]\n{out}");
@@ -278,17 +252,13 @@ async fn replay_all_applies_a_command_dead_lettered_for_a_transient_failure() {
     );
 
     // Applied now, answered on the original reply_to with the original correlation id.
-    let replies = w.replies_for(std::slice::from_ref(&resend_id), WAIT).await;
-    let reply = replies
-        .get(&resend_id)
-        .and_then(|r| r.first())
-        .expect("the replayed command is answered");
+    let reply = w.reply_for(&resend_id, WAIT).await;
     assert_eq!(reply["status"], "applied", "{reply}");
     assert_eq!(reply["duplicate"], false, "{reply}");
     w.event("user.activation_resent", Some(&x_id)).await;
     let mails = w.smtp.wait_for(x, 2, WAIT).await;
     let token = mails[1].token("/activate");
-    let activated = w.send("activate_user", json!({"token": token}), None).await;
+    let activated = w.activate(&token).await;
     assert_eq!(activated["status"], "applied", "{activated}");
 
     assert_eq!(w.dead_letters_waiting().await, 0);

@@ -4,7 +4,7 @@
 //! These tests stop shared services, so they run one at a time and only in
 //! this test binary (cargo runs test binaries one after another).
 
-use crate::helpers::{TestWorker, eventually, invite_envelopes};
+use crate::helpers::{LOAD, LoadTally, TestWorker, eventually, invite_envelopes};
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -33,10 +33,6 @@ fn pg_version() -> String {
         .expect("a cluster")
 }
 
-fn emails_per_invitee(w: &TestWorker) -> HashMap<String, usize> {
-    w.smtp.per_recipient("@load.example")
-}
-
 #[tokio::test]
 async fn a_rabbitmq_restart_under_load_loses_nothing_and_applies_nothing_twice() {
     let _only_me = EXCLUSIVE.lock().await;
@@ -60,9 +56,7 @@ async fn a_rabbitmq_restart_under_load_loses_nothing_and_applies_nothing_twice()
     .await;
     let (ready, _) = w.http_get("/readyz").await.expect("readyz answers");
     assert_eq!(ready, 503, "not ready without the broker");
-    let applied_during_outage = w
-        .count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
-        .await;
+    let applied_during_outage = w.load_tally().await.users;
     run("rabbitmqctl", &["-q", "start_app"]).await;
     run("rabbitmqctl", &["-q", "await_startup"]).await;
     eventually("reconnect", Duration::from_secs(60), || async {
@@ -74,27 +68,20 @@ async fn a_rabbitmq_restart_under_load_loses_nothing_and_applies_nothing_twice()
     w.reconnect_amqp().await;
 
     eventually("every invite applied", Duration::from_secs(120), || async {
-        let applied = w
-            .count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
-            .await;
+        let applied = w.load_tally().await.users;
         (applied == N as i64).then_some(()).ok_or(applied)
     })
     .await;
-    eventually(
-        "every invitee emailed",
-        Duration::from_secs(120),
-        || async { (emails_per_invitee(&w).len() == N).then_some(()) },
-    )
-    .await;
+    w.load_emails(N, Duration::from_secs(120)).await;
     w.outbox_drained(Duration::from_secs(60)).await;
-    let per = emails_per_invitee(&w);
+    let per = w.smtp.per_recipient(LOAD);
     let duplicate_emails: usize = per.values().map(|n| n - 1).sum();
-    let processed = w
-        .count("SELECT count(*) FROM processed_commands WHERE command_type = 'invite_user'")
-        .await;
-    let audit = w
-        .count("SELECT count(*) FROM audit_log WHERE action = 'user.invited'")
-        .await;
+    let LoadTally {
+        processed,
+        audit,
+        dead,
+        ..
+    } = w.load_tally().await;
     let reconnects = w
         .metric("user_lifecycle_broker_reconnects_total")
         .await
@@ -103,9 +90,6 @@ async fn a_rabbitmq_restart_under_load_loses_nothing_and_applies_nothing_twice()
         .metric("user_lifecycle_commands_total{type=\"invite_user\",outcome=\"duplicate\"}")
         .await
         .unwrap_or(0.0);
-    let dead = w
-        .count("SELECT count(*) FROM outbox WHERE kind = 'dead_letter'")
-        .await;
     println!(
         "RabbitMQ restart under load: commands sent {N}, applied during the outage {applied_during_outage}, outage {outage:?}, \
          reconnects {reconnects}, applied {processed}, duplicates suppressed {duplicates}, emails delivered {}, \
@@ -178,14 +162,8 @@ async fn a_postgresql_restart_under_load_pauses_consumption_and_loses_nothing() 
     w.wait_ready().await;
     let outage = down_at.elapsed();
 
-    let missing: Vec<String> = ids
-        .iter()
-        .filter(|id| !replies.contains_key(*id))
-        .cloned()
-        .collect();
-    for (id, more) in w.replies_for(&missing, Duration::from_secs(180)).await {
-        replies.entry(id).or_default().extend(more);
-    }
+    w.replies_for_missing(&ids, &mut replies, Duration::from_secs(180))
+        .await;
     for id in &ids {
         let got = replies
             .get(id)
@@ -200,26 +178,18 @@ async fn a_postgresql_restart_under_load_pauses_consumption_and_loses_nothing() 
         .flatten()
         .filter(|r| r["duplicate"] == true)
         .count();
-    eventually(
-        "every invitee emailed",
-        Duration::from_secs(120),
-        || async { (emails_per_invitee(&w).len() == N).then_some(()) },
-    )
-    .await;
+    w.load_emails(N, Duration::from_secs(120)).await;
     // Every row marked sent: what a mark not written left unsent has been
     // sent again by now, so the duplicates counted are all there are.
     w.outbox_drained(Duration::from_secs(60)).await;
-    let per = emails_per_invitee(&w);
+    let per = w.smtp.per_recipient(LOAD);
     let duplicate_emails: usize = per.values().map(|n| n - 1).sum();
-    let users = w
-        .count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
-        .await;
-    let processed = w
-        .count("SELECT count(*) FROM processed_commands WHERE command_type = 'invite_user'")
-        .await;
-    let dead = w
-        .count("SELECT count(*) FROM outbox WHERE kind = 'dead_letter'")
-        .await;
+    let LoadTally {
+        users,
+        processed,
+        dead,
+        ..
+    } = w.load_tally().await;
     println!(
         "PostgreSQL restart under load: commands sent {N}, outage {outage:?}, applied {users}, duplicates suppressed \
          (duplicate replies) {duplicate_replies}, emails delivered {}, duplicate emails {duplicate_emails}, dead-lettered {dead}",

@@ -1,26 +1,16 @@
 //! Password reset: only an active user gets a link; the link is single use,
 //! expires, and is no activation token.
 
-use crate::helpers::TestWorker;
-use serde_json::{Value, json};
+use crate::helpers::{TestWorker, user_id};
+use serde_json::json;
 use std::time::Duration;
 
 const PORTAL_RESET: &str = "https://portal.example.com/reset-password?token=";
 
-fn user_id(reply: &Value) -> String {
-    assert_eq!(reply["status"], "applied", "{reply}");
-    reply["data"]["user_id"].as_str().unwrap().to_owned()
-}
-
-async fn request_reset(w: &mut TestWorker, email: &str) -> Value {
-    w.send("request_password_reset", json!({"email": email}), None)
-        .await
-}
-
 /// Requests a reset for an active user, waits for its email (the `nth`, 1-based, to
 /// that address) and returns the token.
 async fn reset_token(w: &mut TestWorker, email: &str, nth: usize) -> String {
-    let reply = request_reset(w, email).await;
+    let reply = w.request_password_reset(email).await;
     assert_eq!(reply["status"], "applied", "{reply}");
     assert_eq!(reply["code"], "ok", "{reply}");
     let mails = w.smtp.wait_for(email, nth, crate::helpers::WAIT).await;
@@ -34,7 +24,7 @@ async fn an_invited_user_is_refused_not_activated_gets_no_email_and_the_refusal_
     let invited = user_id(&w.invite(&manager, "acme", "ivo@acme.example").await);
     w.smtp.mail_to("ivo@acme.example").await;
 
-    let refused = request_reset(&mut w, "ivo@acme.example").await;
+    let refused = w.request_password_reset("ivo@acme.example").await;
     assert_eq!(refused["status"], "rejected", "{refused}");
     assert_eq!(refused["code"], "not_activated", "{refused}");
     assert!(
@@ -80,7 +70,7 @@ async fn an_expired_user_is_refused_not_activated_too() {
         .wait_for("boss@acme.example", 2, crate::helpers::WAIT)
         .await;
 
-    let refused = request_reset(&mut w, "ivo@acme.example").await;
+    let refused = w.request_password_reset("ivo@acme.example").await;
     assert_eq!(refused["status"], "rejected", "{refused}");
     assert_eq!(refused["code"], "not_activated", "{refused}");
     w.event("user.password_reset_blocked", Some(&invited)).await;
@@ -100,7 +90,7 @@ async fn an_active_user_gets_a_reset_link_that_redeems_once() {
     let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
     let ana = w.active_user(&manager, "acme", "ana@acme.example").await;
 
-    let reply = request_reset(&mut w, "ana@acme.example").await;
+    let reply = w.request_password_reset("ana@acme.example").await;
     assert_eq!(reply["status"], "applied", "{reply}");
     assert_eq!(reply["duplicate"], false);
 
@@ -176,7 +166,7 @@ async fn activation_and_reset_tokens_are_not_interchangeable() {
         as_reset["code"], "token_invalid",
         "an activation token resets no password: {as_reset}"
     );
-    let as_activation = w.send("activate_user", json!({"token": reset}), None).await;
+    let as_activation = w.activate(&reset).await;
     assert_eq!(as_activation["status"], "rejected", "{as_activation}");
     assert_eq!(
         as_activation["code"], "token_invalid",
@@ -184,9 +174,7 @@ async fn activation_and_reset_tokens_are_not_interchangeable() {
     );
 
     // The misuse consumed neither.
-    let activated = w
-        .send("activate_user", json!({"token": activation}), None)
-        .await;
+    let activated = w.activate(&activation).await;
     assert_eq!(activated["status"], "applied", "{activated}");
     assert_eq!(activated["data"]["user_id"], invited.as_str());
     let redeemed = w
@@ -213,7 +201,7 @@ async fn a_second_request_within_the_cooldown_is_too_soon_and_sends_nothing() {
     w.active_user(&manager, "acme", "ana@acme.example").await;
 
     let first = reset_token(&mut w, "ana@acme.example", 2).await;
-    let too_soon = request_reset(&mut w, "ana@acme.example").await;
+    let too_soon = w.request_password_reset("ana@acme.example").await;
     assert_eq!(too_soon["status"], "rejected", "{too_soon}");
     assert_eq!(too_soon["code"], "too_soon", "{too_soon}");
 
@@ -246,7 +234,7 @@ async fn the_default_cooldown_refuses_an_immediate_second_request() {
     w.onboard_active_manager("acme", "boss@acme.example").await;
     reset_token(&mut w, "boss@acme.example", 2).await;
     tokio::time::sleep(Duration::from_millis(1100)).await; // longer than a short cooldown, far below 60 s
-    let too_soon = request_reset(&mut w, "boss@acme.example").await;
+    let too_soon = w.request_password_reset("boss@acme.example").await;
     assert_eq!(too_soon["code"], "too_soon", "{too_soon}");
 }
 
@@ -255,7 +243,7 @@ async fn an_unknown_address_is_not_found_and_a_malformed_one_is_invalid() {
     let mut w = TestWorker::start().await;
     w.onboard_active_manager("acme", "boss@acme.example").await;
 
-    let unknown = request_reset(&mut w, "nobody@acme.example").await;
+    let unknown = w.request_password_reset("nobody@acme.example").await;
     assert_eq!(unknown["status"], "rejected", "{unknown}");
     assert_eq!(unknown["code"], "not_found", "{unknown}");
 

@@ -12,10 +12,7 @@ async fn delivery_account_manager(w: &mut TestWorker, boss: &str, da: &str, emai
     let reply = w.send("invite_user", data, Some(boss)).await;
     assert_eq!(reply["status"], "applied", "{reply}");
     let token = w.smtp.mail_to(email).await.token("/activate");
-    assert_eq!(
-        w.send("activate_user", json!({"token": token}), None).await["status"],
-        "applied"
-    );
+    assert_eq!(w.activate(&token).await["status"], "applied");
     reply["data"]["user_id"].as_str().unwrap().to_owned()
 }
 
@@ -129,13 +126,7 @@ async fn a_delivery_account_manager_acts_only_inside_its_own_delivery_account() 
         )
         .await;
     assert_eq!(remove["code"], "not_authorized", "{remove}");
-    let resend = w
-        .send(
-            "resend_activation",
-            json!({"user_id": org_user}),
-            Some(&shop_manager),
-        )
-        .await;
+    let resend = w.resend_activation(&shop_manager, org_user).await;
     assert_eq!(resend["code"], "not_authorized", "{resend}");
 }
 
@@ -148,7 +139,7 @@ async fn a_manager_limited_to_some_delivery_accounts_manages_only_those() {
     let limited = w.send("invite_user", data, Some(&boss)).await;
     let limited = limited["data"]["user_id"].as_str().unwrap().to_owned();
     let token = w.smtp.mail_to("lim@acme.example").await.token("/activate");
-    w.send("activate_user", json!({"token": token}), None).await;
+    w.activate(&token).await;
 
     let held = w
         .send(

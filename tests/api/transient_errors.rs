@@ -4,13 +4,10 @@
 //! and nothing of it is applied; it never blocks the commands behind it; once
 //! the cause is gone, replaying it from the dead-letter queue applies it.
 
-use crate::helpers::{TestWorker, WAIT, invite_data};
-use serde_json::{Value, json};
-use sqlx::Connection as _;
+use crate::helpers::{RowLock, TestWorker, WAIT, invite_envelope, resend_envelope};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use user_lifecycle::broker::client::CommandClient;
 
 const SETTINGS: &[(&str, &str)] = &[
     ("DATABASE_LOCK_TIMEOUT", "200ms"),
@@ -29,7 +26,7 @@ async fn processed(w: &TestWorker, id: &str) -> bool {
 }
 
 /// Counts the worker's waits for a row lock in its database: each rising
-/// edge of "some session waits on a lock" is one attempt that got stuck.
+/// edge of "some session waits on a lock" is one attempt that got
 struct LockWaits {
     seen: Arc<AtomicUsize>,
     waiting: Arc<AtomicBool>,
@@ -98,56 +95,59 @@ impl LockWaits {
     }
 }
 
-/// Publishes `envelope` (with `reply_to`, correlation = its id); returns its id and body.
-async fn publish(w: &TestWorker, envelope: &Value) -> (String, Vec<u8>) {
-    let id = envelope["id"].as_str().unwrap().to_owned();
-    let body = serde_json::to_vec(envelope).unwrap();
-    w.client
-        .publish_raw(envelope["type"].as_str().unwrap(), &body, &id)
-        .await
-        .expect("published");
-    (id, body)
+/// X, whose row the lock tests hold.
+const X: &str = "xavier@acme.example";
+
+/// Where each lock test starts: X's activation resent while the test holds
+/// X's row (another transaction, as far as the worker knows), once the
+/// worker has been seen waiting for that lock.
+struct Stuck {
+    manager: String,
+    x_id: String,
+    lock: RowLock,
+    waits: LockWaits,
+    resend: serde_json::Value,
+    resend_id: String,
+    started: Instant,
+}
+
+async fn a_resend_stuck_on_xs_lock() -> (TestWorker, Stuck) {
+    let mut w = TestWorker::start_with(SETTINGS).await;
+    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
+    let x_id = w.invited_user(&manager, "acme", X).await;
+
+    let lock = w.lock_user_row(X).await;
+    let waits = LockWaits::watch(&w).await;
+
+    let resend = resend_envelope(&manager, &x_id);
+    let started = Instant::now();
+    let resend_id = w.publish(&resend).await;
+    waits
+        .until("the resend should wait for X's lock", |l| l.seen() >= 1)
+        .await;
+    let stuck = Stuck {
+        manager,
+        x_id,
+        lock,
+        waits,
+        resend,
+        resend_id,
+        started,
+    };
+    (w, stuck)
 }
 
 #[tokio::test]
 async fn a_command_stuck_on_a_lock_is_retried_then_dead_lettered_without_blocking_the_queue_and_a_replay_applies_it()
  {
-    let mut w = TestWorker::start_with(SETTINGS).await;
-    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
-    let x = "xavier@acme.example";
-    let invited = w.invite(&manager, "acme", x).await;
-    assert_eq!(invited["status"], "applied", "{invited}");
-    let x_id = invited["data"]["user_id"].as_str().unwrap().to_owned();
-    w.smtp.mail_to(x).await;
-
-    // Another transaction holds X's row.
-    let mut holder = w.db().await;
-    let mut tx = holder.begin().await.unwrap();
-    let locked: Option<i32> = sqlx::query_scalar("SELECT 1 FROM users WHERE email = $1 FOR UPDATE")
-        .bind(x)
-        .fetch_optional(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(locked, Some(1), "X's row is locked by the test");
-    let waits = LockWaits::watch(&w).await;
-
-    let resend = CommandClient::envelope(
-        "resend_activation",
-        json!({"user_id": x_id}),
-        Some(&manager),
-    );
-    let started = Instant::now();
-    let (resend_id, resend_body) = publish(&w, &resend).await;
-    waits
-        .until("the resend should wait for X's lock", |l| l.seen() >= 1)
-        .await;
+    let (mut w, stuck) = a_resend_stuck_on_xs_lock().await;
+    let x = X;
 
     // A command behind the stuck one is applied meanwhile.
     let y = "yara@acme.example";
-    let invite_y = CommandClient::envelope("invite_user", invite_data("acme", y), Some(&manager));
-    let (y_id, _) = publish(&w, &invite_y).await;
+    let y_id = w.publish(&invite_envelope(&stuck.manager, "acme", y)).await;
     let replies = w.replies_for(std::slice::from_ref(&y_id), WAIT).await;
-    let y_after = started.elapsed();
+    let y_after = stuck.started.elapsed();
     let y_reply = replies
         .get(&y_id)
         .and_then(|r| r.first())
@@ -161,35 +161,28 @@ async fn a_command_stuck_on_a_lock_is_retried_then_dead_lettered_without_blockin
     );
     assert_eq!(w.dead_letters_waiting().await, 0);
     assert!(
-        !replies.contains_key(&resend_id),
+        !replies.contains_key(&stuck.resend_id),
         "no answer for the stuck command yet: {replies:?}"
     );
     w.smtp.mail_to(y).await;
 
     // The stuck command ends in the dead-letter queue, with the reason.
     let dead = w.dead_letter().await;
-    let dead_after = started.elapsed();
+    let dead_after = stuck.started.elapsed();
     assert_eq!(dead.reason, "transient", "x-error: {:?}", dead.error);
     assert!(
         dead.error.to_lowercase().contains("lock"),
         "x-error names the failure (lock timeout): {:?}",
         dead.error
     );
-    assert!(
-        dead.body == resend_body,
-        "the original body is preserved: {}",
-        String::from_utf8_lossy(&dead.body)
-    );
-    assert_eq!(
-        w.metric_reaches(
-            r#"user_lifecycle_dead_lettered_total{reason="transient"}"#,
-            1.0
-        )
-        .await,
-        1.0
-    );
+    dead.assert_body_is(&stuck.resend);
+    w.metric_becomes(
+        r#"user_lifecycle_dead_lettered_total{reason="transient"}"#,
+        1.0,
+    )
+    .await;
     assert_eq!(w.dead_letters_waiting().await, 0, "dead-lettered once");
-    let lock_waits = waits.seen();
+    let lock_waits = stuck.waits.seen();
     assert!(
         lock_waits >= 2,
         "retried: at least one lock wait per delivery, saw {lock_waits}"
@@ -208,7 +201,7 @@ async fn a_command_stuck_on_a_lock_is_retried_then_dead_lettered_without_blockin
 
     // Nothing of it was applied.
     assert!(
-        !processed(&w, &resend_id).await,
+        !processed(&w, &stuck.resend_id).await,
         "no idempotency record for the dead-lettered command"
     );
     assert_eq!(w.smtp.count_to(x), 1, "no resend email");
@@ -220,7 +213,7 @@ async fn a_command_stuck_on_a_lock_is_retried_then_dead_lettered_without_blockin
         .metric(r#"user_lifecycle_commands_total{type="resend_activation",outcome="error"}"#)
         .await
         .unwrap_or(0.0);
-    let waits_total = waits.stop().await;
+    let waits_total = stuck.waits.stop().await;
     println!(
         "[lock] Y answered after {y_after:?}; stuck command dead-lettered after {dead_after:?} \
          with x-error {:?}; lock waits {waits_total}; resend errors counted {errors}",
@@ -228,27 +221,23 @@ async fn a_command_stuck_on_a_lock_is_retried_then_dead_lettered_without_blockin
     );
 
     // Once the lock is gone, the replayed message is applied.
-    tx.rollback().await.unwrap();
+    stuck.lock.release().await;
     w.client
         .publish_raw("resend_activation", &dead.body, "replay")
         .await
         .expect("replayed");
-    let replies = w.replies_for(&["replay".to_owned()], WAIT).await;
-    let replay = replies
-        .get("replay")
-        .and_then(|r| r.first())
-        .expect("the replay is answered");
+    let replay = w.reply_for("replay", WAIT).await;
     assert_eq!(replay["status"], "applied", "{replay}");
     assert_eq!(
         replay["duplicate"], false,
         "applied now, not before: {replay}"
     );
-    assert_eq!(replay["command_id"], resend_id.as_str());
-    assert!(processed(&w, &resend_id).await);
-    w.event("user.activation_resent", Some(&x_id)).await;
+    assert_eq!(replay["command_id"], stuck.resend_id.as_str());
+    assert!(processed(&w, &stuck.resend_id).await);
+    w.event("user.activation_resent", Some(&stuck.x_id)).await;
     let mails = w.smtp.wait_for(x, 2, WAIT).await;
     let token = mails[1].token("/activate");
-    let activated = w.send("activate_user", json!({"token": token}), None).await;
+    let activated = w.activate(&token).await;
     assert_eq!(
         activated["status"], "applied",
         "the new email's token works: {activated}"
@@ -262,51 +251,24 @@ async fn a_command_stuck_on_a_lock_is_retried_then_dead_lettered_without_blockin
 
 #[tokio::test]
 async fn a_lock_released_between_in_process_retries_lets_the_command_apply_with_no_dead_letter() {
-    let mut w = TestWorker::start_with(SETTINGS).await;
-    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
-    let x = "xavier@acme.example";
-    let invited = w.invite(&manager, "acme", x).await;
-    let x_id = invited["data"]["user_id"].as_str().unwrap().to_owned();
-    w.smtp.mail_to(x).await;
-
-    let mut holder = w.db().await;
-    let mut tx = holder.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM users WHERE email = $1 FOR UPDATE")
-        .bind(x)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let waits = LockWaits::watch(&w).await;
-
-    let resend = CommandClient::envelope(
-        "resend_activation",
-        json!({"user_id": x_id}),
-        Some(&manager),
-    );
-    let started = Instant::now();
-    let (resend_id, _) = publish(&w, &resend).await;
+    let (mut w, stuck) = a_resend_stuck_on_xs_lock().await;
+    let x = X;
     // The first attempt waits for the lock and gives up; release it then.
-    waits
-        .until("the resend should wait for X's lock", |l| l.seen() >= 1)
-        .await;
-    waits
+    stuck
+        .waits
         .until("the first attempt should give up on the lock", |l| {
             !l.waiting()
         })
         .await;
-    tx.commit().await.unwrap();
+    stuck.lock.release().await;
 
-    let replies = w.replies_for(std::slice::from_ref(&resend_id), WAIT).await;
-    let answered = started.elapsed();
-    let reply = replies
-        .get(&resend_id)
-        .and_then(|r| r.first())
-        .expect("the resend is answered");
+    let reply = w.reply_for(&stuck.resend_id, WAIT).await;
+    let answered = stuck.started.elapsed();
     assert_eq!(reply["status"], "applied", "{reply}");
     assert_eq!(reply["duplicate"], false);
-    w.event("user.activation_resent", Some(&x_id)).await;
+    w.event("user.activation_resent", Some(&stuck.x_id)).await;
     w.smtp.wait_for(x, 2, WAIT).await;
-    let lock_waits = waits.stop().await;
+    let lock_waits = stuck.waits.stop().await;
     println!("[lock released] applied after {answered:?}; lock waits {lock_waits}");
 
     assert!(lock_waits >= 1);
@@ -317,15 +279,12 @@ async fn a_lock_released_between_in_process_retries_lets_the_command_apply_with_
         "not dead-lettered"
     );
     assert_eq!(w.dead_letters_waiting().await, 0);
-    assert!(processed(&w, &resend_id).await);
-    assert_eq!(
-        w.metric_reaches(
-            r#"user_lifecycle_commands_total{type="resend_activation",outcome="applied"}"#,
-            1.0
-        )
-        .await,
-        1.0
-    );
+    assert!(processed(&w, &stuck.resend_id).await);
+    w.metric_becomes(
+        r#"user_lifecycle_commands_total{type="resend_activation",outcome="applied"}"#,
+        1.0,
+    )
+    .await;
     assert!(
         w.events_of("user.activation_resent").await.is_empty(),
         "applied once: a single user.activation_resent"

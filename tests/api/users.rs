@@ -146,13 +146,7 @@ async fn removing_a_user_ends_access_but_keeps_the_contact() {
         acts["code"], "not_authorized",
         "a removed user no longer acts"
     );
-    let reset = w
-        .send(
-            "request_password_reset",
-            json!({"email": "ivo@acme.example"}),
-            None,
-        )
-        .await;
+    let reset = w.request_password_reset("ivo@acme.example").await;
     assert_eq!(reset["code"], "removed");
     let twice = w
         .send("remove_user", json!({"user_id": ivo}), Some(&manager))
@@ -172,7 +166,7 @@ async fn a_removed_invitee_can_no_longer_activate() {
             .await["status"],
         "applied"
     );
-    let reply = w.send("activate_user", json!({"token": token}), None).await;
+    let reply = w.activate(&token).await;
     assert_eq!(
         reply["code"], "token_invalid",
         "removal revokes tokens: {reply}"
@@ -215,7 +209,7 @@ async fn the_last_active_manager_cannot_be_demoted() {
         .mail_to("second@acme.example")
         .await
         .token("/activate");
-    w.send("activate_user", json!({"token": token}), None).await;
+    w.activate(&token).await;
 
     let demote = w
         .send(
@@ -250,7 +244,7 @@ async fn nobody_grants_what_it_does_not_hold() {
     let limited = w.send("invite_user", data, Some(&boss)).await;
     let limited_id = limited["data"]["user_id"].as_str().unwrap().to_owned();
     let token = w.smtp.mail_to("lim@acme.example").await.token("/activate");
-    w.send("activate_user", json!({"token": token}), None).await;
+    w.activate(&token).await;
 
     let mut more = invite_data("acme", "x@acme.example");
     more["permissions"] = json!(["cases.view", "orders.create"]);

@@ -83,6 +83,18 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
+impl DeadLetter {
+    /// Asserts that the dead letter is `envelope` as it was published,
+    /// byte for byte.
+    pub fn assert_body_is(&self, envelope: &Value) {
+        assert!(
+            self.body == bytes(envelope),
+            "the original body is preserved: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+    }
+}
+
 /// The worker under test and the test's view of the world around it.
 pub struct TestWorker {
     pub prefix: String,
@@ -141,16 +153,26 @@ async fn connect_amqp(prefix: &str) -> (Connection, CommandClient, Consumer) {
     (amqp, client, events)
 }
 
+/// The domain of the users a load test invites.
+pub const LOAD: &str = "@load.example";
+
+/// What a load of invitations left in the store (`TestWorker::load_tally`).
+#[derive(Debug)]
+pub struct LoadTally {
+    /// Users invited at `…@load.example`.
+    pub users: i64,
+    /// `invite_user` commands with an idempotency record.
+    pub processed: i64,
+    /// `user.invited` audit records.
+    pub audit: i64,
+    /// Commands dead-lettered (outbox rows of kind `dead_letter`).
+    pub dead: i64,
+}
+
 /// `invite_user` envelopes for `n` distinct users of `org`, acting as `actor`.
 pub fn invite_envelopes(actor: &str, org: &str, tag: &str, n: usize) -> Vec<Value> {
     (0..n)
-        .map(|i| {
-            CommandClient::envelope(
-                "invite_user",
-                invite_data(org, &format!("{tag}{i}@load.example")),
-                Some(actor),
-            )
-        })
+        .map(|i| invite_envelope(actor, org, &format!("{tag}{i}{LOAD}")))
         .collect()
 }
 
@@ -443,6 +465,20 @@ impl TestWorker {
         .await
     }
 
+    /// Waits until `series` reaches `want` and asserts it went no further.
+    pub async fn metric_becomes(&self, series: &str, want: f64) {
+        assert_eq!(self.metric_reaches(series, want).await, want, "{series}");
+    }
+
+    /// `metric_becomes` for `user_lifecycle_dead_lettered_total` of each
+    /// reason in `counts`.
+    pub async fn dead_lettered_become(&self, counts: &[(&str, f64)]) {
+        for (reason, count) in counts {
+            let series = format!("user_lifecycle_dead_lettered_total{{reason=\"{reason}\"}}");
+            self.metric_becomes(&series, *count).await;
+        }
+    }
+
     /// Messages waiting in `P.commands.dead`.
     pub async fn dead_letters_waiting(&self) -> u32 {
         self.messages_waiting("commands.dead").await
@@ -643,19 +679,68 @@ impl TestWorker {
         .await
     }
 
+    /// Publishes `envelope` (confirmed, with `reply_to`) without waiting
+    /// for its reply; returns its id, which its reply is correlated by.
+    pub async fn publish(&self, envelope: &Value) -> String {
+        let id = envelope["id"].as_str().unwrap().to_owned();
+        self.client
+            .publish_raw(envelope["type"].as_str().unwrap(), &bytes(envelope), &id)
+            .await
+            .expect("published");
+        id
+    }
+
     /// Publishes `envelopes` (confirmed, with `reply_to`), returns their ids.
     pub async fn publish_all(&self, envelopes: &[Value]) -> Vec<String> {
         let mut ids = Vec::with_capacity(envelopes.len());
-        for env in envelopes {
-            let id = env["id"].as_str().unwrap().to_owned();
-            let body = serde_json::to_vec(env).unwrap();
-            self.client
-                .publish_raw(env["type"].as_str().unwrap(), &body, &id)
-                .await
-                .expect("published");
-            ids.push(id);
+        for envelope in envelopes {
+            ids.push(self.publish(envelope).await);
         }
         ids
+    }
+
+    /// Publishes `envelopes` all at once and returns the first reply to
+    /// each, in the order sent (panics on one missing after 30 s).
+    pub async fn answers(&mut self, envelopes: &[Value]) -> Vec<Value> {
+        let ids = self.publish_all(envelopes).await;
+        let replies = self.replies_for(&ids, Duration::from_secs(30)).await;
+        ids.iter()
+            .map(|id| {
+                replies
+                    .get(id)
+                    .and_then(|r| r.first())
+                    .cloned()
+                    .unwrap_or_else(|| panic!("no reply for {id}"))
+            })
+            .collect()
+    }
+
+    /// The first reply to the command `id` (published before), within
+    /// `timeout`: panics if none came.
+    pub async fn reply_for(&mut self, id: &str, timeout: Duration) -> Value {
+        let mut replies = self.replies_for(&[id.to_owned()], timeout).await;
+        replies
+            .remove(id)
+            .and_then(|r| r.into_iter().next())
+            .unwrap_or_else(|| panic!("no reply to {id} within {timeout:?}"))
+    }
+
+    /// Collects replies for those of `ids` with none in `replies` yet (up
+    /// to `timeout`, see `replies_for`) and adds them to `replies`.
+    pub async fn replies_for_missing(
+        &mut self,
+        ids: &[String],
+        replies: &mut HashMap<String, Vec<Value>>,
+        timeout: Duration,
+    ) {
+        let missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !replies.contains_key(*id))
+            .cloned()
+            .collect();
+        for (id, more) in self.replies_for(&missing, timeout).await {
+            replies.entry(id).or_default().extend(more);
+        }
     }
 
     /// Collects replies until every id in `ids` has at least one (or `timeout`);
@@ -744,6 +829,78 @@ impl TestWorker {
             .await
     }
 
+    /// Invites `email` into `org` as `actor` and waits for its activation
+    /// email; returns the new user's id.
+    pub async fn invited_user(&mut self, actor: &str, org: &str, email: &str) -> String {
+        let user = user_id(&self.invite(actor, org, email).await);
+        self.smtp.mail_to(email).await;
+        user
+    }
+
+    /// Asks, as `actor`, for `user`'s activation email to be sent again;
+    /// returns the reply.
+    pub async fn resend_activation(&mut self, actor: &str, user: &str) -> Value {
+        self.send_envelope(&resend_envelope(actor, user)).await
+    }
+
+    /// Asks for a password reset email to `email`; returns the reply.
+    pub async fn request_password_reset(&mut self, email: &str) -> Value {
+        self.send("request_password_reset", json!({"email": email}), None)
+            .await
+    }
+
+    /// Sends `activate_user` with `token`; returns the reply.
+    pub async fn activate(&mut self, token: &str) -> Value {
+        self.send("activate_user", json!({"token": token}), None)
+            .await
+    }
+
+    /// Holds `email`'s user row `FOR UPDATE` until the lock is released.
+    pub async fn lock_user_row(&self, email: &str) -> RowLock {
+        let mut conn = self.db().await;
+        sqlx::raw_sql("BEGIN")
+            .execute(&mut conn)
+            .await
+            .expect("begin the locking transaction");
+        let locked: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM users WHERE email = $1 FOR UPDATE")
+                .bind(email)
+                .fetch_optional(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(locked, Some(1), "{email}'s row is locked by the test");
+        RowLock(conn)
+    }
+
+    /// Waits until at least `expected` load recipients (`…@load.example`)
+    /// have mail (up to `timeout`); returns how many messages each got.
+    pub async fn load_emails(&self, expected: usize, timeout: Duration) -> HashMap<String, usize> {
+        let what = format!("emails to {expected} load recipients");
+        eventually(&what, timeout, || async {
+            let per_recipient = self.smtp.per_recipient(LOAD);
+            (per_recipient.len() >= expected).then_some(per_recipient)
+        })
+        .await
+    }
+
+    /// What a load of invitations to `…@load.example` left in the store.
+    pub async fn load_tally(&self) -> LoadTally {
+        LoadTally {
+            users: self
+                .count("SELECT count(*) FROM users WHERE email LIKE '%@load.example'")
+                .await,
+            processed: self
+                .count("SELECT count(*) FROM processed_commands WHERE command_type = 'invite_user'")
+                .await,
+            audit: self
+                .count("SELECT count(*) FROM audit_log WHERE action = 'user.invited'")
+                .await,
+            dead: self
+                .count("SELECT count(*) FROM outbox WHERE kind = 'dead_letter'")
+                .await,
+        }
+    }
+
     /// Invites and activates a user; returns its id.
     pub async fn active_user(&mut self, actor: &str, org: &str, email: &str) -> String {
         let reply = self.invite(actor, org, email).await;
@@ -774,6 +931,49 @@ pub fn invite_data(org: &str, email: &str) -> Value {
         "contract_accounts": ["CA-1"],
         "delivery_accounts": [],
     })
+}
+
+/// The `data` of a reply, once it is asserted `applied`.
+pub fn applied(reply: &Value) -> &Value {
+    assert_eq!(reply["status"], "applied", "{reply}");
+    &reply["data"]
+}
+
+/// The `user_id` of an `applied` reply.
+pub fn user_id(reply: &Value) -> String {
+    applied(reply)["user_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a user_id in {reply}"))
+        .to_owned()
+}
+
+/// A JSON value as the bytes of a message body.
+pub fn bytes(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap()
+}
+
+/// An `invite_user` envelope for `email` into `org`, acting as `actor`.
+pub fn invite_envelope(actor: &str, org: &str, email: &str) -> Value {
+    CommandClient::envelope("invite_user", invite_data(org, email), Some(actor))
+}
+
+/// A `resend_activation` envelope for `user`, acting as `actor`.
+pub fn resend_envelope(actor: &str, user: &str) -> Value {
+    CommandClient::envelope("resend_activation", json!({"user_id": user}), Some(actor))
+}
+
+/// A user's row held `FOR UPDATE` by a transaction of the test's own, until
+/// `release`: the worker's statements on that row wait for it.
+pub struct RowLock(sqlx::PgConnection);
+
+impl RowLock {
+    /// Ends the holding transaction: the worker may take the row.
+    pub async fn release(mut self) {
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut self.0)
+            .await
+            .expect("end the locking transaction");
+    }
 }
 
 impl Drop for TestWorker {

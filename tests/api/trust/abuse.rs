@@ -3,9 +3,9 @@
 //! mailed without end, and what is no longer needed is pruned while the
 //! audit trail stays.
 
-use crate::helpers::{TestWorker, WAIT, eventually};
+use crate::helpers::{TestWorker, WAIT, applied, eventually, user_id};
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -70,11 +70,6 @@ async fn smtp_credentials_for_a_remote_host_without_required_tls_stop_start_up()
     }
 }
 
-fn applied(reply: &Value) -> String {
-    assert_eq!(reply["status"], "applied", "{reply}");
-    reply["data"]["user_id"].as_str().unwrap().to_owned()
-}
-
 /// The refusal of one email too many: `rate_limited`, with `retry_after`
 /// an RFC 3339 time within the next 24 hours.
 fn assert_rate_limited(reply: &Value) -> DateTime<Utc> {
@@ -110,24 +105,12 @@ async fn password_resets_to_one_address_stop_at_the_daily_cap_with_retry_after()
     // The invitation is the first of the three emails of the day.
     w.active_user(&manager, "acme", "ana@acme.example").await;
     for _ in 0..2 {
-        let reply = w
-            .send(
-                "request_password_reset",
-                json!({"email": "ana@acme.example"}),
-                None,
-            )
-            .await;
+        let reply = w.request_password_reset("ana@acme.example").await;
         applied(&reply);
     }
     w.smtp.wait_for("ana@acme.example", 3, WAIT).await;
 
-    let refused = w
-        .send(
-            "request_password_reset",
-            json!({"email": "ana@acme.example"}),
-            None,
-        )
-        .await;
+    let refused = w.request_password_reset("ana@acme.example").await;
     assert_rate_limited(&refused);
     barrier(&mut w, &manager).await;
     assert_eq!(
@@ -137,13 +120,7 @@ async fn password_resets_to_one_address_stop_at_the_daily_cap_with_retry_after()
     );
 
     // An unknown address is answered as before the cap.
-    let unknown = w
-        .send(
-            "request_password_reset",
-            json!({"email": "nobody@acme.example"}),
-            None,
-        )
-        .await;
+    let unknown = w.request_password_reset("nobody@acme.example").await;
     assert_eq!(unknown["code"], "not_found", "{unknown}");
 }
 
@@ -152,18 +129,14 @@ async fn activation_resends_to_one_address_stop_at_the_daily_cap_with_retry_afte
     let mut w =
         TestWorker::start_with(&[("MAIL_CAP_PER_DAY", "3"), ("RESEND_COOLDOWN", "0s")]).await;
     let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
-    let ivo = applied(&w.invite(&manager, "acme", "ivo@acme.example").await);
+    let ivo = user_id(&w.invite(&manager, "acme", "ivo@acme.example").await);
     for _ in 0..2 {
-        let reply = w
-            .send("resend_activation", json!({"user_id": ivo}), Some(&manager))
-            .await;
+        let reply = w.resend_activation(&manager, &ivo).await;
         applied(&reply);
     }
     w.smtp.wait_for("ivo@acme.example", 3, WAIT).await;
 
-    let refused = w
-        .send("resend_activation", json!({"user_id": ivo}), Some(&manager))
-        .await;
+    let refused = w.resend_activation(&manager, &ivo).await;
     assert_rate_limited(&refused);
     barrier(&mut w, &manager).await;
     assert_eq!(
@@ -201,21 +174,13 @@ async fn housekeeping_prunes_dead_tokens_and_failed_emails_after_their_retention
     // Used activation tokens (manager, ana), a revoked and an expired reset token.
     let ana = w.active_user(&manager, "acme", "ana@acme.example").await;
     for nth in 1..=2 {
-        let reply = w
-            .send(
-                "request_password_reset",
-                json!({"email": "ana@acme.example"}),
-                None,
-            )
-            .await;
+        let reply = w.request_password_reset("ana@acme.example").await;
         assert_eq!(reply["status"], "applied", "{reply}");
         w.smtp.wait_for("ana@acme.example", 1 + nth, WAIT).await;
     }
     // A revoked activation token, and a live one (7 days).
-    let ivo = applied(&w.invite(&manager, "acme", "ivo@acme.example").await);
-    let resent = w
-        .send("resend_activation", json!({"user_id": ivo}), Some(&manager))
-        .await;
+    let ivo = user_id(&w.invite(&manager, "acme", "ivo@acme.example").await);
+    let resent = w.resend_activation(&manager, &ivo).await;
     assert_eq!(resent["status"], "applied", "{resent}");
     w.smtp.wait_for("ivo@acme.example", 2, WAIT).await;
     // An email given up on (the server refuses every recipient meanwhile).
@@ -249,9 +214,7 @@ async fn housekeeping_prunes_dead_tokens_and_failed_emails_after_their_retention
     )
     .await;
     // Dead only now, within the retention: kept. Its successor is live.
-    let resent = w
-        .send("resend_activation", json!({"user_id": ivo}), Some(&manager))
-        .await;
+    let resent = w.resend_activation(&manager, &ivo).await;
     assert_eq!(resent["status"], "applied", "{resent}");
 
     let dead_long_ago = "SELECT count(*) FROM tokens
@@ -295,7 +258,7 @@ async fn housekeeping_prunes_dead_tokens_and_failed_emails_after_their_retention
         .pop()
         .unwrap()
         .token("/activate");
-    let activated = w.send("activate_user", json!({"token": token}), None).await;
+    let activated = w.activate(&token).await;
     assert_eq!(activated["status"], "applied", "{activated}");
 
     for (user, before) in [&manager, &ana, &ivo].iter().zip(history_before) {

@@ -132,7 +132,7 @@ async fn a_dead_letter_and_its_stored_copy_keep_no_token_and_the_token_still_wor
     assert_eq!(body["type"], "activate_user");
 
     // The token reached nobody but the worker: its user can still activate.
-    let reply = w.send("activate_user", json!({"token": token}), None).await;
+    let reply = w.activate(&token).await;
     assert_eq!(reply["status"], "applied", "{reply}");
 }
 

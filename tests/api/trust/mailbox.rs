@@ -5,26 +5,10 @@
 //! them with one key are both kept and reported.
 
 use serde_json::json;
-use std::time::Duration;
 
 use user_lifecycle::broker::client::CommandClient;
 
 use crate::helpers::{TestWorker, invite_data, person};
-
-/// Publishes `envelopes` together and returns the first reply to each, in order.
-async fn answers(w: &mut TestWorker, envelopes: &[serde_json::Value]) -> Vec<serde_json::Value> {
-    let ids = w.publish_all(envelopes).await;
-    let replies = w.replies_for(&ids, Duration::from_secs(30)).await;
-    ids.iter()
-        .map(|id| {
-            replies
-                .get(id)
-                .and_then(|r| r.first())
-                .cloned()
-                .unwrap_or_else(|| panic!("no reply for {id}"))
-        })
-        .collect()
-}
 
 /// The token of the `template` email to `to` waiting in the outbox: the
 /// in-test SMTP server offers no SMTPUTF8, so a mailbox with a non-ASCII
@@ -53,7 +37,7 @@ async fn an_address_is_found_by_the_very_text_it_was_invited_with() {
     assert_eq!(invited["status"], "applied", "{invited}");
     let user = invited["data"]["user_id"].as_str().unwrap().to_owned();
     let token = waiting_token(&w, typed, "activation").await;
-    let activated = w.send("activate_user", json!({"token": token}), None).await;
+    let activated = w.activate(&token).await;
     assert_eq!(activated["status"], "applied", "{activated}");
     assert_eq!(activated["data"]["email"], typed, "{activated}");
 
@@ -66,9 +50,7 @@ async fn an_address_is_found_by_the_very_text_it_was_invited_with() {
         assert_eq!(found["data"]["same_organization"], true, "{found}");
     }
 
-    let reset = w
-        .send("request_password_reset", json!({"email": typed}), None)
-        .await;
+    let reset = w.request_password_reset(typed).await;
     assert_eq!(reset["status"], "applied", "{reset}");
     assert_eq!(reset["data"]["user_id"], user.as_str(), "{reset}");
     // The email goes to the address as it was typed.
@@ -154,7 +136,7 @@ async fn ways_of_writing_one_address_in_one_batch_are_one_mailbox() {
     .iter()
     .map(|e| CommandClient::envelope("invite_user", invite_data("acme", e), Some(&manager)))
     .collect();
-    let replies = answers(&mut w, &envelopes).await;
+    let replies = w.answers(&envelopes).await;
     assert_eq!(replies[1]["status"], "applied", "{}", replies[1]);
     assert_eq!(replies[3]["code"], "email_taken", "{}", replies[3]);
     for i in [0, 2, 4] {
@@ -271,13 +253,7 @@ async fn users_stored_without_a_key_get_theirs_at_start_up_and_two_with_one_key_
     );
 
     // The older is the one found; the mailbox stays taken.
-    let found = w
-        .send(
-            "request_password_reset",
-            json!({"email": "ANN@müller.example"}),
-            None,
-        )
-        .await;
+    let found = w.request_password_reset("ANN@müller.example").await;
     assert_eq!(found["data"]["user_id"], older, "{found}");
     let again = w.invite(&manager, "acme", "ann@MÜLLER.example").await;
     assert_eq!(again["code"], "email_taken", "{again}");

@@ -6,7 +6,7 @@
 //! past, as a week passing would: the sweep that runs every second then
 //! expires it, without a test waiting for a time.
 
-use crate::helpers::{TestWorker, WAIT, person};
+use crate::helpers::{TestWorker, WAIT, applied, person};
 use serde_json::{Value, json};
 use user_lifecycle::broker::client::CommandClient;
 
@@ -24,11 +24,6 @@ const EVERY_PERMISSION: [&str; 8] = [
     "invoices.view",
     "documents.view",
 ];
-
-fn applied(reply: &Value) -> &Value {
-    assert_eq!(reply["status"], "applied", "{reply}");
-    &reply["data"]
-}
 
 /// Moves `user`'s invitation and activation tokens a week and a minute
 /// back, as if it had been sent that long ago: it is now due.
@@ -73,7 +68,7 @@ async fn full_manager(w: &mut TestWorker, actor: &str, email: &str, first: &str)
         .await;
     let id = applied(&reply)["user_id"].as_str().unwrap().to_owned();
     let token = w.smtp.mail_to(email).await.token("/activate");
-    let activated = w.send("activate_user", json!({"token": token}), None).await;
+    let activated = w.activate(&token).await;
     applied(&activated);
     id
 }
@@ -92,9 +87,7 @@ async fn an_expiry_notice_goes_to_the_managers_who_manage_the_invitee_not_to_a_d
     let mut w = TestWorker::start_with(&[SWEEP_EVERY_SECOND]).await;
     let boss = w.onboard_active_manager("acme", "boss@acme.example").await;
     let bert = full_manager(&mut w, &boss, "bert@acme.example", "Bert").await;
-    let invited = w.invite(&bert, "acme", "x@acme.example").await;
-    let x = applied(&invited)["user_id"].as_str().unwrap().to_owned();
-    w.smtp.mail_to("x@acme.example").await;
+    let x = w.invited_user(&bert, "acme", "x@acme.example").await;
 
     let demoted = w
         .send(
@@ -143,9 +136,7 @@ async fn an_expiry_notice_goes_to_the_inviter_alone_while_it_still_manages_the_i
     let mut w = TestWorker::start_with(&[SWEEP_EVERY_SECOND]).await;
     let boss = w.onboard_active_manager("acme", "boss@acme.example").await;
     let bert = full_manager(&mut w, &boss, "bert@acme.example", "Bert").await;
-    let invited = w.invite(&bert, "acme", "x@acme.example").await;
-    let x = applied(&invited)["user_id"].as_str().unwrap().to_owned();
-    w.smtp.mail_to("x@acme.example").await;
+    let x = w.invited_user(&bert, "acme", "x@acme.example").await;
 
     invitation_sent_a_week_ago(&w, &x).await;
     w.event("user.invite_expired", Some(&x)).await;
@@ -194,7 +185,7 @@ async fn an_organization_whose_manager_never_activated_is_onboarded_again_and_it
                 .is_some_and(|m| m.contains("nobody is told"))
     })
     .await;
-    let dead = w.send("activate_user", json!({"token": old}), None).await;
+    let dead = w.activate(&old).await;
     assert_eq!(dead["code"], "token_expired", "{dead}");
 
     // Onboarding again: the same organization and manager, a fresh invitation.
@@ -229,12 +220,12 @@ async fn an_organization_whose_manager_never_activated_is_onboarded_again_and_it
     let mails = w.smtp.wait_for("boss@acme.example", 2, WAIT).await;
     let new = mails[1].token("/activate");
     assert_ne!(new, old);
-    let stale = w.send("activate_user", json!({"token": old}), None).await;
+    let stale = w.activate(&old).await;
     assert_eq!(
         stale["status"], "rejected",
         "the old link stays dead: {stale}"
     );
-    let activated = w.send("activate_user", json!({"token": new}), None).await;
+    let activated = w.activate(&new).await;
     assert_eq!(applied(&activated)["user_id"], manager.as_str());
 
     // With an active manager it is the manager's organization again.
@@ -286,7 +277,7 @@ async fn onboarding_again_with_another_manager_email_invites_that_person_as_a_ne
     assert!(invited["data"]["invited_by"].is_null(), "{invited}");
 
     let token = w.smtp.mail_to("new@acme.example").await.token("/activate");
-    let activated = w.send("activate_user", json!({"token": token}), None).await;
+    let activated = w.activate(&token).await;
     applied(&activated);
     let mut data = crate::helpers::invite_data("acme", "ivo@acme.example");
     data["contract_accounts"] = json!(["CA-1", "CA-9"]);

@@ -19,7 +19,7 @@ async fn active(w: &mut TestWorker, actor: &str, email: &str, access: Value) -> 
     let reply = w.send("invite_user", data, Some(actor)).await;
     assert_eq!(reply["status"], "applied", "{reply}");
     let token = w.smtp.mail_to(email).await.token("/activate");
-    let activated = w.send("activate_user", json!({"token": token}), None).await;
+    let activated = w.activate(&token).await;
     assert_eq!(activated["status"], "applied", "{activated}");
     reply["data"]["user_id"].as_str().unwrap().to_owned()
 }
@@ -97,13 +97,7 @@ async fn a_manager_acts_only_on_users_within_its_rights() {
     strong_invite["permissions"] = json!(["orders.create"]);
     let strong_pending = w.send("invite_user", strong_invite, Some(&boss)).await;
     let strong_pending = strong_pending["data"]["user_id"].as_str().unwrap();
-    let reply = w
-        .send(
-            "resend_activation",
-            json!({"user_id": strong_pending}),
-            Some(&limited),
-        )
-        .await;
+    let reply = w.resend_activation(&limited, strong_pending).await;
     refused(&reply, "not_authorized");
     let mut weak_invite = invite_data("acme", "pending3@acme.example");
     weak_invite["permissions"] = json!(["cases.view"]);
