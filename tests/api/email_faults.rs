@@ -461,10 +461,16 @@ async fn an_email_queued_past_half_its_lease_has_its_claim_renewed_and_still_goe
         w.smtp.wait_for(to, 1, WAIT).await;
     }
     outbox_settles(&w).await;
-    // Let a second copy of any of them arrive if one was on its way: claimed
-    // before the rows settled, it starts within half a lease of its claim
-    // and takes 400 ms; a whole lease covers that with room.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // A barrier, not a wait, before counting copies. A second copy would be
+    // a row claimed again before it was marked sent (a claim takes only
+    // unsent rows), so before the outbox settled, and the claimer queues
+    // what it claims at once. The marker's email is written only now, so it
+    // queues behind any such copy; with one send slot (MAIL_POOL_SIZE=1),
+    // held until the row is marked, the relay sends its queue in order, one
+    // at a time. Once the marker's email is in, every copy queued before it
+    // has arrived too (or was dropped when its claim could not be renewed).
+    let marker = invite_one(&mut w, &manager, "marker@acme.example").await;
+    w.smtp.wait_for(&marker, 1, WAIT).await;
     let f = figures(&w, "queued past half the lease", &recipients).await;
     each_got_exactly_one(&w, &recipients).await;
     assert_eq!(f.duplicates, 0);
