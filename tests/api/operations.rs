@@ -1,7 +1,7 @@
 //! What operators rely on: metrics, health, a clean stop on SIGTERM, the
 //! ops subcommands, and start-up that refuses a bad setting by name.
 
-use crate::helpers::{AMQP_URL, PG_BASE, TestWorker, WAIT, person};
+use crate::helpers::{AMQP_URL, PG_BASE, TestWorker, WAIT, eventually, person};
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 use std::collections::HashMap;
@@ -247,8 +247,7 @@ async fn metrics_expose_every_metric_of_the_contract_after_traffic() {
             Box::new(|v| v == 0.0),
         ),
     ];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let body = loop {
+    let body = eventually("metrics as expected", Duration::from_secs(30), || async {
         let (status, body) = w.http_get("/metrics").await.expect("/metrics answers");
         assert_eq!(status, 200);
         let values = samples(&body);
@@ -258,15 +257,15 @@ async fn metrics_expose_every_metric_of_the_contract_after_traffic() {
             .map(|(series, _)| format!("{series} = {:?}", values.get(*series)))
             .collect();
         if failing.is_empty() {
-            break body;
+            Ok(body)
+        } else {
+            Err(Verbatim(format!(
+                "\n{}\n--- /metrics ---\n{body}",
+                failing.join("\n")
+            )))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "metrics not as expected within 30 s:\n{}\n--- /metrics ---\n{body}",
-            failing.join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
 
     let declared = types(&body);
     for (name, kind) in [
@@ -433,23 +432,18 @@ async fn sigterm_lets_the_command_in_flight_finish_and_answer_before_the_exit() 
         )
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let probing = tokio::sync::Mutex::new(&mut probe);
+    eventually("the worker starting the command (waiting on the lock)", WAIT, || async {
+        let mut probe = probing.lock().await;
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
         )
-        .fetch_one(&mut probe)
+        .fetch_one(&mut **probe)
         .await
         .unwrap();
-        if waiting > 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the worker never started the command"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (waiting > 0).then_some(())
+    })
+    .await;
 
     // Let the command go on once the worker has taken SIGTERM (it stops being ready).
     let metrics = w.metrics;
@@ -616,5 +610,14 @@ async fn a_bad_setting_stops_start_up_with_a_message_naming_it() {
             stderr.contains(variable),
             "{variable}={value:?}: the message names {variable}:\n{stderr}"
         );
+    }
+}
+
+/// What a look saw, printed as it is (not escaped) should the wait time out.
+struct Verbatim(String);
+
+impl std::fmt::Debug for Verbatim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
