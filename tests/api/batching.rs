@@ -271,19 +271,22 @@ async fn events_and_replies_of_commands_applied_together_leave_in_the_order_the_
         })
         .collect();
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let announced = loop {
-        let announced: Vec<String> = w
-            .events_of("user.invited")
-            .await
+    let ours_of = |events: &[Value]| -> Vec<String> {
+        events
             .iter()
             .filter_map(|e| e["data"]["user_id"].as_str().map(str::to_owned))
             .filter(|u| invitees.contains(u))
-            .collect();
-        if announced.len() >= invitees.len() || tokio::time::Instant::now() > deadline {
-            break announced;
-        }
+            .collect()
     };
+    let events = w
+        .events_once(
+            "user.invited",
+            "a user.invited for each invitee",
+            Duration::from_secs(30),
+            |events| ours_of(events).len() >= invitees.len(),
+        )
+        .await;
+    let announced = ours_of(&events);
     assert_eq!(
         announced, invitees,
         "user.invited events in the order of their commands"

@@ -183,6 +183,8 @@ async fn a_redelivered_rejection_gets_the_original_rejection_even_when_a_retry_w
     w.event("user.activation_resent", Some(&user)).await;
     let mails = w.smtp.wait_for("ivo@acme.example", 2, WAIT).await;
     assert_eq!(mails.len(), 2, "the invite and the one applied resend");
+    // The redelivery was answered before the fresh command was sent, so an
+    // event of it would have arrived before the fresh one's, awaited above.
     assert!(
         w.events_of("user.activation_resent").await.is_empty(),
         "a single user.activation_resent"

@@ -85,7 +85,10 @@ async fn an_invitation_not_activated_in_time_expires_and_the_inviting_manager_is
         Some("auto-generated")
     );
 
-    // Who activated in time (and the manager itself) stays active.
+    // Who activated in time (and the manager itself) stays active. The
+    // sweep writes its events in due order, punctual (invited first)
+    // before late, and no later sweep can expire an active user: late's
+    // event, awaited above, is the barrier for any about punctual.
     let all_expired = w.events_of("user.invite_expired").await;
     assert!(
         all_expired
@@ -131,6 +134,8 @@ async fn a_token_past_its_ttl_is_refused_even_before_the_sweep_runs() {
     let refused = w.activate(&token).await;
     assert_eq!(refused["status"], "rejected", "{refused}");
     assert_eq!(refused["code"], "token_expired", "{refused}");
+    // Any event of the refused activation has arrived past the barrier.
+    w.events_barrier(&manager, "acme").await;
     assert!(
         w.events_of("user.invite_expired").await.is_empty(),
         "the sweep did not run"

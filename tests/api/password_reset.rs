@@ -39,6 +39,8 @@ async fn an_invited_user_is_refused_not_activated_gets_no_email_and_the_refusal_
         !blocked.to_string().contains("token"),
         "no event carries a token: {blocked}"
     );
+    // Any event of the refused request has arrived past the barrier.
+    w.events_barrier(&manager, "acme").await;
     assert!(
         w.events_of("user.password_reset_requested")
             .await
@@ -241,7 +243,7 @@ async fn the_default_cooldown_refuses_an_immediate_second_request() {
 #[tokio::test]
 async fn an_unknown_address_is_not_found_and_a_malformed_one_is_invalid() {
     let mut w = TestWorker::start().await;
-    w.onboard_active_manager("acme", "boss@acme.example").await;
+    let manager = w.onboard_active_manager("acme", "boss@acme.example").await;
 
     let unknown = w.request_password_reset("nobody@acme.example").await;
     assert_eq!(unknown["status"], "rejected", "{unknown}");
@@ -263,6 +265,8 @@ async fn an_unknown_address_is_not_found_and_a_malformed_one_is_invalid() {
             "names the field: {reply}"
         );
     }
+    // Any event of those requests has arrived past the barrier.
+    w.events_barrier(&manager, "acme").await;
     assert!(
         w.events_of("user.password_reset_requested")
             .await

@@ -205,6 +205,8 @@ async fn a_command_stuck_on_a_lock_is_retried_then_dead_lettered_without_blockin
         "no idempotency record for the dead-lettered command"
     );
     assert_eq!(w.smtp.count_to(x), 1, "no resend email");
+    // Nothing of it committed (no idempotency record, and its events would
+    // have committed with one): no event of it can be on its way.
     assert!(
         w.events_of("user.activation_resent").await.is_empty(),
         "no user.activation_resent"
@@ -285,6 +287,8 @@ async fn a_lock_released_between_in_process_retries_lets_the_command_apply_with_
         1.0,
     )
     .await;
+    // A second application's event would have arrived past the barrier.
+    w.events_barrier(&stuck.manager, "acme").await;
     assert!(
         w.events_of("user.activation_resent").await.is_empty(),
         "applied once: a single user.activation_resent"

@@ -5,7 +5,7 @@
 
 pub mod smtp;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, ExchangeDeleteOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions,
@@ -441,11 +441,12 @@ impl TestWorker {
         }
     }
 
-    /// All events seen so far of `kind` (after draining what has arrived).
+    /// All events of `kind` that have arrived (and were not taken by
+    /// `event`), without waiting for more. To prove an event absent, make
+    /// it have arrived first if it was ever coming: await a later event
+    /// (`events_barrier`, or one of a later command).
     pub async fn events_of(&mut self, kind: &str) -> Vec<Value> {
-        while let Ok(Some(Ok(d))) =
-            tokio::time::timeout(Duration::from_millis(200), self.events.next()).await
-        {
+        while let Some(Some(Ok(d))) = self.events.next().now_or_never() {
             self.seen.push(serde_json::from_slice(&d.data).unwrap());
         }
         self.seen
@@ -453,6 +454,41 @@ impl TestWorker {
             .filter(|e| e["type"] == kind)
             .cloned()
             .collect()
+    }
+
+    /// Waits until the events of `kind` that have arrived satisfy `enough`,
+    /// and returns them; panics naming `what` after `timeout`.
+    pub async fn events_once(
+        &mut self,
+        kind: &str,
+        what: &str,
+        timeout: Duration,
+        enough: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let arrived = self.events_of(kind).await;
+            if enough(&arrived) {
+                return arrived;
+            }
+            let next = tokio::time::timeout_at(deadline, self.events.next())
+                .await
+                .unwrap_or_else(|_| panic!("{what}: not within {timeout:?}; seen: {arrived:?}"));
+            let delivery = next.expect("event stream open").expect("event delivery");
+            self.seen
+                .push(serde_json::from_slice(&delivery.data).expect("event is JSON"));
+        }
+    }
+
+    /// A barrier on the event stream: invites a user of `org` of its own as
+    /// `actor` and waits for its `user.invited`. A command's events are
+    /// handed to the relay as it commits and published in that order, all
+    /// to the one exchange the test's tap reads in order; so once this
+    /// returns, every event of every command answered before has arrived.
+    pub async fn events_barrier(&mut self, actor: &str, org: &str) {
+        let email = format!("barrier-{}@{org}.example", Uuid::new_v4().simple());
+        let barrier = user_id(&self.invite(actor, org, &email).await);
+        self.event("user.invited", Some(&barrier)).await;
     }
 
     /// Polls `/metrics` until `series` is at least `want`; returns its value.
