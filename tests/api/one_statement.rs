@@ -5,7 +5,7 @@
 //! command id recorded, even by a transaction still committing), nothing
 //! is written that way and the command gets the transaction's answer.
 
-use crate::helpers::{TestWorker, invite_data, invite_envelopes};
+use crate::helpers::{TestWorker, WAIT, eventually, invite_data, invite_envelopes};
 use serde_json::json;
 use std::time::Duration;
 use user_lifecycle::broker::client::CommandClient;
@@ -199,19 +199,17 @@ async fn a_taken_email_and_a_repeated_command_among_them_get_the_transactions_an
 
 /// Waits until a statement of the worker waits for a lock.
 async fn until_the_worker_waits_for_a_lock(w: &TestWorker) {
-    for _ in 0..200 {
+    let what = "a statement of the worker waiting for the test's transaction";
+    eventually(what, WAIT, || async {
         let waiting = w
             .count(
                 "SELECT count(*) FROM pg_stat_activity
                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
             )
             .await;
-        if waiting > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the worker's statement never waited for the test's transaction");
+        (waiting > 0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
