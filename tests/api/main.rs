@@ -16,7 +16,6 @@ mod onboarding;
 mod one_statement;
 mod operations;
 mod ops_commands;
-mod outages;
 mod password_reset;
 mod replicas;
 mod scopes;
