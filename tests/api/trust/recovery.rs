@@ -9,21 +9,16 @@
 use crate::helpers::{TestWorker, WAIT, applied, person};
 use serde_json::{Value, json};
 use user_lifecycle::broker::client::CommandClient;
+use user_lifecycle::domain::permission::Permission;
 
 /// Every second: the sweep expires an invitation as soon as it is due.
 const SWEEP_EVERY_SECOND: (&str, &str) = ("EXPIRY_SCHEDULE", "* * * * * *");
 
-/// What `onboard_active_manager` gives a manager: everything.
-const EVERY_PERMISSION: [&str; 8] = [
-    "services.view",
-    "services.manage",
-    "cases.view",
-    "cases.create",
-    "orders.view",
-    "orders.create",
-    "invoices.view",
-    "documents.view",
-];
+/// What `onboard_active_manager` gives a manager: every permission of the
+/// catalog (whose names `domain::permission` pins to the contract).
+fn every_permission() -> Vec<&'static str> {
+    Permission::ALL.iter().map(Permission::as_str).collect()
+}
 
 /// Moves `user`'s invitation and activation tokens a week and a minute
 /// back, as if it had been sent that long ago: it is now due.
@@ -59,7 +54,7 @@ async fn full_manager(w: &mut TestWorker, actor: &str, email: &str, first: &str)
                 "delivery_account_id": null,
                 "user": person(email, first, "Manager"),
                 "role": "manager",
-                "permissions": EVERY_PERMISSION,
+                "permissions": every_permission(),
                 "contract_accounts": "all",
                 "delivery_accounts": "all",
             }),
