@@ -11,6 +11,7 @@ mod email_faults;
 mod expiry;
 mod hostile_input;
 mod invitations;
+mod mixed_batches;
 mod observability;
 mod onboarding;
 mod one_statement;
