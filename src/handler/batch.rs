@@ -5,29 +5,40 @@
 //! statement (idempotency records, audit and outbox rows, see
 //! `store::closing`) per batch instead of per command, and no guarantee
 //! changes: each command's work, its record and its outbox rows still commit
-//! together, just alongside its neighbours'. The batch is optimistic: the
-//! moment one command is refused, is a duplicate or fails, the batch is
-//! rolled back; the commands before it are applied again as a batch, that
-//! one alone on the single-command path (which records refusals and
-//! answers duplicates), and the rest as a new batch. A command therefore
-//! runs at most twice in a batch and once alone.
+//! together, just alongside its neighbours'.
+//!
+//! The batch decides before it writes. The command ids recorded already
+//! are looked up first, in one round trip, and those commands are answered
+//! with their stored reply without running. Every rule refuses before its
+//! command writes anything (see [`refuses_before_writing`]), so a refused
+//! or invalid command leaves the transaction as it found it: its refusal is
+//! recorded in the batch's closing statement, exactly as it would be alone.
+//! Only what cannot be known in advance stops the batch: an error, a
+//! refused onboarding, an invited email found taken, an id recorded by a
+//! concurrent delivery. Then the batch is rolled back; the commands before
+//! that one are applied again as a batch, that one alone on the
+//! single-command path, and the rest as a new batch.
 //!
 //! Each batch is first offered to `handler::one_statement`, which writes a
-//! batch of invites by a manager it knows as one statement, or declines
+//! batch of invites by managers it knows as one statement, or declines
 //! without writing anything.
 
 use chrono::Utc;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use tracing::Instrument;
 
 use super::invitations::InviteCache;
-use super::{Ctx, Effects, FunnelStep, HandleError, Handled, Handler, ReplyAddress, reply_row};
+use super::{
+    Ctx, Effects, Fail, FunnelStep, HandleError, Handled, Handler, ReplyAddress, answer_recorded,
+    reply_row,
+};
 use crate::domain::command::Command;
 use crate::domain::envelope::Envelope;
-use crate::domain::reply::Reply;
+use crate::domain::reply::{Rejection, Reply};
 use crate::store::audit::AuditRow;
 use crate::store::closing::{Closing, Record};
 use crate::store::outbox::{ClaimedRow, NewOutboxRow};
+use crate::store::processed::Processed;
 use crate::store::{self, StoreError, Tx};
 
 /// One delivery's command, as the consumer hands it over.
@@ -50,8 +61,50 @@ struct Stop {
 
 impl Handler {
     /// Applies `items` in order, each exactly once, as few transactions as
-    /// their outcomes allow. One result per item, in the same order.
+    /// their outcomes allow. One result per item, in the same order. The
+    /// commands recorded already are looked up first, in one round trip,
+    /// and answered without running: a redelivered backlog costs a lookup.
     pub async fn handle_batch(&self, items: &[BatchItem<'_>]) -> Vec<Result<Handled, HandleError>> {
+        let mut recorded = self.recorded_among(items).await;
+        let answered: Vec<Option<Handled>> = items
+            .iter()
+            .map(|item| {
+                let stored = recorded.remove(item.envelope.id.as_str())?;
+                Some(answer_recorded(item.envelope, Some(stored)))
+            })
+            .collect();
+        let fresh: Vec<BatchItem<'_>> = items
+            .iter()
+            .zip(&answered)
+            .filter(|(_, answer)| answer.is_none())
+            .map(|(item, _)| *item)
+            .collect();
+        // `apply_fresh` gives one result per fresh item, in order.
+        let mut applied = self.apply_fresh(&fresh).await.into_iter();
+        answered
+            .into_iter()
+            .filter_map(|answer| match answer {
+                Some(handled) => Some(Ok(handled)),
+                None => applied.next(),
+            })
+            .collect()
+    }
+
+    /// The records of those of `items` processed already, by id; none
+    /// when the lookup fails (each closing statement still finds them).
+    async fn recorded_among(&self, items: &[BatchItem<'_>]) -> HashMap<String, Processed> {
+        let ids: Vec<&str> = items.iter().map(|i| i.envelope.id.as_str()).collect();
+        match store::processed::recorded_many(&self.pool, &ids).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::debug!(error = %e, "looking a batch's command ids up");
+                HashMap::new()
+            }
+        }
+    }
+
+    /// Applies `items`, none of them recorded when the batch began.
+    async fn apply_fresh(&self, items: &[BatchItem<'_>]) -> Vec<Result<Handled, HandleError>> {
         let mut results = Vec::with_capacity(items.len());
         let mut rest = items;
         while !rest.is_empty() {
@@ -162,34 +215,51 @@ impl Handler {
         let mut deferred_at = Vec::new();
         for (at, item) in batch.iter().enumerate() {
             let envelope = item.envelope;
-            // Invalid data is recorded with its dead-letter copy on the single path.
-            let Ok(command) = Command::parse(envelope.kind, &envelope.data) else {
-                return Err(Stop { at });
-            };
-            let invite = matches!(command, Command::InviteUser(_));
-            if !invite {
-                // Another kind of command may read what the invites wrote.
-                write_invites(tx, cache, &mut deferred_at).await?;
-            }
+            let id = envelope.id.as_str();
             let ctx = Ctx {
-                command_id: envelope.id.as_str().to_owned(),
+                command_id: id.to_owned(),
                 actor: envelope.actor,
                 now: Utc::now(),
             };
             let mut fx = Effects::default();
+            let command = match Command::parse(envelope.kind, &envelope.data) {
+                Ok(command) => command,
+                Err(field) => {
+                    // Invalid data touches nothing: answered and copied here.
+                    fx.dead_letter(envelope.kind, &field.to_string(), item.raw, item.reply_to);
+                    let reply = Reply::refused(Some(id), &Rejection::from(field));
+                    gathered
+                        .add(item, &ctx, reply, fx)
+                        .map_err(|_| Stop { at })?;
+                    continue;
+                }
+            };
+            let invite = matches!(command, Command::InviteUser(_));
+            if reads_held_invites(&command, cache) {
+                write_invites(tx, cache, &mut deferred_at).await?;
+            }
+            let refusable = refuses_before_writing(&command);
             let applied = self
                 .apply(tx, &ctx, command, &mut fx, cache)
                 .instrument(item.span.clone())
                 .await;
-            let Ok(data) = applied else {
-                return Err(Stop { at });
+            let reply = match applied {
+                Ok(data) => {
+                    if invite {
+                        deferred_at.push(at);
+                    }
+                    Reply::applied(id, data)
+                }
+                // Nothing of it was written: its refusal joins the batch.
+                Err(Fail::Reject(rejection)) if refusable => {
+                    fx.discard_for_rejection();
+                    Reply::refused(Some(id), &rejection)
+                }
+                Err(_) => return Err(Stop { at }),
             };
-            if invite {
-                deferred_at.push(at);
-            }
-            if gathered.add(item, &ctx, data, fx).is_err() {
-                return Err(Stop { at });
-            }
+            gathered
+                .add(item, &ctx, reply, fx)
+                .map_err(|_| Stop { at })?;
         }
         // The invites still held back are written with everyone's records,
         // audit rows and outbox rows, in one statement.
@@ -236,17 +306,16 @@ impl Gathered {
         }
     }
 
-    /// Adds `item`'s command, applied with `data` as its answer and `fx` as
-    /// its effects.
+    /// Adds `item`'s command, answered with `reply` (applied or refused),
+    /// with `fx` as its effects.
     pub(super) fn add(
         &mut self,
         item: &BatchItem<'_>,
         ctx: &Ctx,
-        data: serde_json::Value,
+        reply: Reply,
         mut fx: Effects,
     ) -> Result<(), StoreError> {
         let envelope = item.envelope;
-        let reply = Reply::applied(envelope.id.as_str(), data);
         let funnel = fx.funnel_steps();
         self.audit.extend(fx.take_audit());
         self.rows
@@ -280,6 +349,36 @@ impl Gathered {
             .map(|(reply, funnel)| Handled::Processed { reply, funnel })
             .collect()
     }
+}
+
+/// Whether `command` may read what the invites `cache` holds back would
+/// write, which are then written first. Only a lookup by email can: a held
+/// invite's user id and token are known to nobody before the commit.
+fn reads_held_invites(command: &Command, cache: &InviteCache) -> bool {
+    match command {
+        Command::InviteUser(_)
+        | Command::UpdateProfile { .. }
+        | Command::ResendActivation { .. }
+        | Command::ActivateUser { .. }
+        | Command::RedeemPasswordReset { .. } => false,
+        Command::CheckEmail { email } | Command::RequestPasswordReset { email } => {
+            cache.holds_email(email)
+        }
+        _ => true,
+    }
+}
+
+/// Whether every refusal of `command` comes before its first write (it
+/// decides, then writes), so a refusal leaves the batch's transaction as it
+/// found it and is recorded in it. Onboarding and account syncs write the
+/// organization before they can find the manager's email taken: their
+/// refusal stops the batch and is recorded alone. `tests/api/mixed_batches.rs`
+/// holds the batch to the answers and state of commands applied alone.
+fn refuses_before_writing(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::OnboardOrganization(_) | Command::SyncAccounts(_)
+    )
 }
 
 /// How many leading items have distinct command ids (at least one): a

@@ -10,7 +10,8 @@ use super::participants::{load_actor, load_actor_and_organization, load_target, 
 use super::tokens::{issue_token, new_secret, redeem};
 use super::{Ctx, Effects, FunnelStep, HandlerSettings, Outcome, email_time};
 use crate::domain::authz;
-use crate::domain::command::InviteUser;
+use crate::domain::command::{Command, InviteUser};
+use crate::domain::email::EmailAddress;
 use crate::domain::event::EventType;
 use crate::domain::ids::{OrganizationId, UserId};
 use crate::domain::mail_cap;
@@ -108,6 +109,32 @@ impl InviteCache {
             .as_mut()
             .map(std::mem::take)
             .unwrap_or_default()
+    }
+
+    /// Whether an invite held back is to `email`.
+    pub(super) fn holds_email(&self, email: &EmailAddress) -> bool {
+        self.deferred
+            .as_ref()
+            .is_some_and(|held| held.holds_email_key(email.key().as_str()))
+    }
+
+    /// Forgets what `command` may change before it runs: the actors and
+    /// organizations for a change of accounts, access or membership, the
+    /// edited user for a profile change (its name is an inviter's name).
+    /// Tokens, activations and lookups change no active user's row.
+    pub(super) fn before(&mut self, command: &Command) {
+        match command {
+            Command::InviteUser(_)
+            | Command::CheckEmail { .. }
+            | Command::RequestPasswordReset { .. }
+            | Command::RedeemPasswordReset { .. }
+            | Command::ResendActivation { .. }
+            | Command::ActivateUser { .. } => {}
+            Command::UpdateProfile { user_id, .. } => {
+                self.actors.remove(user_id);
+            }
+            _ => self.clear(),
+        }
     }
 
     /// Forgets everything (another kind of command may change it).

@@ -40,6 +40,7 @@ use crate::outbox::Handoff;
 use crate::store::closing::{Closing, Record};
 use crate::store::outbox::{ClaimedRow, NewOutboxRow, OutboxKind};
 use crate::store::payload::Payload;
+use crate::store::processed::Processed;
 use crate::store::users::InvitedUsers;
 use crate::store::{self, StoreError, Tx};
 
@@ -296,14 +297,8 @@ impl Handler {
         let closed = store::closing::write(&mut tx, closing).await?;
         if !closed.recorded.contains(id) {
             tx.rollback().await?;
-            return match store::processed::recorded(&self.pool, id).await? {
-                Some(stored) if !fingerprint.repeats(stored.fingerprint.as_ref()) => {
-                    let rejection = command_fingerprint::id_reused(id);
-                    Ok(Handled::IdReused(Reply::refused(Some(id), &rejection)))
-                }
-                Some(stored) => Ok(Handled::Duplicate(stored.reply)),
-                None => Ok(Handled::Duplicate(Reply::applied(id, json!({})))),
-            };
+            let stored = store::processed::recorded(&self.pool, id).await?;
+            return Ok(answer_recorded(envelope, stored));
         }
         tx.commit().await?;
         self.hand_over(closed.claimed).await;
@@ -326,9 +321,7 @@ impl Handler {
         cache: &mut InviteCache,
     ) -> Outcome {
         let s = &self.settings;
-        if !matches!(command, Command::InviteUser(_)) {
-            cache.clear();
-        }
+        cache.before(&command);
         match command {
             Command::OnboardOrganization(c) => accounts::onboard(tx, ctx, s, c, fx).await,
             Command::SyncAccounts(c) => accounts::sync(tx, ctx, c, fx).await,
@@ -350,6 +343,21 @@ impl Handler {
             }
             Command::RemoveUser { user_id } => removal::remove(tx, ctx, user_id, fx).await,
         }
+    }
+}
+
+/// The answer to `envelope`, whose id is recorded (as `stored`, unless the
+/// record has gone since): the stored reply for a redelivery of the same
+/// command, `id_reused` for another command under that id.
+fn answer_recorded(envelope: &Envelope, stored: Option<Processed>) -> Handled {
+    let id = envelope.id.as_str();
+    match stored {
+        Some(stored) if !envelope.fingerprint().repeats(stored.fingerprint.as_ref()) => {
+            let rejection = command_fingerprint::id_reused(id);
+            Handled::IdReused(Reply::refused(Some(id), &rejection))
+        }
+        Some(stored) => Handled::Duplicate(stored.reply),
+        None => Handled::Duplicate(Reply::applied(id, json!({}))),
     }
 }
 

@@ -26,6 +26,7 @@ use super::batch::{BatchItem, Gathered};
 use super::invitations::{InviteCache, authorized, invited};
 use super::{Ctx, Effects, Handled, Handler};
 use crate::domain::command::Command;
+use crate::domain::reply::Reply;
 use crate::store::closing::{self, Closing, Expected};
 use crate::store::users::InvitedUsers;
 use crate::telemetry::metrics;
@@ -91,7 +92,8 @@ impl Handler {
                 &mut users,
             )
             .ok()?;
-            gathered.add(item, &ctx, data, fx).ok()?;
+            let reply = Reply::applied(item.envelope.id.as_str(), data);
+            gathered.add(item, &ctx, reply, fx).ok()?;
         }
 
         let rows = std::mem::take(&mut gathered.rows);

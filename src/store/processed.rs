@@ -10,6 +10,7 @@
 //! (`domain::command_fingerprint`).
 
 use sqlx::PgPool;
+use std::collections::HashMap;
 
 use super::StoreError;
 use crate::domain::command_fingerprint::CommandFingerprint;
@@ -32,17 +33,41 @@ pub async fn recorded(pool: &PgPool, command_id: &str) -> Result<Option<Processe
             .bind(command_id)
             .fetch_optional(pool)
             .await?;
-    row.map(|(reply, fingerprint)| {
-        let reply = serde_json::from_value(reply)
-            .map_err(|e| StoreError::corrupt("processed_commands", e.to_string()))?;
-        let fingerprint = fingerprint
-            .map(|f| {
-                CommandFingerprint::from_bytes(&f).ok_or_else(|| {
-                    StoreError::corrupt("processed_commands", "a fingerprint is not 32 bytes")
-                })
+    row.map(|(reply, fingerprint)| processed(reply, fingerprint))
+        .transpose()
+}
+
+/// The records of those of `command_ids` processed already, by id, in one
+/// round trip: a batch looks its commands up before it applies any.
+pub async fn recorded_many(
+    pool: &PgPool,
+    command_ids: &[&str],
+) -> Result<HashMap<String, Processed>, StoreError> {
+    let rows: Vec<(String, serde_json::Value, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT command_id, reply, fingerprint FROM processed_commands
+         WHERE command_id = ANY($1)",
+    )
+    .bind(command_ids)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(id, reply, fingerprint)| Ok((id, processed(reply, fingerprint)?)))
+        .collect()
+}
+
+/// A record as read from its row's columns.
+fn processed(
+    reply: serde_json::Value,
+    fingerprint: Option<Vec<u8>>,
+) -> Result<Processed, StoreError> {
+    let reply = serde_json::from_value(reply)
+        .map_err(|e| StoreError::corrupt("processed_commands", e.to_string()))?;
+    let fingerprint = fingerprint
+        .map(|f| {
+            CommandFingerprint::from_bytes(&f).ok_or_else(|| {
+                StoreError::corrupt("processed_commands", "a fingerprint is not 32 bytes")
             })
-            .transpose()?;
-        Ok(Processed { reply, fingerprint })
-    })
-    .transpose()
+        })
+        .transpose()?;
+    Ok(Processed { reply, fingerprint })
 }

@@ -343,6 +343,11 @@ impl InvitedUsers {
         self.email_keys.push(u.email.key().as_str().to_owned());
     }
 
+    /// Whether one of the users has this email key.
+    pub fn holds_email_key(&self, key: &str) -> bool {
+        self.email_keys.iter().any(|k| k == key)
+    }
+
     /// Whether none is waiting.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()

@@ -1,6 +1,6 @@
 //! The deliveries that arrived together: admitted one by one, applied as
-//! one batch (`handler::batch`), the applied ones acked together and each
-//! of the others settled (`settle`).
+//! one batch (`handler::batch`), the handled ones answered and acked
+//! together and each failed one settled (`settle`).
 
 use lapin::message::Delivery;
 use tokio::sync::{OwnedSemaphorePermit, watch};
@@ -8,25 +8,25 @@ use tracing::Instrument;
 
 use super::admit::{Incoming, admit};
 use super::deps::Deps;
-use super::outcome::record_applied;
+use super::outcome::{answer_handled, record_handled};
 use super::settle::settle;
 use crate::broker::Publisher;
 use crate::broker::acks::AckLedger;
 use crate::broker::delivery::{ack, ack_up_to};
-use crate::domain::reply::Reply;
-use crate::handler::{BatchItem, FunnelStep, HandleError, Handled};
+use crate::handler::{BatchItem, HandleError, Handled};
 
-/// A command the batch applied: its reply and the funnel steps it took.
-type Applied = (Incoming, Reply, Vec<FunnelStep>);
+/// A command the batch handled (applied, or answered as recorded before).
+type Done = (Incoming, Handled);
 
 /// Handles the deliveries that arrived together: poison is dead-lettered
-/// one by one, the commands are applied as one batch, then the applied ones
-/// are acked together (one frame when `ledger` allows, else one per
-/// command) and each of the others is settled (answered, retried or handed
-/// back) in arrival order. `permit` is this batch's place among the
-/// transactions running at once: when every command was applied it goes
-/// back before the acks, so the next batch's transaction does not wait for
-/// them; otherwise once all is settled (settling may use the database).
+/// one by one, the commands are applied as one batch, the answers to those
+/// recorded before are published (together), then every handled command is
+/// acked (one frame when `ledger` allows, else one per command) and each
+/// failed one is settled (retried or handed back) in arrival order.
+/// `permit` is this batch's place among the transactions running at once:
+/// when nothing failed it goes back before the answers and acks, so the
+/// next batch's transaction does not wait for them; otherwise once all is
+/// settled (settling may use the database).
 pub(super) async fn process(
     deliveries: Vec<Delivery>,
     deps: &Deps,
@@ -42,25 +42,31 @@ pub(super) async fn process(
         }
     }
     let results = apply(&incoming, deps).await;
-    let mut applied = Vec::with_capacity(incoming.len());
-    let mut others = Vec::new();
+    let mut done = Vec::with_capacity(incoming.len());
+    let mut failed = Vec::new();
     for (command, result) in incoming.into_iter().zip(results) {
         match result {
-            Ok(Handled::Processed { reply, funnel }) => applied.push((command, reply, funnel)),
-            other => others.push((command, other)),
+            Ok(handled) => done.push((command, handled)),
+            Err(e) => failed.push((command, e)),
         }
     }
-    let permit = (!others.is_empty()).then_some(permit);
-    ack_applied(&applied, ledger).await;
-    for (command, reply, funnel) in applied {
+    let permit = (!failed.is_empty()).then_some(permit);
+    futures_util::future::join_all(done.iter().map(|(command, handled)| {
+        let trace = command.envelope.traceparent.as_ref();
+        answer_handled(handled, command.address.as_ref(), trace, publisher)
+            .instrument(command.span.clone())
+    }))
+    .await;
+    ack_done(&done, ledger).await;
+    for (command, handled) in done {
         let kind = command.envelope.kind.as_str();
         command
             .span
-            .in_scope(|| record_applied(kind, &reply, funnel, command.started));
+            .in_scope(|| record_handled(kind, handled, command.started));
     }
-    for (command, result) in others {
+    for (command, error) in failed {
         let span = command.span.clone();
-        settle(command, result, deps, publisher, db_down)
+        settle(command, Err(error), deps, publisher, db_down)
             .instrument(span)
             .await;
     }
@@ -81,21 +87,19 @@ async fn apply(incoming: &[Incoming], deps: &Deps) -> Vec<Result<Handled, Handle
     deps.handler.handle_batch(&items).await
 }
 
-/// Acks the applied commands: in one frame when no other delivery of the
+/// Acks the handled commands: in one frame when no other delivery of the
 /// channel is open below the last of them, else one by one.
-async fn ack_applied(applied: &[Applied], ledger: &AckLedger) {
-    let tags: Vec<u64> = applied
+async fn ack_done(done: &[Done], ledger: &AckLedger) {
+    let tags: Vec<u64> = done
         .iter()
-        .map(|(command, ..)| command.delivery.delivery_tag)
+        .map(|(command, _)| command.delivery.delivery_tag)
         .collect();
-    let combined = applied.len() > 1 && ledger.covering(&tags).is_some();
-    match applied.iter().max_by_key(|(c, ..)| c.delivery.delivery_tag) {
-        Some((command, ..)) if combined => ack_up_to(&command.delivery).await,
+    let combined = done.len() > 1 && ledger.covering(&tags).is_some();
+    match done.iter().max_by_key(|(c, _)| c.delivery.delivery_tag) {
+        Some((command, _)) if combined => ack_up_to(&command.delivery).await,
         _ => {
-            futures_util::future::join_all(
-                applied.iter().map(|(command, ..)| ack(&command.delivery)),
-            )
-            .await;
+            futures_util::future::join_all(done.iter().map(|(command, _)| ack(&command.delivery)))
+                .await;
         }
     }
 }

@@ -11,16 +11,11 @@ use std::time::Instant;
 
 use crate::domain::reply::{Reply, ReplyStatus};
 use crate::domain::trace::TraceParent;
-use crate::handler::{FunnelStep, ReplyAddress};
+use crate::handler::{FunnelStep, Handled, ReplyAddress};
 use crate::telemetry::metrics;
 
 /// Counts and logs a command that was applied and acked.
-pub(super) fn record_applied(
-    kind: &'static str,
-    reply: &Reply,
-    funnel: Vec<FunnelStep>,
-    started: Instant,
-) {
+fn record_applied(kind: &'static str, reply: &Reply, funnel: Vec<FunnelStep>, started: Instant) {
     for step in funnel {
         match step {
             FunnelStep::Invited => metrics::invites("invited", 1),
@@ -42,6 +37,47 @@ pub(super) fn record_applied(
         "command handled"
     );
     metrics::command(kind, reply.status.as_str(), took);
+}
+
+/// Answers a command that was handled: nothing to publish for one applied
+/// now (its reply is in the outbox); the stored reply, marked as a
+/// duplicate, for a redelivery; the refusal for a reused id.
+pub(super) async fn answer_handled(
+    handled: &Handled,
+    address: Option<&ReplyAddress>,
+    trace: Option<&TraceParent>,
+    publisher: &Publisher,
+) {
+    let Some(address) = address else {
+        return;
+    };
+    match handled {
+        Handled::Processed { .. } => {}
+        Handled::Duplicate(reply) => {
+            let duplicate = reply.clone().as_duplicate();
+            publish_reply(publisher, address, &duplicate, trace).await
+        }
+        Handled::IdReused(reply) => publish_reply(publisher, address, reply, trace).await,
+    }
+}
+
+/// Counts and logs a command that was handled and acked.
+pub(super) fn record_handled(kind: &'static str, handled: Handled, started: Instant) {
+    match handled {
+        Handled::Processed { reply, funnel } => record_applied(kind, &reply, funnel, started),
+        Handled::Duplicate(_) => {
+            tracing::info!("duplicate delivery answered with the stored reply");
+            metrics::command(kind, "duplicate", started.elapsed());
+        }
+        Handled::IdReused(reply) => {
+            tracing::warn!(
+                status = reply.status.as_str(),
+                code = %reply.code,
+                "command id already recorded for a different command; refused"
+            );
+            metrics::command(kind, reply.status.as_str(), started.elapsed());
+        }
+    }
 }
 
 pub(super) async fn publish_reply(

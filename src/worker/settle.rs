@@ -1,5 +1,5 @@
-//! Settling a command the batch did not apply: answer a duplicate or a
-//! reused id, retry a transient failure, or hand the delivery back.
+//! Settling a command whose batch failed it: retry a transient failure
+//! in-process (and answer what the retry gives), or hand the delivery back.
 //!
 //! A command whose handling fails for a transient reason is retried a few
 //! times in-process with growing delays, then handed back to the broker;
@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::admit::Incoming;
 use super::deps::Deps;
-use super::outcome::{dead_letter, publish_reply, record_applied};
+use super::outcome::{answer_handled, dead_letter, record_handled};
 use crate::broker::Publisher;
 use crate::broker::delivery::{ack, previous_deliveries, requeue};
 use crate::handler::{HandleError, Handled};
@@ -66,41 +66,11 @@ pub(super) async fn settle(
 
 /// Acks a command that was handled, answering a duplicate or a reused id.
 async fn answer(command: &Incoming, handled: Handled, publisher: &Publisher) {
-    let Incoming {
-        delivery,
-        envelope,
-        address,
-        started,
-        ..
-    } = command;
-    let kind = envelope.kind.as_str();
+    let envelope = &command.envelope;
     let trace = envelope.traceparent.as_ref();
-    match handled {
-        Handled::Processed { reply, funnel } => {
-            ack(delivery).await;
-            record_applied(kind, &reply, funnel, *started);
-        }
-        Handled::Duplicate(reply) => {
-            if let Some(address) = address {
-                publish_reply(publisher, address, &reply.as_duplicate(), trace).await;
-            }
-            ack(delivery).await;
-            tracing::info!("duplicate delivery answered with the stored reply");
-            metrics::command(kind, "duplicate", started.elapsed());
-        }
-        Handled::IdReused(reply) => {
-            if let Some(address) = address {
-                publish_reply(publisher, address, &reply, trace).await;
-            }
-            ack(delivery).await;
-            tracing::warn!(
-                status = reply.status.as_str(),
-                code = %reply.code,
-                "command id already recorded for a different command; refused"
-            );
-            metrics::command(kind, reply.status.as_str(), started.elapsed());
-        }
-    }
+    answer_handled(&handled, command.address.as_ref(), trace, publisher).await;
+    ack(&command.delivery).await;
+    record_handled(envelope.kind.as_str(), handled, command.started);
 }
 
 /// A command that failed every in-process attempt: back to the broker,

@@ -186,7 +186,10 @@ async fn every_order_of_applied_refused_invalid_duplicate_and_failing_commands_i
     for (round, order) in permutations(&KINDS).into_iter().enumerate() {
         let bodies: Vec<Value> = order.iter().map(|k| scenario.envelope(*k, round)).collect();
         let envelopes: Vec<Envelope> = bodies.iter().map(parse).collect();
-        let raws: Vec<Vec<u8>> = bodies.iter().map(|b| serde_json::to_vec(b).unwrap()).collect();
+        let raws: Vec<Vec<u8>> = bodies
+            .iter()
+            .map(|b| serde_json::to_vec(b).unwrap())
+            .collect();
         let items: Vec<BatchItem<'_>> = envelopes
             .iter()
             .zip(&raws)
@@ -224,13 +227,12 @@ async fn check_state(
     order: &[Kind],
     round: usize,
 ) {
-    let invited: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM users WHERE email = $1 AND status = 'invited'",
-    )
-    .bind(format!("mixed{round}@acme.example"))
-    .fetch_one(pool)
-    .await
-    .unwrap();
+    let invited: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM users WHERE email = $1 AND status = 'invited'")
+            .bind(format!("mixed{round}@acme.example"))
+            .fetch_one(pool)
+            .await
+            .unwrap();
     assert_eq!(invited, 1, "the invitee of {order:?}");
     let last_names: Vec<(String, String)> =
         sqlx::query_as("SELECT id::text, last_name FROM users WHERE id::text = ANY($1)")
@@ -246,25 +248,29 @@ async fn check_state(
         }
     }
     for (kind, body) in order.iter().zip(bodies) {
-        let recorded: Option<String> =
-            sqlx::query_scalar("SELECT reply->>'status' FROM processed_commands WHERE command_id = $1")
-                .bind(body["id"].as_str().unwrap())
-                .fetch_optional(pool)
-                .await
-                .unwrap();
+        let recorded: Option<String> = sqlx::query_scalar(
+            "SELECT reply->>'status' FROM processed_commands WHERE command_id = $1",
+        )
+        .bind(body["id"].as_str().unwrap())
+        .fetch_optional(pool)
+        .await
+        .unwrap();
         let want = match kind {
             Kind::Invite | Kind::Update | Kind::Duplicate => Some("applied"),
             Kind::Refused => Some("rejected"),
             Kind::Invalid => Some("invalid"),
             Kind::Failing => None,
         };
-        assert_eq!(recorded.as_deref(), want, "the record of {kind:?} in {order:?}");
+        assert_eq!(
+            recorded.as_deref(),
+            want,
+            "the record of {kind:?} in {order:?}"
+        );
     }
     // One dead-letter copy per invalid command so far, none for the others.
-    let dead: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE kind = 'dead_letter'")
-            .fetch_one(pool)
-            .await
-            .unwrap();
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE kind = 'dead_letter'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
     assert_eq!(dead, round as i64 + 1, "dead-letter copies after {order:?}");
 }
