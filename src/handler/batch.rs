@@ -210,10 +210,24 @@ impl Handler {
         batch: &[BatchItem<'_>],
         cache: &mut InviteCache,
     ) -> Result<(Vec<Handled>, Vec<ClaimedRow>), Stop> {
+        let commands: Vec<_> = batch
+            .iter()
+            .map(|item| Command::parse(item.envelope.kind, &item.envelope.data))
+            .collect();
+        let invites = batch.iter().zip(&commands).filter_map(|(item, command)| {
+            match (item.envelope.actor, command) {
+                (Some(actor), Ok(Command::InviteUser(c))) => Some((actor, &c.organization_id)),
+                _ => None,
+            }
+        });
+        cache
+            .read_ahead(tx, invites)
+            .await
+            .map_err(|_| Stop { at: 0 })?;
         let mut gathered = Gathered::with_capacity(batch.len());
         // Where in the batch the invites kept back in `cache` are.
         let mut deferred_at = Vec::new();
-        for (at, item) in batch.iter().enumerate() {
+        for (at, (item, command)) in batch.iter().zip(commands).enumerate() {
             let envelope = item.envelope;
             let id = envelope.id.as_str();
             let ctx = Ctx {
@@ -222,7 +236,7 @@ impl Handler {
                 now: Utc::now(),
             };
             let mut fx = Effects::default();
-            let command = match Command::parse(envelope.kind, &envelope.data) {
+            let command = match command {
                 Ok(command) => command,
                 Err(field) => {
                     // Invalid data touches nothing: answered and copied here.

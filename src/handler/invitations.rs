@@ -24,7 +24,7 @@ use crate::store::accounts::OrganizationAccounts;
 use crate::store::audit::AuditEntry;
 use crate::store::fingerprint::Fingerprint;
 use crate::store::users::{InvitedUsers, NewUserRow, UserRecord};
-use crate::store::{Tx, accounts, tokens, users};
+use crate::store::{StoreError, Tx, accounts, tokens, users};
 
 /// The activation email for a user.
 pub(super) struct ActivationEmail<'a> {
@@ -91,7 +91,7 @@ pub(super) struct InviteCache {
 }
 
 /// How many actors, and organizations, the handler's cache keeps at most.
-const REMEMBERED: usize = 64;
+const REMEMBERED: usize = 1024;
 
 impl InviteCache {
     /// A cache that keeps invited users back for [`InviteCache::take_deferred`]
@@ -109,6 +109,44 @@ impl InviteCache {
             .as_mut()
             .map(std::mem::take)
             .unwrap_or_default()
+    }
+
+    /// Reads, in one round trip, the actors and organizations of `invites`
+    /// (actor, organization) that this cache does not hold yet: a batch's
+    /// invites then find them here instead of reading one by one.
+    pub(super) async fn read_ahead<'a>(
+        &mut self,
+        tx: &mut Tx<'_>,
+        invites: impl Iterator<Item = (UserId, &'a OrganizationId)>,
+    ) -> Result<(), StoreError> {
+        let mut actors = Vec::new();
+        let mut organizations: Vec<&str> = Vec::new();
+        let mut wanted: Vec<&OrganizationId> = Vec::new();
+        for (actor, organization) in invites {
+            if !self.actors.contains_key(&actor) && !actors.contains(&actor.as_uuid()) {
+                actors.push(actor.as_uuid());
+            }
+            let id = organization.as_str();
+            if !self.organizations.contains_key(organization) && !organizations.contains(&id) {
+                organizations.push(id);
+                wanted.push(organization);
+            }
+        }
+        if actors.len() + organizations.len() < 2 {
+            // What one invite reads anyway, in one round trip too.
+            return Ok(());
+        }
+        let (found_actors, found_organizations) =
+            users::load_actors_and_organizations(tx, &actors, &organizations).await?;
+        for (actor, fingerprint) in found_actors {
+            self.keep_actor(actor, fingerprint);
+        }
+        for (id, organization) in found_organizations {
+            if let Some(id) = wanted.iter().find(|w| w.as_str() == id) {
+                self.keep_organization(id, organization);
+            }
+        }
+        Ok(())
     }
 
     /// Whether an invite held back is to `email`.

@@ -1,23 +1,23 @@
 //! Invite batches written as one statement that is its own transaction.
 //!
 //! A batch of invites in an explicit transaction is four round trips
-//! (`BEGIN`, read the actor and the organization, the closing statement,
+//! (`BEGIN`, read the actors and the organizations, the closing statement,
 //! `COMMIT`), each a wake-up of a database backend while the batch's
-//! commands wait. But a
-//! bulk onboarding is the same manager inviting into the same organization
-//! batch after batch, and invites change neither. So the handler keeps the
-//! actor and the organization a committed invite read, with their
-//! fingerprints, and writes the next batch of that actor's invites into
-//! that organization as one statement, committed on its own like any
-//! statement outside `BEGIN` (`store::closing::write_checked`): everything
-//! a command writes still commits together or not at all. The statement re-reads the actor
-//! (share-locked, as the transaction would) and the organization's accounts
-//! and writes nothing unless both are unchanged; an email taken or a
-//! command id recorded already (committed or not) fails it whole, as the
-//! unique indexes see it.
-//! Anything else (a refusal, another kind of command, a change, a
-//! conflict) and the batch goes the transactional way of `handler::batch`,
-//! which gives each command the answer it gets there.
+//! commands wait. But managers invite batch after batch, whether one
+//! manager onboards a team or many managers invite at once, and invites
+//! change neither the managers nor their organizations. So the handler
+//! keeps the actors and the organizations committed invites read, with
+//! their fingerprints, and writes the next batch of invites by those
+//! actors into those organizations as one statement, committed on its own
+//! like any statement outside `BEGIN` (`store::closing::write_checked`):
+//! everything a command writes still commits together or not at all. The
+//! statement re-reads the actors (share-locked, as the transaction would)
+//! and the organizations' accounts and writes nothing unless all are
+//! unchanged; an email taken or a command id recorded already (committed or
+//! not) fails it whole, as the unique indexes see it. Anything else (a
+//! refusal, another kind of command, a change, a conflict) and the batch
+//! goes the transactional way of `handler::batch`, which gives each command
+//! the answer it gets there.
 
 use chrono::Utc;
 use std::sync::PoisonError;
@@ -42,41 +42,42 @@ impl Handler {
     }
 
     /// `batch` written as one statement, if every command in it is an
-    /// invite by the same actor into the same organization, both read by
-    /// an earlier commit and unchanged since, and none is refused; `None`
-    /// when it was not (nothing was written).
+    /// invite by an actor into an organization, each read by an earlier
+    /// commit and unchanged since, and none is refused; `None` when it was
+    /// not (nothing was written).
     pub(super) async fn try_one_statement(&self, batch: &[BatchItem<'_>]) -> Option<Vec<Handled>> {
-        let actor_id = batch.first()?.envelope.actor?;
-        let invite =
-            |item: &BatchItem<'_>| match Command::parse(item.envelope.kind, &item.envelope.data) {
-                Ok(Command::InviteUser(c)) if item.envelope.actor == Some(actor_id) => Some(c),
-                _ => None,
-            };
-        // The first command says whose and where; the rest are parsed only
-        // if that actor and organization are known.
+        // Parsed one by one: the first unknown actor or other command ends it.
         let mut invites = Vec::with_capacity(batch.len());
-        invites.push(invite(batch.first()?)?);
-        let organization_id = invites[0].organization_id.clone();
-        let (actor, actor_fingerprint, organization) = self
-            .known
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .known(actor_id, &organization_id)?;
-        for item in &batch[1..] {
-            let c = invite(item)?;
-            if c.organization_id != organization_id {
+        let mut expected = Expected::default();
+        for item in batch {
+            let actor_id = item.envelope.actor?;
+            let Ok(Command::InviteUser(c)) =
+                Command::parse(item.envelope.kind, &item.envelope.data)
+            else {
                 return None;
-            }
-            invites.push(c);
+            };
+            let (actor, fingerprint, organization) = self
+                .known
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .known(actor_id, &c.organization_id)?;
+            expected.actor(actor_id.as_uuid(), &fingerprint);
+            expected.organization(c.organization_id.as_str(), &organization.fingerprint);
+            invites.push((actor, organization, c));
         }
 
+        // Whose and where, to forget if the statement finds a change.
+        let read: Vec<_> = invites
+            .iter()
+            .map(|(actor, _, c)| (actor.snapshot.id, c.organization_id.clone()))
+            .collect();
         let mut users = InvitedUsers::default();
         let mut gathered = Gathered::with_capacity(batch.len());
-        for (item, c) in batch.iter().zip(invites) {
+        for (item, (actor, organization, c)) in batch.iter().zip(invites) {
             let _entered = item.span.enter();
             let ctx = Ctx {
                 command_id: item.envelope.id.as_str().to_owned(),
-                actor: Some(actor_id),
+                actor: Some(actor.snapshot.id),
                 now: Utc::now(),
             };
             let mut fx = Effects::default();
@@ -105,13 +106,7 @@ impl Handler {
             claim: self.settings.claim_for(&rows),
             outbox: rows,
         };
-        let expected = Expected {
-            actor: actor_id.as_uuid(),
-            actor_fingerprint: &actor_fingerprint,
-            organization: organization_id.as_str(),
-            organization_fingerprint: &organization.fingerprint,
-        };
-        match closing::write_checked(&self.pool, closing, expected).await {
+        match closing::write_checked(&self.pool, closing, &expected).await {
             Ok(Some(closed)) => {
                 drop(records);
                 metrics::batch("one_statement");
@@ -122,10 +117,11 @@ impl Handler {
                 if let Err(e) = missed {
                     tracing::debug!(error = %e, size = batch.len(), "one-statement batch failed");
                 }
-                self.known
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .forget(actor_id, &organization_id);
+                // Which one changed is unknown: the next transaction reads them all again.
+                let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+                for (actor, organization) in &read {
+                    known.forget(*actor, organization);
+                }
                 metrics::batch("missed");
                 None
             }

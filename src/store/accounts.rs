@@ -135,10 +135,10 @@ pub struct OrganizationAccounts {
 macro_rules! organization_accounts {
     ($id:literal) => {
         concat!(
-            "SELECT organization_name, known_contract, known_delivery,
+            "SELECT accounts_of, organization_name, known_contract, known_delivery,
                 md5(ROW(organization_name, known_contract, known_delivery)::text)
                     AS organization_fingerprint
-             FROM (SELECT o.name AS organization_name,
+             FROM (SELECT o.id AS accounts_of, o.name AS organization_name,
                 COALESCE((SELECT array_agg(c.id ORDER BY c.id) FROM contract_accounts c
                     WHERE c.organization_id = o.id), '{}') AS known_contract,
                 COALESCE((SELECT jsonb_object_agg(d.id, d.contract_accounts ORDER BY d.id)

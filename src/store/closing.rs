@@ -135,28 +135,32 @@ const CLOSE: &str = concat!(
     )
 );
 
-/// The closing statement on its own ([`write_checked`]): `$37`–`$40` are
-/// the actor's id and fingerprint and the organization's id and
-/// fingerprint, `$41` the records' command fingerprints. It writes
-/// nothing unless the actor still has that
-/// fingerprint (share-locked, as a transaction would have read it), the
-/// organization its accounts and the batch no email key twice. An email key taken
-/// or an id recorded already, committed or not, fails it whole: the unique
-/// indexes of `users` and `processed_commands` check them as the rows go
-/// in. (A guard query that looks for them first is no substitute: planned
-/// while the tables are small, it can stay a scan of every user per batch;
-/// see docs/decisions/0004-one-statement-invite-batches.md.)
+/// The closing statement on its own ([`write_checked`]): `$37`–`$38` are
+/// the actors' ids and fingerprints, `$39`–`$40` the organizations' ids
+/// and fingerprints (each id once), `$41` the records' command
+/// fingerprints. It writes nothing unless every actor still has its
+/// fingerprint (share-locked, as a transaction would have read it), every
+/// organization its accounts and the batch no email key twice. An email
+/// key taken or an id recorded already, committed or not, fails it whole:
+/// the unique indexes of `users` and `processed_commands` check them as the
+/// rows go in. (A guard query that looks for them first is no substitute:
+/// planned while the tables are small, it can stay a scan of every user per
+/// batch; see docs/decisions/0004-one-statement-invite-batches.md.)
 const CLOSE_CHECKED: &str = concat!(
     "WITH actor AS (
-         SELECT a.id FROM users a WHERE a.id = $37 AND ",
-    user_fingerprint!("a"),
-    " = $38 FOR SHARE),
+         SELECT a.id FROM unnest($37::uuid[], $38::text[]) AS e(id, fingerprint),
+             LATERAL (SELECT u.id FROM users u WHERE u.id = e.id AND ",
+    user_fingerprint!("u"),
+    " = e.fingerprint FOR SHARE) AS a),
      organization AS (",
-    organization_accounts!("$39"),
+    organization_accounts!("ANY($39::text[])"),
     "),
      guard AS (
-         SELECT EXISTS (SELECT FROM actor)
-            AND EXISTS (SELECT FROM organization WHERE organization_fingerprint = $40)
+         SELECT (SELECT count(*) FROM actor) = cardinality($37::uuid[])
+            AND (SELECT count(*) FROM organization
+                 WHERE organization_fingerprint
+                     = ($40::text[])[array_position($39::text[], accounts_of)])
+                = cardinality($39::text[])
             AND (SELECT count(DISTINCT k) = count(*) FROM unnest($19::text[]) AS k)
             AS ok),
      ",
@@ -174,17 +178,36 @@ pub fn checked_sql() -> &'static str {
     CLOSE_CHECKED
 }
 
-/// What [`write_checked`] checks the actor and the organization against.
-#[derive(Debug, Clone, Copy)]
-pub struct Expected<'a> {
-    /// The acting user's id.
-    pub actor: Uuid,
-    /// Its row's fingerprint when it was read.
-    pub actor_fingerprint: &'a Fingerprint,
-    /// The organization's id.
-    pub organization: &'a str,
-    /// Its accounts' fingerprint when they were read.
-    pub organization_fingerprint: &'a Fingerprint,
+/// What [`write_checked`] checks the actors and the organizations against:
+/// each as it was read, by an earlier commit.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    actors: Vec<Uuid>,
+    actor_fingerprints: Vec<String>,
+    organizations: Vec<String>,
+    organization_fingerprints: Vec<String>,
+}
+
+impl Expected {
+    /// Expects the actor `id` to have the row fingerprint `fingerprint`
+    /// (an actor already expected is kept as it is).
+    pub fn actor(&mut self, id: Uuid, fingerprint: &Fingerprint) {
+        if !self.actors.contains(&id) {
+            self.actors.push(id);
+            self.actor_fingerprints
+                .push(fingerprint.as_str().to_owned());
+        }
+    }
+
+    /// Expects the organization `id` to have the accounts fingerprint
+    /// `fingerprint` (one already expected is kept as it is).
+    pub fn organization(&mut self, id: &str, fingerprint: &Fingerprint) {
+        if !self.organizations.iter().any(|o| o == id) {
+            self.organizations.push(id.to_owned());
+            self.organization_fingerprints
+                .push(fingerprint.as_str().to_owned());
+        }
+    }
 }
 
 /// Writes `closing` in `tx`, in one statement.
@@ -202,24 +225,24 @@ pub async fn write(tx: &mut Tx<'_>, closing: Closing<'_>) -> Result<Closed, Stor
 }
 
 /// Writes `closing` as one statement of its own (its own transaction), if
-/// the actor and the organization are still as `expected`, no invited
+/// the actors and the organizations are still as `expected`, no invited
 /// email is taken and no command id recorded; `None` when something
 /// differs (nothing is written). An error means nothing was written either
 /// (or, as for any commit whose answer is lost, that it was).
 pub async fn write_checked(
     pool: &PgPool,
     closing: Closing<'_>,
-    expected: Expected<'_>,
+    expected: &Expected,
 ) -> Result<Option<Closed>, StoreError> {
     let records = closing.records.len();
     let prepared = Prepared::new(closing)?;
     let claimed_at = Instant::now();
     let rows = prepared
         .query(CLOSE_CHECKED)
-        .bind(expected.actor)
-        .bind(expected.actor_fingerprint.as_str())
-        .bind(expected.organization)
-        .bind(expected.organization_fingerprint.as_str())
+        .bind(&expected.actors)
+        .bind(&expected.actor_fingerprints)
+        .bind(&expected.organizations)
+        .bind(&expected.organization_fingerprints)
         .bind(prepared.fingerprints())
         .fetch_all(pool)
         .await?;

@@ -37,19 +37,29 @@ pub async fn recorded(pool: &PgPool, command_id: &str) -> Result<Option<Processe
         .transpose()
 }
 
+/// Looks each id up through the primary key, whatever the plan cache
+/// kept: a lateral lookup per id (its `LIMIT` keeps the planner from
+/// turning it into a join that may scan every record).
+const RECORDED_MANY: &str = "SELECT p.command_id, p.reply, p.fingerprint
+     FROM unnest($1::text[]) AS wanted(id),
+         LATERAL (SELECT command_id, reply, fingerprint FROM processed_commands
+                  WHERE command_id = wanted.id LIMIT 1) AS p";
+
+/// The statement [`recorded_many`] runs; public so a test can check its plan.
+pub fn recorded_many_sql() -> &'static str {
+    RECORDED_MANY
+}
+
 /// The records of those of `command_ids` processed already, by id, in one
 /// round trip: a batch looks its commands up before it applies any.
 pub async fn recorded_many(
     pool: &PgPool,
     command_ids: &[&str],
 ) -> Result<HashMap<String, Processed>, StoreError> {
-    let rows: Vec<(String, serde_json::Value, Option<Vec<u8>>)> = sqlx::query_as(
-        "SELECT command_id, reply, fingerprint FROM processed_commands
-         WHERE command_id = ANY($1)",
-    )
-    .bind(command_ids)
-    .fetch_all(pool)
-    .await?;
+    let rows: Vec<(String, serde_json::Value, Option<Vec<u8>>)> = sqlx::query_as(RECORDED_MANY)
+        .bind(command_ids)
+        .fetch_all(pool)
+        .await?;
     rows.into_iter()
         .map(|(id, reply, fingerprint)| Ok((id, processed(reply, fingerprint)?)))
         .collect()

@@ -229,6 +229,56 @@ pub async fn load_actor_and_organization(
     Ok((actor, accounts::organization_from_row(&row)?))
 }
 
+/// The statement [`load_actors_and_organizations`] runs: each actor through
+/// the primary key (a lateral lookup per id, whatever plan the cache
+/// kept); public so a test can check its plan.
+pub fn actors_and_organizations_sql() -> String {
+    format!(
+        "WITH actor AS (
+             SELECT a.* FROM unnest($1::uuid[]) AS wanted(id),
+                 LATERAL (SELECT {COLUMNS}, {} AS actor_fingerprint
+                          FROM users WHERE id = wanted.id FOR SHARE) AS a),
+              organization AS ({})
+         SELECT actor.*, organization.* FROM actor FULL JOIN organization ON false",
+        user_fingerprint!("users"),
+        organization_accounts!("ANY($2::text[])")
+    )
+}
+
+/// Loads the acting users `actors`, share-locked as [`load_actor`] does,
+/// with their rows' fingerprints, and the organizations `organizations`
+/// with their account ids, in one round trip: what a batch's invites need,
+/// read before the first of them. Those that do not exist are left out.
+pub async fn load_actors_and_organizations(
+    tx: &mut Tx<'_>,
+    actors: &[Uuid],
+    organizations: &[&str],
+) -> Result<
+    (
+        Vec<(UserRecord, Fingerprint)>,
+        Vec<(String, OrganizationAccounts)>,
+    ),
+    StoreError,
+> {
+    let rows = sqlx::query(AssertSqlSafe(actors_and_organizations_sql()))
+        .bind(actors)
+        .bind(organizations)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut found_actors = Vec::with_capacity(actors.len());
+    let mut found_organizations = Vec::with_capacity(organizations.len());
+    for row in &rows {
+        if row.try_get::<Option<Uuid>, _>("id")?.is_some() {
+            let fingerprint = Fingerprint::from_db(row.try_get("actor_fingerprint")?);
+            found_actors.push((from_row(row)?, fingerprint));
+        }
+        if let Some(organization) = accounts::organization_from_row(row)? {
+            found_organizations.push((row.try_get("accounts_of")?, organization));
+        }
+    }
+    Ok((found_actors, found_organizations))
+}
+
 /// Loads the user with `email`'s key, locking its row.
 pub async fn lock_by_email(
     tx: &mut Tx<'_>,

@@ -3,11 +3,11 @@
 //! leaves exactly the applied and refused ones' effects: the handler's batch
 //! (`Handler::handle_batch`) called directly on a worker's database.
 
+use crate::helpers::batch::{Batch, handler};
 use crate::helpers::{TestWorker, invite_data, user_id};
 use serde_json::{Value, json};
 use user_lifecycle::broker::client::CommandClient;
-use user_lifecycle::domain::envelope::{self, Envelope};
-use user_lifecycle::handler::{BatchItem, HandleError, Handled, Handler, HandlerSettings};
+use user_lifecycle::handler::{HandleError, Handled};
 
 /// What a command of the batch is, and so what it must get.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,16 +35,6 @@ const KINDS: [Kind; 6] = [
     Kind::Duplicate,
     Kind::Failing,
 ];
-
-fn settings() -> HandlerSettings {
-    HandlerSettings {
-        activation_ttl: chrono::Duration::days(7),
-        password_reset_ttl: chrono::Duration::hours(1),
-        resend_cooldown: chrono::Duration::seconds(60),
-        mail_cap_per_day: 10,
-        handoff: None,
-    }
-}
 
 /// Every permutation of `items`.
 fn permutations<T: Copy>(items: &[T]) -> Vec<Vec<T>> {
@@ -104,10 +94,6 @@ impl Scenario {
             ),
         }
     }
-}
-
-fn parse(envelope: &Value) -> Envelope {
-    envelope::parse(&serde_json::to_vec(envelope).unwrap()).expect("a valid envelope")
 }
 
 fn reply_json(handled: &Handled) -> Value {
@@ -180,28 +166,10 @@ async fn every_order_of_applied_refused_invalid_duplicate_and_failing_commands_i
         recorded_reply: stored_reply(&pool, &recorded).await,
         recorded,
     };
-    let handler = Handler::new(pool.clone(), settings());
-    let span = tracing::Span::none();
-
+    let handler = handler(&pool);
     for (round, order) in permutations(&KINDS).into_iter().enumerate() {
         let bodies: Vec<Value> = order.iter().map(|k| scenario.envelope(*k, round)).collect();
-        let envelopes: Vec<Envelope> = bodies.iter().map(parse).collect();
-        let raws: Vec<Vec<u8>> = bodies
-            .iter()
-            .map(|b| serde_json::to_vec(b).unwrap())
-            .collect();
-        let items: Vec<BatchItem<'_>> = envelopes
-            .iter()
-            .zip(&raws)
-            .map(|(envelope, raw)| BatchItem {
-                envelope,
-                reply_to: None,
-                raw,
-                span: &span,
-            })
-            .collect();
-        let results = handler.handle_batch(&items).await;
-        assert_eq!(results.len(), order.len(), "one result per command");
+        let results = Batch::of(&bodies).handle(&handler).await;
         for (kind, result) in order.iter().zip(&results) {
             check(*kind, result, &scenario, &order);
         }

@@ -5,10 +5,12 @@
 //! command id recorded, even by a transaction still committing), nothing
 //! is written that way and the command gets the transaction's answer.
 
+use crate::helpers::batch::{Batch, handler};
 use crate::helpers::{TestWorker, WAIT, eventually, invite_data, invite_envelopes};
 use serde_json::json;
 use std::time::Duration;
 use user_lifecycle::broker::client::CommandClient;
+use user_lifecycle::handler::Handled;
 
 const ONE_STATEMENT: &str = "user_lifecycle_command_batches_total{written=\"one_statement\"}";
 const MISSED: &str = "user_lifecycle_command_batches_total{written=\"missed\"}";
@@ -309,5 +311,57 @@ async fn a_command_id_being_recorded_by_a_transaction_still_committing_is_a_dupl
         w.count("SELECT count(*) FROM users WHERE email = 'twice@acme.example'")
             .await,
         0
+    );
+}
+
+#[tokio::test]
+async fn invites_of_managers_of_several_organizations_in_one_batch_see_each_manager_as_it_is_now() {
+    let (mut w, acme) = TestWorker::with_active_manager(&[]).await;
+    let beta = w.onboard_active_manager("beta", "boss@beta.example").await;
+    let handler = handler(&w.pool(2).await);
+    let invite = |manager: &str, org: &str, email: &str| {
+        CommandClient::envelope("invite_user", invite_data(org, email), Some(manager))
+    };
+    // The first batch reads both managers; the handler keeps them.
+    let first = Batch::of(&[
+        invite(&acme, "acme", "a1@acme.example"),
+        invite(&beta, "beta", "b1@beta.example"),
+    ]);
+    for result in first.handle(&handler).await {
+        assert!(
+            matches!(result, Ok(Handled::Processed { .. })),
+            "{result:?}"
+        );
+    }
+    // One of them renamed behind the handler's back.
+    let mut db = w.db().await;
+    sqlx::query("UPDATE users SET first_name = 'Bea' WHERE id = $1::uuid")
+        .bind(&beta)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let second = Batch::of(&[
+        invite(&acme, "acme", "a2@acme.example"),
+        invite(&beta, "beta", "b2@beta.example"),
+        invite(&acme, "acme", "a3@acme.example"),
+    ]);
+    for result in second.handle(&handler).await {
+        assert!(
+            matches!(result, Ok(Handled::Processed { .. })),
+            "{result:?}"
+        );
+    }
+    let renamed = w.smtp.mail_to("b2@beta.example").await;
+    assert!(renamed.text().contains("Bea Manager"), "{}", renamed.text());
+    let unchanged = w.smtp.mail_to("a3@acme.example").await;
+    assert!(
+        unchanged.text().contains("Mara Manager"),
+        "{}",
+        unchanged.text()
+    );
+    assert_eq!(
+        w.count("SELECT count(*) FROM users WHERE email ~ '^[ab][123]@'")
+            .await,
+        5
     );
 }

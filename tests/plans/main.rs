@@ -7,6 +7,7 @@
 #[path = "../api/helpers/mod.rs"]
 mod helpers;
 
+mod batch_reads;
 mod claims;
 mod one_statement;
 

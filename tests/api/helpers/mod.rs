@@ -3,6 +3,7 @@
 //! it only as an upstream service would: AMQP, SMTP and HTTP.
 #![allow(dead_code)]
 
+pub mod batch;
 pub mod smtp;
 
 use futures_util::{FutureExt, StreamExt};
