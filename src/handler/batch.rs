@@ -214,14 +214,15 @@ impl Handler {
             .iter()
             .map(|item| Command::parse(item.envelope.kind, &item.envelope.data))
             .collect();
-        let invites = batch.iter().zip(&commands).filter_map(|(item, command)| {
-            match (item.envelope.actor, command) {
-                (Some(actor), Ok(Command::InviteUser(c))) => Some((actor, &c.organization_id)),
+        let actors = batch.iter().zip(&commands).filter_map(|(item, command)| {
+            let organization = match command {
+                Ok(Command::InviteUser(c)) => Some(&c.organization_id),
                 _ => None,
-            }
+            };
+            Some((item.envelope.actor?, organization))
         });
         cache
-            .read_ahead(tx, invites)
+            .read_ahead(tx, actors)
             .await
             .map_err(|_| Stop { at: 0 })?;
         let mut gathered = Gathered::with_capacity(batch.len());
@@ -234,6 +235,7 @@ impl Handler {
                 command_id: id.to_owned(),
                 actor: envelope.actor,
                 now: Utc::now(),
+                actor_read: None,
             };
             let mut fx = Effects::default();
             let command = match command {

@@ -111,29 +111,32 @@ impl InviteCache {
             .unwrap_or_default()
     }
 
-    /// Reads, in one round trip, the actors and organizations of `invites`
-    /// (actor, organization) that this cache does not hold yet: a batch's
-    /// invites then find them here instead of reading one by one.
+    /// Reads, in one round trip, the actors and the invites'
+    /// organizations of a batch's `commands` (actor, organization if an
+    /// invite) that this cache does not hold yet: the commands then find
+    /// them here instead of reading one by one.
     pub(super) async fn read_ahead<'a>(
         &mut self,
         tx: &mut Tx<'_>,
-        invites: impl Iterator<Item = (UserId, &'a OrganizationId)>,
+        commands: impl Iterator<Item = (UserId, Option<&'a OrganizationId>)>,
     ) -> Result<(), StoreError> {
         let mut actors = Vec::new();
         let mut organizations: Vec<&str> = Vec::new();
         let mut wanted: Vec<&OrganizationId> = Vec::new();
-        for (actor, organization) in invites {
+        for (actor, organization) in commands {
             if !self.actors.contains_key(&actor) && !actors.contains(&actor.as_uuid()) {
                 actors.push(actor.as_uuid());
             }
+            let Some(organization) = organization else {
+                continue;
+            };
             let id = organization.as_str();
             if !self.organizations.contains_key(organization) && !organizations.contains(&id) {
                 organizations.push(id);
                 wanted.push(organization);
             }
         }
-        if actors.len() + organizations.len() < 2 {
-            // What one invite reads anyway, in one round trip too.
+        if actors.is_empty() && organizations.is_empty() {
             return Ok(());
         }
         let (found_actors, found_organizations) =
@@ -157,17 +160,17 @@ impl InviteCache {
     }
 
     /// Forgets what `command` may change before it runs: the actors and
-    /// organizations for a change of accounts, access or membership, the
+    /// organizations for a change of accounts, access or membership or an
+    /// activation (an actor read as invited may act once it ran), the
     /// edited user for a profile change (its name is an inviter's name).
-    /// Tokens, activations and lookups change no active user's row.
+    /// Tokens, resends and lookups change no active user's row.
     pub(super) fn before(&mut self, command: &Command) {
         match command {
             Command::InviteUser(_)
             | Command::CheckEmail { .. }
             | Command::RequestPasswordReset { .. }
             | Command::RedeemPasswordReset { .. }
-            | Command::ResendActivation { .. }
-            | Command::ActivateUser { .. } => {}
+            | Command::ResendActivation { .. } => {}
             Command::UpdateProfile { user_id, .. } => {
                 self.actors.remove(user_id);
             }
@@ -214,7 +217,8 @@ impl InviteCache {
         self.organizations.remove(organization);
     }
 
-    fn actor(&self, id: Option<UserId>) -> Option<Arc<UserRecord>> {
+    /// The acting user `id`, if this cache holds it.
+    pub(super) fn actor(&self, id: Option<UserId>) -> Option<Arc<UserRecord>> {
         self.actors.get(&id?).map(|(actor, _)| actor.clone())
     }
 

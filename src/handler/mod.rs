@@ -41,7 +41,7 @@ use crate::store::closing::{Closing, Record};
 use crate::store::outbox::{ClaimedRow, NewOutboxRow, OutboxKind};
 use crate::store::payload::Payload;
 use crate::store::processed::Processed;
-use crate::store::users::InvitedUsers;
+use crate::store::users::{InvitedUsers, UserRecord};
 use crate::store::{self, StoreError, Tx};
 
 pub use batch::BatchItem;
@@ -180,6 +180,9 @@ pub(crate) struct Ctx {
     pub command_id: String,
     pub actor: Option<UserId>,
     pub now: DateTime<Utc>,
+    /// The acting user as this command's transaction read it already
+    /// (share-locked, and unchanged since: see `InviteCache::before`).
+    pub actor_read: Option<Arc<UserRecord>>,
 }
 
 /// The result of a command's own work.
@@ -221,6 +224,7 @@ impl Handler {
             command_id: id.to_owned(),
             actor: envelope.actor,
             now: Utc::now(),
+            actor_read: None,
         };
         let command = match parsed {
             Ok(command) => command,
@@ -322,6 +326,10 @@ impl Handler {
     ) -> Outcome {
         let s = &self.settings;
         cache.before(&command);
+        let ctx = &Ctx {
+            actor_read: cache.actor(ctx.actor),
+            ..ctx.clone()
+        };
         match command {
             Command::OnboardOrganization(c) => accounts::onboard(tx, ctx, s, c, fx).await,
             Command::SyncAccounts(c) => accounts::sync(tx, ctx, c, fx).await,

@@ -79,6 +79,7 @@ impl Handler {
                 command_id: item.envelope.id.as_str().to_owned(),
                 actor: Some(actor.snapshot.id),
                 now: Utc::now(),
+                actor_read: None,
             };
             let mut fx = Effects::default();
             // A refusal is answered (and recorded) by the transactional way.

@@ -10,8 +10,12 @@ use crate::store::fingerprint::Fingerprint;
 use crate::store::users::UserRecord;
 use crate::store::{Tx, users};
 
-/// Loads the acting user and checks it may act at all.
+/// Loads the acting user (unless the transaction read it already) and
+/// checks it may act at all.
 pub(super) async fn load_actor(tx: &mut Tx<'_>, ctx: &Ctx) -> Result<UserRecord, Fail> {
+    if let Some(read) = &ctx.actor_read {
+        return checked_actor(Some(UserRecord::clone(read)));
+    }
     let record = match ctx.actor {
         Some(id) => users::load_actor(tx, id).await?,
         None => None,

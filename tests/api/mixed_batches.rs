@@ -242,3 +242,41 @@ async fn check_state(
         .unwrap();
     assert_eq!(dead, round as i64 + 1, "dead-letter copies after {order:?}");
 }
+
+#[tokio::test]
+async fn a_user_activated_earlier_in_a_batch_acts_later_in_it_as_it_would_alone() {
+    let (mut w, manager) = TestWorker::with_active_manager(&[]).await;
+    let user = user_id(&w.invite(&manager, "acme", "new@acme.example").await);
+    let token = w.smtp.mail_to("new@acme.example").await.token("/activate");
+    let handler = handler(&w.pool(2).await);
+    let check = || {
+        CommandClient::envelope(
+            "check_email",
+            json!({"email": "boss@acme.example"}),
+            Some(&user),
+        )
+    };
+    let results = Batch::of(&[
+        check(),
+        CommandClient::envelope("activate_user", json!({"token": token}), None),
+        check(),
+    ])
+    .handle(&handler)
+    .await;
+    let statuses: Vec<(String, String)> = results
+        .iter()
+        .map(|r| {
+            let reply = reply_json(r.as_ref().expect("handled"));
+            (reply["status"].to_string(), reply["code"].to_string())
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("\"rejected\"".into(), "\"not_authorized\"".into()),
+            ("\"applied\"".into(), "\"ok\"".into()),
+            ("\"applied\"".into(), "\"ok\"".into()),
+        ],
+        "an invited user may not act; once activated it may"
+    );
+}

@@ -25,7 +25,10 @@ async fn a_batch_looks_its_ids_and_actors_up_through_their_primary_keys_whatever
             .execute(&mut db)
             .await
             .unwrap();
-        let explain = format!("EXPLAIN EXECUTE {name}({})", vec!["NULL"; *params].join(", "));
+        let explain = format!(
+            "EXPLAIN EXECUTE {name}({})",
+            vec!["NULL"; *params].join(", ")
+        );
         small.push(plan(&mut db, &explain).await);
     }
     sqlx::query(
@@ -48,9 +51,15 @@ async fn a_batch_looks_its_ids_and_actors_up_through_their_primary_keys_whatever
     .await
     .unwrap();
     for ((name, _, params), first) in statements.iter().zip(small) {
-        let explain = format!("EXPLAIN EXECUTE {name}({})", vec!["NULL"; *params].join(", "));
+        let explain = format!(
+            "EXPLAIN EXECUTE {name}({})",
+            vec!["NULL"; *params].join(", ")
+        );
         let kept = plan(&mut db, &explain).await;
-        assert_eq!(first, kept, "{name}: the plan made on small tables is the one kept");
+        assert_eq!(
+            first, kept,
+            "{name}: the plan made on small tables is the one kept"
+        );
         for table in ["users", "processed_commands"] {
             assert!(
                 !kept.contains(&format!("Seq Scan on {table}")),
