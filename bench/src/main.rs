@@ -13,15 +13,19 @@ use std::process::ExitCode;
 
 use user_lifecycle::cli::{AmqpArgs, DatabaseArgs};
 use user_lifecycle::config::LogFormat;
+use workloads::Workload;
 
 mod db_reads;
 mod expiry;
 mod invites;
 mod machine;
+mod organizations;
 mod process;
 mod raw;
 mod report;
 mod run;
+mod runner;
+mod workloads;
 
 /// As the worker's binary: the in-process runs (the sweep, the invites
 /// beside it, the SMTP sink) allocate as the worker does.
@@ -37,10 +41,29 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "bench", version, about)]
 struct BenchArgs {
-    /// `invite_user` commands in the throughput run (and messages and
+    /// Commands in each workload's throughput run (and messages and
     /// transactions in the raw-limit runs).
     #[arg(long, default_value_t = 20_000)]
     commands: usize,
+    /// The workloads of the throughput runs (comma-separated or repeated),
+    /// run in the order single, managers, mix, duplicates [default: all
+    /// four]; the ratios to `single` need `single` in the same run.
+    #[arg(
+        long = "workload",
+        value_enum,
+        value_delimiter = ',',
+        value_name = "WORKLOAD"
+    )]
+    workloads: Vec<Workload>,
+    /// Organizations onboarded (each with its manager and 5 invited users)
+    /// for the `managers` and `mix` workloads.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    organizations: u32,
+    /// The share of the `mix` workload's commands refused, in percent
+    /// (`request_password_reset` for unknown addresses); the rest are
+    /// invites, email checks and profile updates as 50 : 20 : 15.
+    #[arg(long, value_name = "PCT", default_value_t = 15, value_parser = clap::value_parser!(u8).range(0..=100))]
+    refusals: u8,
     /// Expired invitations for the sweep run (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     expire: usize,
@@ -112,6 +135,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         templates_dir: args.templates_dir,
         worker_env,
         worker_bin,
+        workloads: Workload::selection(&args.workloads),
+        organizations: args.organizations as usize,
+        refusals_pct: args.refusals,
     };
     let report = run::run(&options).await.context("benchmark")?;
     if args.json {
@@ -130,5 +156,47 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         BenchArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn workloads_are_named_comma_separated_or_repeated_and_all_run_by_default() {
+        use Workload::*;
+        let parse = |args: &[&str]| {
+            let args = BenchArgs::try_parse_from([&["bench"], args].concat()).unwrap();
+            (
+                Workload::selection(&args.workloads),
+                args.organizations,
+                args.refusals,
+            )
+        };
+        assert_eq!(
+            parse(&[]),
+            (vec![Single, Managers, Mix, Duplicates], 200, 15)
+        );
+        assert_eq!(
+            parse(&["--workload", "mix,single", "--workload", "duplicates"]).0,
+            vec![Single, Mix, Duplicates]
+        );
+        assert_eq!(
+            parse(&[
+                "--workload",
+                "managers",
+                "--organizations",
+                "3",
+                "--refusals",
+                "40"
+            ]),
+            (vec![Managers], 3, 40)
+        );
+        for bad in [
+            &["--workload", "everything"][..],
+            &["--refusals", "101"],
+            &["--organizations", "0"],
+        ] {
+            assert!(
+                BenchArgs::try_parse_from([&["bench"], bad].concat()).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -5,6 +5,7 @@ use serde::Serialize;
 use crate::db_reads::ReadsPerCommand;
 use crate::expiry::ExpiryFigures;
 use crate::invites::{InviteFigures, Percentiles};
+use crate::workloads::{MIX_CPU_VS_SINGLE, MIX_REPLY_P99_MS, Workload};
 
 /// The machine's raw limits.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -32,9 +33,90 @@ pub struct Worker {
     /// that has handled a burst keeps (allocator arenas, the phone-number
     /// metadata loaded on first use).
     pub idle_after_runs_rss_mib: f64,
-    /// Rows PostgreSQL read for the worker over both invite runs, per
-    /// command (`None` if its backends had not gone 5 s after it stopped).
+    /// Rows PostgreSQL read for the worker over every run (and the
+    /// workloads' setup), per command sent (`None` if its backends had not
+    /// gone 5 s after it stopped).
     pub db_reads_per_command: Option<ReadsPerCommand>,
+}
+
+/// One workload's throughput run (and for `single` and `mix` its run at
+/// the offered rate), with its ratios to `single`'s in the same run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkloadFigures {
+    /// The throughput run's figures (as `invite`'s).
+    #[serde(flatten)]
+    pub run: InviteFigures,
+    /// Organizations the commands went to.
+    pub organizations: usize,
+    /// Replies the workload expects other than `applied` (its refusals).
+    pub expected_not_applied: usize,
+    /// Replies marked as a duplicate.
+    pub duplicate_replies: usize,
+    /// Emails the run waited for (one per applied invite).
+    pub emails: usize,
+    /// The run offered at `--rate` (`single` and `mix`).
+    pub latency: Option<InviteFigures>,
+    /// Commands/s end to end ÷ `single`'s; null when `single` did not run.
+    pub vs_single: Option<f64>,
+    /// Worker CPU s per 1,000 commands ÷ `single`'s; null when `single` did not run.
+    pub cpu_vs_single: Option<f64>,
+}
+
+/// The workloads that ran, by name.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Workloads {
+    /// One manager's invites (the same run as `invite` and `latency`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub single: Option<WorkloadFigures>,
+    /// Invites interleaved over many organizations' managers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managers: Option<WorkloadFigures>,
+    /// Four command types over the organizations, a set share refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mix: Option<WorkloadFigures>,
+    /// An earlier run published again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<WorkloadFigures>,
+}
+
+impl Workloads {
+    /// The slot of `workload`.
+    pub fn slot(&mut self, workload: Workload) -> &mut Option<WorkloadFigures> {
+        match workload {
+            Workload::Single => &mut self.single,
+            Workload::Managers => &mut self.managers,
+            Workload::Mix => &mut self.mix,
+            Workload::Duplicates => &mut self.duplicates,
+        }
+    }
+
+    /// Those other than `single` that ran, in their order.
+    fn others(&self) -> impl Iterator<Item = (Workload, &WorkloadFigures)> {
+        [
+            (Workload::Managers, &self.managers),
+            (Workload::Mix, &self.mix),
+            (Workload::Duplicates, &self.duplicates),
+        ]
+        .into_iter()
+        .filter_map(|(w, f)| f.as_ref().map(|f| (w, f)))
+    }
+
+    /// Sets every workload's ratios to `single`'s (none without `single`).
+    pub fn compare_with_single(&mut self) {
+        let single = self
+            .single
+            .as_ref()
+            .map(|s| (s.run.commands_per_s, s.run.cpu_s_per_1000));
+        for workload in Workload::ALL {
+            if let Some(figures) = self.slot(workload) {
+                let per = |value: f64, of: f64| (of > 0.0).then(|| value / of);
+                figures.vs_single =
+                    single.and_then(|(rate, _)| per(figures.run.commands_per_s, rate));
+                figures.cpu_vs_single =
+                    single.and_then(|(_, cpu)| per(figures.run.cpu_s_per_1000, cpu));
+            }
+        }
+    }
 }
 
 /// Everything one run measured.
@@ -50,6 +132,8 @@ pub struct Report {
     pub latency: Option<InviteFigures>,
     /// The expiry sweep.
     pub expiry: Option<ExpiryFigures>,
+    /// Each workload's throughput run (`single` is `invite` and `latency` again).
+    pub workloads: Workloads,
 }
 
 fn ratio(value: f64, limit: f64) -> String {
@@ -122,6 +206,9 @@ impl Report {
         self.invite_rows(&mut table);
         if let Some(latency) = &self.latency {
             self.latency_rows(&mut table, latency);
+        }
+        for (workload, figures) in self.workloads.others() {
+            self.workload_rows(&mut table, workload, figures);
         }
         if let Some(expiry) = &self.expiry {
             expiry_rows(&mut table, expiry);
@@ -213,6 +300,94 @@ impl Report {
     }
 }
 
+impl Report {
+    /// A workload other than `single`: its figures as `invite`'s, its
+    /// ratio to `single` and its targets.
+    fn workload_rows(&self, table: &mut Table, workload: Workload, w: &WorkloadFigures) {
+        let (r, raw) = (&w.run, &self.raw);
+        let name = workload.name();
+        table.rate(
+            format!("{name} end to end ({} commands/s)", r.commands),
+            r.commands_per_s,
+            "",
+            raw.consume_ack_per_s,
+        );
+        let target = workload
+            .target_vs_single()
+            .map(|t| format!(">= {:.0}% of single", t * 100.0))
+            .unwrap_or_default();
+        table.row("  vs single", share(w.vs_single), &target);
+        table.rate("  replies/s", r.replies_per_s, "", raw.consume_ack_per_s);
+        if w.emails > 0 {
+            table.rate("  emails/s", r.emails_per_s, "", raw.consume_ack_per_s);
+        }
+        table.row("  reply p50/p95/p99 (ms)", p50_p95_p99(&r.reply_ms), "");
+        if w.emails > 0 {
+            table.row("  email p50/p95/p99 (ms)", p50_p95_p99(&r.email_ms), "");
+        }
+        table.row("  worker peak RSS (MiB)", tenths(r.peak_rss_mib), "< 64");
+        table.row(
+            "  worker CPU s per 1,000 commands",
+            format!("{:.2}", r.cpu_s_per_1000),
+            "",
+        );
+        if workload == Workload::Mix {
+            table.row(
+                "  worker CPU per 1,000 vs single",
+                times(w.cpu_vs_single),
+                &format!("<= {MIX_CPU_VS_SINGLE:.1}x"),
+            );
+        }
+        machine_rows(table, r);
+        table.row(
+            "  replies not applied",
+            r.not_applied.to_string(),
+            &w.expected_not_applied.to_string(),
+        );
+        if workload == Workload::Duplicates {
+            table.row(
+                "  replies marked duplicate",
+                w.duplicate_replies.to_string(),
+                &r.commands.to_string(),
+            );
+        }
+        if let Some(l) = &w.latency {
+            let offered = l.offered_per_s.unwrap_or(0.0);
+            let p99 = if workload == Workload::Mix {
+                format!("p99 < {MIX_REPLY_P99_MS:.0}")
+            } else {
+                String::new()
+            };
+            table.row(
+                format!("  at {offered:.0}/s offered: reply p50/p95/p99 (ms)"),
+                p50_p95_p99(&l.reply_ms),
+                &p99,
+            );
+            table.row(
+                "    email p50/p95/p99 (ms)",
+                p50_p95_p99(&l.email_ms),
+                "p99 < 100",
+            );
+            table.row(
+                "    worker CPU s per 1,000 commands",
+                format!("{:.2}", l.cpu_s_per_1000),
+                "",
+            );
+            table.row("    machine CPU busy (%)", whole(l.machine_busy_pct), "");
+        }
+    }
+}
+
+/// A ratio as a percentage, or `-` without one.
+fn share(ratio: Option<f64>) -> String {
+    ratio.map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0))
+}
+
+/// A ratio as a multiple, or `-` without one.
+fn times(ratio: Option<f64>) -> String {
+    ratio.map_or_else(|| "-".into(), |r| format!("{r:.2}x"))
+}
+
 /// How busy the machine was during an invite run, and how the worker wrote.
 fn machine_rows(table: &mut Table, run: &InviteFigures) {
     table.row("  machine CPU busy (%)", whole(run.machine_busy_pct), "");
@@ -286,6 +461,7 @@ mod tests {
                 }),
                 ..Default::default()
             },
+            workloads: Workloads::default(),
         }
     }
 
@@ -346,6 +522,7 @@ mod tests {
                 concurrent_invite_max_ms: 99.99,
                 concurrent_invites: 321,
             }),
+            workloads: Workloads::default(),
         }
     }
 
@@ -428,6 +605,203 @@ mod tests {
         "  batches written as one statement (%)                       100                                    \n",
         "  replies not applied                                          0                         0          \n",
     );
+
+    /// A workload's figures, each to a value of its own.
+    fn workload(seed: f64, emails: usize, latency: Option<InviteFigures>) -> WorkloadFigures {
+        WorkloadFigures {
+            run: InviteFigures {
+                commands: 20_000,
+                offered_per_s: None,
+                commands_per_s: 2_000.0 + seed,
+                replies_per_s: 2_100.0 + seed,
+                emails_per_s: if emails > 0 { 2_050.0 + seed } else { 0.0 },
+                reply_ms: ms(10.0 + seed, 40.0 + seed, 80.0 + seed),
+                email_ms: ms(20.0 + seed, 50.0 + seed, 90.0 + seed),
+                peak_rss_mib: 40.0 + seed,
+                cpu_s_per_1000: 0.5 + seed / 100.0,
+                machine_busy_pct: 90.0 + seed,
+                one_statement_pct: 50.0 + seed,
+                not_applied: 0,
+            },
+            organizations: 200,
+            emails,
+            latency,
+            ..WorkloadFigures::default()
+        }
+    }
+
+    /// `full_report()` with every workload run.
+    fn workloads_report() -> Report {
+        let mut report = full_report();
+        let single = WorkloadFigures {
+            run: report.invite.clone(),
+            organizations: 1,
+            emails: 20_000,
+            latency: report.latency.clone(),
+            ..WorkloadFigures::default()
+        };
+        let mut mix = workload(
+            2.25,
+            10_000,
+            Some(InviteFigures {
+                commands: 5_000,
+                offered_per_s: Some(1_000.0),
+                reply_ms: ms(5.55, 12.25, 31.5),
+                email_ms: ms(15.5, 30.25, 61.75),
+                cpu_s_per_1000: 0.61,
+                machine_busy_pct: 77.7,
+                ..InviteFigures::default()
+            }),
+        );
+        mix.run.not_applied = 3_000;
+        mix.expected_not_applied = 3_000;
+        let mut duplicates = workload(3.5, 0, None);
+        duplicates.run.commands_per_s = 4_000.0;
+        duplicates.run.not_applied = 3_000;
+        duplicates.expected_not_applied = 3_000;
+        duplicates.duplicate_replies = 19_999;
+        report.workloads = Workloads {
+            single: Some(single),
+            managers: Some(workload(1.5, 20_000, None)),
+            mix: Some(mix),
+            duplicates: Some(duplicates),
+        };
+        report.workloads.compare_with_single();
+        report
+    }
+
+    /// The rows `workloads_report()` adds to `FULL_TABLE`, before the sweep's.
+    const WORKLOAD_ROWS: &str = concat!(
+        "managers end to end (20000 commands/s)                                     2002                               16.2%\n",
+        "  vs single                                                               85.3%          >= 90% of single          \n",
+        "  replies/s                                                                2102                               17.0%\n",
+        "  emails/s                                                                 2052                               16.6%\n",
+        "  reply p50/p95/p99 (ms)                                     11.5 / 41.5 / 81.5                                    \n",
+        "  email p50/p95/p99 (ms)                                     21.5 / 51.5 / 91.5                                    \n",
+        "  worker peak RSS (MiB)                                                    41.5                      < 64          \n",
+        "  worker CPU s per 1,000 commands                                          0.52                                    \n",
+        "  machine CPU busy (%)                                                       92                                    \n",
+        "  batches written as one statement (%)                                       52                                    \n",
+        "  replies not applied                                                         0                         0          \n",
+        "mix end to end (20000 commands/s)                                          2002                               16.2%\n",
+        "  vs single                                                               85.4%          >= 80% of single          \n",
+        "  replies/s                                                                2102                               17.0%\n",
+        "  emails/s                                                                 2052                               16.6%\n",
+        "  reply p50/p95/p99 (ms)                                     12.2 / 42.2 / 82.2                                    \n",
+        "  email p50/p95/p99 (ms)                                     22.2 / 52.2 / 92.2                                    \n",
+        "  worker peak RSS (MiB)                                                    42.2                      < 64          \n",
+        "  worker CPU s per 1,000 commands                                          0.52                                    \n",
+        "  worker CPU per 1,000 vs single                                          1.14x                   <= 1.2x          \n",
+        "  machine CPU busy (%)                                                       92                                    \n",
+        "  batches written as one statement (%)                                       52                                    \n",
+        "  replies not applied                                                      3000                      3000          \n",
+        "  at 1000/s offered: reply p50/p95/p99 (ms)                   5.5 / 12.2 / 31.5                  p99 < 25          \n",
+        "    email p50/p95/p99 (ms)                                   15.5 / 30.2 / 61.8                 p99 < 100          \n",
+        "    worker CPU s per 1,000 commands                                        0.61                                    \n",
+        "    machine CPU busy (%)                                                     78                                    \n",
+        "duplicates end to end (20000 commands/s)                                   4000                               32.4%\n",
+        "  vs single                                                              170.5%         >= 150% of single          \n",
+        "  replies/s                                                                2104                               17.0%\n",
+        "  reply p50/p95/p99 (ms)                                     13.5 / 43.5 / 83.5                                    \n",
+        "  worker peak RSS (MiB)                                                    43.5                      < 64          \n",
+        "  worker CPU s per 1,000 commands                                          0.54                                    \n",
+        "  machine CPU busy (%)                                                       94                                    \n",
+        "  batches written as one statement (%)                                       54                                    \n",
+        "  replies not applied                                                      3000                      3000          \n",
+        "  replies marked duplicate                                                19999                     20000          \n",
+    );
+
+    /// `FULL_TABLE` with `rows` before the sweep's rows.
+    fn full_table_with(rows: &str) -> String {
+        let at = FULL_TABLE.find("expiry sweep (").unwrap();
+        format!("{}{rows}{}", &FULL_TABLE[..at], &FULL_TABLE[at..])
+    }
+
+    #[test]
+    fn each_workload_has_a_section_with_its_ratio_to_single_before_the_sweep() {
+        assert_eq!(workloads_report().table(), full_table_with(WORKLOAD_ROWS));
+    }
+
+    #[test]
+    fn with_single_alone_the_table_is_the_one_it_always_was() {
+        let mut report = workloads_report();
+        report.workloads.managers = None;
+        report.workloads.mix = None;
+        report.workloads.duplicates = None;
+        assert_eq!(report.table(), FULL_TABLE);
+    }
+
+    #[test]
+    fn without_single_the_ratios_are_left_out() {
+        let mut report = workloads_report();
+        report.workloads.single = None;
+        report.workloads.compare_with_single();
+        let table = report.table();
+        let ratios: Vec<&str> = table
+            .lines()
+            .filter(|l| l.starts_with("  vs single") || l.starts_with("  worker CPU per 1,000 vs"))
+            .collect();
+        assert_eq!(ratios.len(), 4, "{table}");
+        for line in ratios {
+            // Figure, value, target: the columns are two spaces apart or more.
+            let value = line
+                .split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .nth(1);
+            assert_eq!(value, Some("-"), "{line}");
+        }
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(json.pointer("/workloads/single").is_none());
+        assert!(json.pointer("/workloads/mix/vs_single").unwrap().is_null());
+    }
+
+    #[test]
+    fn the_json_has_each_workload_by_name_with_the_figures_of_invite_and_its_ratios() {
+        let json = serde_json::to_value(workloads_report()).unwrap();
+        let number = |path: &str| {
+            json.pointer(path)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or_else(|| panic!("{path} in {json}"))
+        };
+        for name in ["single", "managers", "mix", "duplicates"] {
+            for key in [
+                "commands",
+                "commands_per_s",
+                "replies_per_s",
+                "emails_per_s",
+                "reply_ms/p50",
+                "reply_ms/p95",
+                "reply_ms/p99",
+                "email_ms/p99",
+                "peak_rss_mib",
+                "cpu_s_per_1000",
+                "machine_busy_pct",
+                "one_statement_pct",
+                "not_applied",
+                "organizations",
+                "expected_not_applied",
+                "duplicate_replies",
+                "emails",
+                "vs_single",
+                "cpu_vs_single",
+            ] {
+                number(&format!("/workloads/{name}/{key}"));
+            }
+        }
+        assert_eq!(number("/workloads/single/vs_single"), 1.0);
+        assert_eq!(number("/workloads/duplicates/vs_single"), 4_000.0 / 2_345.5);
+        assert_eq!(number("/workloads/mix/latency/reply_ms/p99"), 31.5);
+        assert_eq!(number("/workloads/single/latency/reply_ms/p99"), 17.76);
+        assert!(
+            json.pointer("/workloads/managers/latency")
+                .unwrap()
+                .is_null()
+        );
+        // `invite` and `latency` keep their keys: the workloads' are beside them.
+        assert_eq!(number("/invite/commands_per_s"), 2_345.5);
+        assert!(json.pointer("/invite/vs_single").is_none());
+    }
 
     #[test]
     fn the_table_is_the_same_text_to_the_byte() {

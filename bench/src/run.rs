@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::expiry::ExpiryFigures;
-use crate::report::Report;
-use crate::{db_reads, expiry, invites, process, raw};
+use crate::invites::InviteFigures;
+use crate::report::{Report, WorkloadFigures};
+use crate::runner::{Measured, Runner};
+use crate::workloads::{self, Organization, Planned, Workload};
+use crate::{db_reads, expiry, organizations, process, raw};
 use dev_support::Sink;
 
 use user_lifecycle::broker::client::CommandClient;
@@ -73,6 +76,12 @@ pub struct BenchOptions {
     pub worker_env: Vec<(String, String)>,
     /// The worker binary to run.
     pub worker_bin: PathBuf,
+    /// The workloads of the throughput runs, in their order (`Workload::selection`).
+    pub workloads: Vec<Workload>,
+    /// Organizations the setup onboards for `managers` and `mix`.
+    pub organizations: usize,
+    /// The share of the mix refused, in percent.
+    pub refusals_pct: u8,
 }
 
 /// The worker's database connections (its default), used for the raw insert run too.
@@ -180,6 +189,12 @@ pub async fn run(options: &BenchOptions) -> Result<Report, BenchError> {
                 options.templates_dir.display()
             ))
         })?;
+    if options.workloads == [Workload::Duplicates] {
+        return Err(BenchError::new(
+            "the duplicates workload publishes an earlier run again: select it with \
+             single, managers or mix (--workload mix,duplicates)",
+        ));
+    }
     if !options.worker_bin.is_file() {
         return Err(BenchError::new(format!(
             "no worker binary at {}: build it first (`cargo build --release`, or \
@@ -217,15 +232,25 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
     let reads_before = db_reads::rows_read(&pool).await?;
     let worker = start_worker(options, &env, &log, &mut report).await?;
     let manager = onboard_manager(&options.amqp_url, prefix, &sink).await?;
-    let target = invites::Target {
+    let organizations = if options.workloads.iter().any(|w| w.needs_organizations()) {
+        eprintln!(
+            "setup: onboarding {} organizations, each with {} invited users…",
+            options.organizations,
+            workloads::USERS_PER_ORGANIZATION
+        );
+        organizations::onboard(&options.amqp_url, prefix, &sink, options.organizations).await?
+    } else {
+        Vec::new()
+    };
+    let runner = Runner {
         amqp_url: &options.amqp_url,
         prefix,
         sink: &sink,
         worker: &worker,
-        manager: &manager,
-        organization: ORGANIZATION,
     };
-    invite_runs(options, &target, &mut report).await?;
+    // The setup sent each organization's onboarding, activation and invites.
+    let setup = organizations.len() * (2 + workloads::USERS_PER_ORGANIZATION);
+    let sent = workload_runs(options, &runner, &manager, &organizations, &mut report).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     report.worker.idle_after_runs_rss_mib = worker.rss_mib();
     eprintln!(
@@ -233,12 +258,7 @@ async fn run_in(options: &BenchOptions, db_url: &str, prefix: &str) -> Result<Re
         report.worker.idle_after_runs_rss_mib
     );
     worker.stop().await;
-    report.worker.db_reads_per_command = db_reads::since(
-        &pool,
-        reads_before,
-        options.commands + options.latency_commands,
-    )
-    .await?;
+    report.worker.db_reads_per_command = db_reads::since(&pool, reads_before, setup + sent).await?;
 
     if options.expire > 0 {
         report.expiry = Some(expiry_run(options, &pool, &manager).await?);
@@ -361,6 +381,146 @@ async fn start_worker(
     Ok(worker)
 }
 
+/// What one workload sends: its throughput run, and its run at the offered
+/// rate (`single` and `mix`, unless `--latency-commands 0`).
+struct Plan {
+    throughput: Vec<Planned>,
+    at_rate: Option<Vec<Planned>>,
+}
+
+/// The commands of `workload`; `previous` is the last run of
+/// `options.commands` before it, which `duplicates` publishes again.
+fn plan(
+    workload: Workload,
+    options: &BenchOptions,
+    manager: &str,
+    organizations: &[Organization],
+    previous: &[Planned],
+) -> Plan {
+    let (n, l, pct) = (
+        options.commands,
+        options.latency_commands,
+        options.refusals_pct,
+    );
+    let at_rate = |commands: Vec<Planned>| (l > 0).then_some(commands);
+    match workload {
+        Workload::Single => Plan {
+            throughput: workloads::single("t", n, ORGANIZATION, manager),
+            at_rate: at_rate(workloads::single("l", l, ORGANIZATION, manager)),
+        },
+        Workload::Managers => Plan {
+            throughput: workloads::managers("m", n, organizations),
+            at_rate: None,
+        },
+        Workload::Mix => Plan {
+            throughput: workloads::mix("x", n, organizations, pct),
+            at_rate: at_rate(workloads::mix("y", l, organizations, pct)),
+        },
+        Workload::Duplicates => Plan {
+            throughput: workloads::duplicates(previous),
+            at_rate: None,
+        },
+    }
+}
+
+/// Runs each workload as fast as the worker goes, then (for `single` and
+/// `mix`, unless skipped) at the offered rate; fills in the report and
+/// returns how many commands were sent. A workload other than `single`
+/// fails the benchmark when a reply is not what it had to be.
+async fn workload_runs(
+    options: &BenchOptions,
+    runner: &Runner<'_>,
+    manager: &str,
+    organizations: &[Organization],
+    report: &mut Report,
+) -> Result<usize, BenchError> {
+    let mut previous: Vec<Planned> = Vec::new();
+    let mut sent = 0;
+    for (i, &workload) in options.workloads.iter().enumerate() {
+        if i > 0 {
+            // The last run's outbox marks and housekeeping settle first.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let Plan {
+            throughput,
+            at_rate,
+        } = plan(workload, options, manager, organizations, &previous);
+        let name = workload.name();
+        let spread = match workload {
+            Workload::Single => "by one manager".to_owned(),
+            Workload::Duplicates => "published again".to_owned(),
+            _ => format!("over {} organizations", organizations.len()),
+        };
+        eprintln!(
+            "{name}: {} commands {spread} as fast as the worker goes…",
+            throughput.len()
+        );
+        let measured = runner.run(&throughput, None).await?;
+        check(workload, &measured)?;
+        sent += throughput.len();
+        let latency = match at_rate {
+            Some(commands) => {
+                eprintln!(
+                    "{name}: {} commands offered at {}/s…",
+                    commands.len(),
+                    options.latency_rate
+                );
+                let paced = runner.run(&commands, Some(options.latency_rate)).await?;
+                check(workload, &paced)?;
+                sent += commands.len();
+                Some(paced.figures)
+            }
+            None => None,
+        };
+        if workload == Workload::Single {
+            report.invite = measured.figures.clone();
+            report.latency = latency.clone();
+        }
+        *report.workloads.slot(workload) = Some(workload_figures(
+            workload,
+            measured,
+            latency,
+            organizations.len(),
+        ));
+        if workload != Workload::Duplicates {
+            previous = throughput;
+        }
+    }
+    report.workloads.compare_with_single();
+    Ok(sent)
+}
+
+/// `single` reports its refusals (`not_applied`, target 0) as it always
+/// has; the other workloads fail on a reply that was not the expected one.
+fn check(workload: Workload, measured: &Measured) -> Result<(), BenchError> {
+    if workload == Workload::Single {
+        return Ok(());
+    }
+    measured.outcomes.check(workload.name())
+}
+
+fn workload_figures(
+    workload: Workload,
+    measured: Measured,
+    latency: Option<InviteFigures>,
+    organizations: usize,
+) -> WorkloadFigures {
+    let Measured { figures, outcomes } = measured;
+    WorkloadFigures {
+        run: figures,
+        organizations: match workload {
+            Workload::Single => 1,
+            _ => organizations,
+        },
+        expected_not_applied: outcomes.expected_not_applied,
+        duplicate_replies: outcomes.duplicates,
+        emails: outcomes.emails,
+        latency,
+        vs_single: None,
+        cpu_vs_single: None,
+    }
+}
+
 /// Onboards the benchmark's organization through the worker and activates
 /// its manager from the activation email; returns the manager's user id.
 async fn onboard_manager(amqp_url: &str, prefix: &str, sink: &Sink) -> Result<String, BenchError> {
@@ -398,42 +558,19 @@ async fn onboard_manager(amqp_url: &str, prefix: &str, sink: &Sink) -> Result<St
 }
 
 /// The token in `email`'s activation email, once it has arrived (30 s at most).
-async fn activation_email_token(sink: &Sink, email: &str) -> Result<String, BenchError> {
+pub(crate) async fn activation_email_token(sink: &Sink, email: &str) -> Result<String, BenchError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(token) = sink.body_for(email).as_deref().and_then(activation_token) {
             return Ok(token);
         }
         if Instant::now() > deadline {
-            return Err(BenchError::new(
-                "the manager's activation email did not arrive",
-            ));
+            return Err(BenchError::new(format!(
+                "the activation email of the manager {email} did not arrive"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// `invite_user` as fast as the worker goes, then (unless skipped) at the
-/// offered rate.
-async fn invite_runs(
-    options: &BenchOptions,
-    target: &invites::Target<'_>,
-    report: &mut Report,
-) -> Result<(), BenchError> {
-    eprintln!(
-        "invite_user × {} as fast as the worker goes…",
-        options.commands
-    );
-    report.invite = target.run("t", options.commands, None).await?;
-    if options.latency_commands > 0 {
-        eprintln!(
-            "invite_user × {} offered at {}/s…",
-            options.latency_commands, options.latency_rate
-        );
-        let rate = Some(options.latency_rate);
-        report.latency = Some(target.run("l", options.latency_commands, rate).await?);
-    }
-    Ok(())
 }
 
 /// The expiry sweep over `options.expire` expired invitations from `manager`,
