@@ -237,6 +237,9 @@ pub async fn mark_sent(pool: &PgPool, ids: &[i64]) -> Result<(), StoreError> {
          WHERE id = ANY($1)",
     )
     .bind(ids)
+    // Planned at each use, for the ids given and the outbox as it is: a
+    // kept plan made while the outbox was small scans all of it.
+    .persistent(false)
     .execute(pool)
     .await?;
     Ok(())
@@ -312,6 +315,8 @@ pub async fn unclaim(pool: &PgPool, ids: &[i64], owner: Uuid) -> Result<(), Stor
     )
     .bind(ids)
     .bind(owner)
+    // Planned at each use, as `mark_sent` is.
+    .persistent(false)
     .execute(pool)
     .await?;
     Ok(())

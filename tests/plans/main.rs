@@ -9,6 +9,7 @@ mod helpers;
 
 mod batch_reads;
 mod claims;
+mod marks;
 mod one_statement;
 
 /// The lines of an `EXPLAIN …` run on `db`, joined: a plan to check.
