@@ -28,6 +28,7 @@ use std::collections::{HashMap, HashSet};
 use tracing::Instrument;
 
 use super::invitations::InviteCache;
+use super::one_statement::OneStatement;
 use super::{
     Ctx, Effects, Fail, FunnelStep, HandleError, Handled, Handler, ReplyAddress, answer_recorded,
     reply_row,
@@ -61,11 +62,22 @@ struct Stop {
 
 impl Handler {
     /// Applies `items` in order, each exactly once, as few transactions as
-    /// their outcomes allow. One result per item, in the same order. The
-    /// commands recorded already are looked up first, in one round trip,
-    /// and answered without running: a redelivered backlog costs a lookup.
+    /// their outcomes allow. One result per item, in the same order. Unless
+    /// the batch is written as one statement, the commands recorded already
+    /// are looked up first, in one round trip, and answered without
+    /// running: a redelivered backlog costs a lookup.
     pub async fn handle_batch(&self, items: &[BatchItem<'_>]) -> Vec<Result<Handled, HandleError>> {
+        // Invites by known managers need no lookup: the statement checks the ids.
+        let missed = match self.try_one_statement(items).await {
+            OneStatement::Written(done) => return done.into_iter().map(Ok).collect(),
+            OneStatement::Missed(read) => read,
+            OneStatement::Declined => Vec::new(),
+        };
         let mut recorded = self.recorded_among(items).await;
+        if recorded.is_empty() {
+            // No id was recorded: a manager or an organization changed.
+            self.forget(&missed);
+        }
         let answered: Vec<Option<Handled>> = items
             .iter()
             .map(|item| {
@@ -123,9 +135,13 @@ impl Handler {
         batch: &[BatchItem<'_>],
         results: &mut Vec<Result<Handled, HandleError>>,
     ) -> usize {
-        if let Some(done) = self.try_one_statement(batch).await {
-            results.extend(done.into_iter().map(Ok));
-            return batch.len();
+        match self.try_one_statement(batch).await {
+            OneStatement::Written(done) => {
+                results.extend(done.into_iter().map(Ok));
+                return batch.len();
+            }
+            OneStatement::Missed(read) => self.forget(&read),
+            OneStatement::Declined => {}
         }
         if batch.len() == 1 {
             results.push(self.handle_one(&batch[0]).await);

@@ -13,8 +13,9 @@
 //! everything a command writes still commits together or not at all. The
 //! statement re-reads the actors (share-locked, as the transaction would)
 //! and the organizations' accounts and writes nothing unless all are
-//! unchanged; an email taken or a command id recorded already (committed or
-//! not) fails it whole, as the unique indexes see it. Anything else (a
+//! unchanged and no command id is recorded; an email taken or an id being
+//! recorded by a transaction still committing fails it whole, as the unique
+//! indexes see it. Anything else (a
 //! refusal, another kind of command, a change, a conflict) and the batch
 //! goes the transactional way of `handler::batch`, which gives each command
 //! the answer it gets there.
@@ -26,12 +27,35 @@ use super::batch::{BatchItem, Gathered};
 use super::invitations::{InviteCache, authorized, invited};
 use super::{Ctx, Effects, Handled, Handler};
 use crate::domain::command::Command;
+use crate::domain::ids::{OrganizationId, UserId};
 use crate::domain::reply::Reply;
 use crate::store::closing::{self, Closing, Expected};
 use crate::store::users::InvitedUsers;
 use crate::telemetry::metrics;
 
+/// What an attempt to write a batch as one statement came to.
+pub(super) enum OneStatement {
+    /// Written: one result per command, in order.
+    Written(Vec<Handled>),
+    /// Not tried (nothing read): not every command is an invite by an
+    /// actor into an organization the handler knows.
+    Declined,
+    /// Tried, and nothing written: an actor or an organization changed, an
+    /// email was taken or a command id recorded. These are the actors and
+    /// organizations it expected, for [`Handler::forget`].
+    Missed(Vec<(UserId, OrganizationId)>),
+}
+
 impl Handler {
+    /// Forgets the actors and organizations of a missed statement: one of
+    /// them changed, and the next transaction reads them all again.
+    pub(super) fn forget(&self, read: &[(UserId, OrganizationId)]) {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        for (actor, organization) in read {
+            known.forget(*actor, organization);
+        }
+    }
+
     /// Keeps what a committed transaction's invites read, for
     /// [`Handler::try_one_statement`].
     pub(super) fn remember(&self, committed: &InviteCache) {
@@ -43,9 +67,15 @@ impl Handler {
 
     /// `batch` written as one statement, if every command in it is an
     /// invite by an actor into an organization, each read by an earlier
-    /// commit and unchanged since, and none is refused; `None` when it was
-    /// not (nothing was written).
-    pub(super) async fn try_one_statement(&self, batch: &[BatchItem<'_>]) -> Option<Vec<Handled>> {
+    /// commit and unchanged since, and none is refused or recorded already.
+    pub(super) async fn try_one_statement(&self, batch: &[BatchItem<'_>]) -> OneStatement {
+        match self.one_statement(batch).await {
+            Some(attempt) => attempt,
+            None => OneStatement::Declined,
+        }
+    }
+
+    async fn one_statement(&self, batch: &[BatchItem<'_>]) -> Option<OneStatement> {
         // Parsed one by one: the first unknown actor or other command ends it.
         let mut invites = Vec::with_capacity(batch.len());
         let mut expected = Expected::default();
@@ -112,19 +142,14 @@ impl Handler {
                 drop(records);
                 metrics::batch("one_statement");
                 self.hand_over(closed.claimed).await;
-                Some(gathered.handled())
+                Some(OneStatement::Written(gathered.handled()))
             }
             missed => {
                 if let Err(e) = missed {
                     tracing::debug!(error = %e, size = batch.len(), "one-statement batch failed");
                 }
-                // Which one changed is unknown: the next transaction reads them all again.
-                let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
-                for (actor, organization) in &read {
-                    known.forget(*actor, organization);
-                }
                 metrics::batch("missed");
-                None
+                Some(OneStatement::Missed(read))
             }
         }
     }

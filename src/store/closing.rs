@@ -140,8 +140,10 @@ const CLOSE: &str = concat!(
 /// and fingerprints (each id once), `$41` the records' command
 /// fingerprints. It writes nothing unless every actor still has its
 /// fingerprint (share-locked, as a transaction would have read it), every
-/// organization its accounts and the batch no email key twice. An email
-/// key taken or an id recorded already, committed or not, fails it whole:
+/// organization its accounts, the batch no email key twice and no command
+/// id a committed record (so a redelivered batch costs no failed insert).
+/// An email key taken or an id being recorded by a transaction still
+/// committing fails it whole:
 /// the unique indexes of `users` and `processed_commands` check them as the
 /// rows go in. (A guard query that looks for them first is no substitute:
 /// planned while the tables are small, it can stay a scan of every user per
@@ -162,6 +164,10 @@ const CLOSE_CHECKED: &str = concat!(
                      = ($40::text[])[array_position($39::text[], accounts_of)])
                 = cardinality($39::text[])
             AND (SELECT count(DISTINCT k) = count(*) FROM unnest($19::text[]) AS k)
+            AND NOT EXISTS (
+                SELECT FROM unnest($20::text[]) AS wanted(id),
+                    LATERAL (SELECT FROM processed_commands
+                             WHERE command_id = wanted.id LIMIT 1) AS found)
             AS ok),
      ",
     closing_ctes!(

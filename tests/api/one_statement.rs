@@ -365,3 +365,28 @@ async fn invites_of_managers_of_several_organizations_in_one_batch_see_each_mana
         5
     );
 }
+
+#[tokio::test]
+async fn a_redelivered_batch_is_answered_from_the_records_and_the_manager_stays_known() {
+    let (mut w, manager) = warm_worker().await;
+    let envelopes = invite_envelopes(&manager, "acme", "again", 8);
+    for reply in w.answers(&envelopes).await {
+        assert_eq!(reply["status"], "applied", "{reply}");
+    }
+    // A publisher retrying the whole batch.
+    for reply in w.answers(&envelopes).await {
+        assert_eq!(reply["status"], "applied", "{reply}");
+        assert_eq!(reply["duplicate"], true, "{reply}");
+    }
+    assert_eq!(
+        w.count("SELECT count(*) FROM users WHERE email LIKE 'again%'")
+            .await,
+        8
+    );
+    // The next invite is still written as one statement: nothing was forgotten.
+    let before = w.metric(ONE_STATEMENT).await.unwrap_or(0.0);
+    let next = w.invite(&manager, "acme", "next@acme.example").await;
+    assert_eq!(next["status"], "applied", "{next}");
+    let after = w.metric_reaches(ONE_STATEMENT, before + 1.0).await;
+    assert_eq!(after, before + 1.0, "the manager was forgotten");
+}
