@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod batch_equivalence;
 mod batching;
 mod crashes;
 mod delivery;
