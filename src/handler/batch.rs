@@ -35,6 +35,7 @@ use super::{
 };
 use crate::domain::command::Command;
 use crate::domain::envelope::Envelope;
+use crate::domain::ids::{OrganizationId, UserId};
 use crate::domain::reply::{Rejection, Reply};
 use crate::store::audit::AuditRow;
 use crate::store::closing::{Closing, Record};
@@ -73,18 +74,7 @@ impl Handler {
             OneStatement::Missed(read) => read,
             OneStatement::Declined => Vec::new(),
         };
-        let mut recorded = self.recorded_among(items).await;
-        if recorded.is_empty() {
-            // No id was recorded: a manager or an organization changed.
-            self.forget(&missed);
-        }
-        let answered: Vec<Option<Handled>> = items
-            .iter()
-            .map(|item| {
-                let stored = recorded.remove(item.envelope.id.as_str())?;
-                Some(answer_recorded(item.envelope, Some(stored)))
-            })
-            .collect();
+        let answered = self.answers_from_records(items, &missed).await;
         let fresh: Vec<BatchItem<'_>> = items
             .iter()
             .zip(&answered)
@@ -98,6 +88,33 @@ impl Handler {
             .filter_map(|answer| match answer {
                 Some(handled) => Some(Ok(handled)),
                 None => applied.next(),
+            })
+            .collect()
+    }
+
+    /// The answers to those of `items` recorded already (`None` for the
+    /// others). `missed` are the managers a one-statement attempt at these
+    /// items expected: forgotten unless an id recorded explains the miss.
+    async fn answers_from_records(
+        &self,
+        items: &[BatchItem<'_>],
+        missed: &[(UserId, OrganizationId)],
+    ) -> Vec<Option<Handled>> {
+        // A command alone finds its record at its closing statement, as cheaply.
+        let mut recorded = if items.len() > 1 || !missed.is_empty() {
+            self.recorded_among(items).await
+        } else {
+            HashMap::new()
+        };
+        if recorded.is_empty() {
+            // No id was recorded: a manager or an organization changed.
+            self.forget(missed);
+        }
+        items
+            .iter()
+            .map(|item| {
+                let stored = recorded.remove(item.envelope.id.as_str())?;
+                Some(answer_recorded(item.envelope, Some(stored)))
             })
             .collect()
     }
