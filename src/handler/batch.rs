@@ -30,8 +30,8 @@ use tracing::Instrument;
 use super::invitations::InviteCache;
 use super::one_statement::OneStatement;
 use super::{
-    Ctx, Effects, Fail, FunnelStep, HandleError, Handled, Handler, ReplyAddress, answer_recorded,
-    reply_row,
+    Ctx, Effects, Fail, FunnelStep, HandleError, Handled, Handler, ReadAhead, ReplyAddress,
+    answer_recorded, reply_row,
 };
 use crate::domain::command::Command;
 use crate::domain::envelope::Envelope;
@@ -258,6 +258,11 @@ impl Handler {
             .read_ahead(tx, actors)
             .await
             .map_err(|_| Stop { at: 0 })?;
+        cache
+            .named
+            .read(tx, commands.iter().filter_map(|c| c.as_ref().ok()))
+            .await
+            .map_err(|_| Stop { at: 0 })?;
         let mut gathered = Gathered::with_capacity(batch.len());
         // Where in the batch the invites kept back in `cache` are.
         let mut deferred_at = Vec::new();
@@ -268,7 +273,7 @@ impl Handler {
                 command_id: id.to_owned(),
                 actor: envelope.actor,
                 now: Utc::now(),
-                actor_read: None,
+                read: ReadAhead::default(),
             };
             let mut fx = Effects::default();
             let command = match command {

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Fail;
+use super::ReadAhead;
+use super::named::NamedUsers;
 use super::participants::{load_actor, load_actor_and_organization, load_target, note_user};
 use super::tokens::{issue_token, new_secret, redeem};
 use super::{Ctx, Effects, FunnelStep, HandlerSettings, Outcome, email_time};
@@ -88,6 +90,8 @@ pub(super) struct InviteCache {
     actors: HashMap<UserId, (Arc<UserRecord>, Fingerprint)>,
     organizations: HashMap<OrganizationId, Arc<OrganizationAccounts>>,
     deferred: Option<InvitedUsers>,
+    /// The other users the batch's commands name (see `handler::named`).
+    pub(super) named: NamedUsers,
 }
 
 /// How many actors, and organizations, the handler's cache keeps at most.
@@ -165,6 +169,7 @@ impl InviteCache {
     /// edited user for a profile change (its name is an inviter's name).
     /// Tokens, resends and lookups change no active user's row.
     pub(super) fn before(&mut self, command: &Command) {
+        self.named.before(command);
         match command {
             Command::InviteUser(_)
             | Command::CheckEmail { .. }
@@ -182,6 +187,24 @@ impl InviteCache {
     pub(super) fn clear(&mut self) {
         self.actors.clear();
         self.organizations.clear();
+        self.named.clear();
+    }
+
+    /// What the batch read ahead for `command` by `actor`.
+    pub(super) fn read_for(&self, actor: Option<UserId>, command: &Command) -> ReadAhead {
+        ReadAhead {
+            actor: self.actor(actor),
+            target: match command {
+                Command::UpdateProfile { user_id, .. } => self.named.target(*user_id),
+                _ => None,
+            },
+            address: match command {
+                Command::CheckEmail { email } | Command::RequestPasswordReset { email } => {
+                    self.named.address(email)
+                }
+                _ => None,
+            },
+        }
     }
 
     /// Keeps what `committed` read (its transaction committed), replacing

@@ -17,6 +17,7 @@ mod batch;
 mod effects;
 mod invitations;
 mod lookup;
+mod named;
 mod one_statement;
 mod participants;
 mod passwords;
@@ -180,9 +181,21 @@ pub(crate) struct Ctx {
     pub command_id: String,
     pub actor: Option<UserId>,
     pub now: DateTime<Utc>,
-    /// The acting user as this command's transaction read it already
-    /// (share-locked, and unchanged since: see `InviteCache::before`).
-    pub actor_read: Option<Arc<UserRecord>>,
+    /// What the command's batch read for it before it ran, unchanged since.
+    pub read: ReadAhead,
+}
+
+/// What a batch's transaction read for a command before the first command
+/// ran, and no command changed since (see `InviteCache::before` and
+/// `handler::named`): the command reads it here, not from the database.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReadAhead {
+    /// The acting user, share-locked.
+    pub actor: Option<Arc<UserRecord>>,
+    /// A profile change's target, locked.
+    pub target: Option<Arc<UserRecord>>,
+    /// The user with the command's email address.
+    pub address: Option<named::Address>,
 }
 
 /// The result of a command's own work.
@@ -224,7 +237,7 @@ impl Handler {
             command_id: id.to_owned(),
             actor: envelope.actor,
             now: Utc::now(),
-            actor_read: None,
+            read: ReadAhead::default(),
         };
         let command = match parsed {
             Ok(command) => command,
@@ -324,12 +337,27 @@ impl Handler {
         fx: &mut Effects,
         cache: &mut InviteCache,
     ) -> Outcome {
-        let s = &self.settings;
         cache.before(&command);
+        let changed = named::changes(&command);
         let ctx = &Ctx {
-            actor_read: cache.actor(ctx.actor),
+            read: cache.read_for(ctx.actor, &command),
             ..ctx.clone()
         };
+        let outcome = self.dispatch(tx, ctx, command, fx, cache).await;
+        cache.named.forget_for(changed);
+        outcome
+    }
+
+    /// Runs `command`'s rules.
+    async fn dispatch(
+        &self,
+        tx: &mut Tx<'_>,
+        ctx: &Ctx,
+        command: Command,
+        fx: &mut Effects,
+        cache: &mut InviteCache,
+    ) -> Outcome {
+        let s = &self.settings;
         match command {
             Command::OnboardOrganization(c) => accounts::onboard(tx, ctx, s, c, fx).await,
             Command::SyncAccounts(c) => accounts::sync(tx, ctx, c, fx).await,

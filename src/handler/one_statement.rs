@@ -25,7 +25,7 @@ use std::sync::PoisonError;
 
 use super::batch::{BatchItem, Gathered};
 use super::invitations::{InviteCache, authorized, invited};
-use super::{Ctx, Effects, Handled, Handler};
+use super::{Ctx, Effects, Handled, Handler, ReadAhead};
 use crate::domain::command::Command;
 use crate::domain::ids::{OrganizationId, UserId};
 use crate::domain::reply::Reply;
@@ -109,7 +109,7 @@ impl Handler {
                 command_id: item.envelope.id.as_str().to_owned(),
                 actor: Some(actor.snapshot.id),
                 now: Utc::now(),
-                actor_read: None,
+                read: ReadAhead::default(),
             };
             let mut fx = Effects::default();
             // A refusal is answered (and recorded) by the transactional way.

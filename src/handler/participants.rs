@@ -13,7 +13,7 @@ use crate::store::{Tx, users};
 /// Loads the acting user (unless the transaction read it already) and
 /// checks it may act at all.
 pub(super) async fn load_actor(tx: &mut Tx<'_>, ctx: &Ctx) -> Result<UserRecord, Fail> {
-    if let Some(read) = &ctx.actor_read {
+    if let Some(read) = &ctx.read.actor {
         return checked_actor(Some(UserRecord::clone(read)));
     }
     let record = match ctx.actor {
@@ -49,6 +49,22 @@ fn checked_actor(record: Option<UserRecord>) -> Result<UserRecord, Fail> {
 /// The refusal of an actor that is not a user.
 fn unknown_actor() -> Fail {
     Fail::Reject(Rejection::new(Reason::NotAuthorized, "unknown actor"))
+}
+
+/// The target user `id`, locked: as the batch read it (see `ReadAhead`),
+/// else from the database; `not_found` when it does not exist.
+pub(super) async fn load_target_read(
+    tx: &mut Tx<'_>,
+    ctx: &Ctx,
+    id: UserId,
+) -> Result<UserRecord, Fail> {
+    match &ctx.read.target {
+        Some(read) if read.snapshot.id == id => {
+            note_user(id);
+            Ok(UserRecord::clone(read))
+        }
+        _ => load_target(tx, id).await,
+    }
 }
 
 /// Loads a target user by id, locked; `not_found` when it does not exist.

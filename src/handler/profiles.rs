@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::participants::{load_actor, load_target};
+use super::participants::{load_actor, load_target, load_target_read};
 use super::removal::lock_actor_organization;
 use super::{Ctx, Effects, Outcome};
 use crate::domain::authz;
@@ -25,7 +25,7 @@ pub(super) async fn update_profile(
     fx: &mut Effects,
 ) -> Outcome {
     let actor = load_actor(tx, ctx).await?;
-    let target = load_target(tx, user_id).await?;
+    let target = load_target_read(tx, ctx, user_id).await?;
     authz::check_edit_profile(&actor.snapshot, &target.snapshot)?;
     user::check_not_removed(target.snapshot.status)?;
     let before = target.profile_json();

@@ -279,6 +279,49 @@ pub async fn load_actors_and_organizations(
     Ok((found_actors, found_organizations))
 }
 
+/// What [`read_named`] found: a user, the key of its email, and whether
+/// its row is locked (read as `lock_by_id` or `lock_by_email` read it).
+pub type NamedUser = (UserRecord, String, bool);
+
+/// The users a batch's commands name, read before the first of them, in
+/// one round trip: the users `ids` and those with the email keys `locked`,
+/// locked as [`lock_by_id`] and [`lock_by_email`] lock them, and those with
+/// the keys `looked_up`, unlocked as [`find_by_email`] reads them. Each
+/// through its unique index (a lateral read per id or key).
+pub async fn read_named(
+    tx: &mut Tx<'_>,
+    ids: &[Uuid],
+    locked: &[&str],
+    looked_up: &[&str],
+) -> Result<Vec<NamedUser>, StoreError> {
+    let rows = sqlx::query(AssertSqlSafe(read_named_sql()))
+        .bind(ids)
+        .bind(locked)
+        .bind(looked_up)
+        .fetch_all(&mut **tx)
+        .await?;
+    rows.iter()
+        .map(|row| Ok((from_row(row)?, row.try_get("key")?, row.try_get("locked")?)))
+        .collect()
+}
+
+/// The statement [`read_named`] runs; public so a test can check its plan.
+pub fn read_named_sql() -> String {
+    format!(
+        "SELECT u.*, true AS locked FROM unnest($1::uuid[]) AS wanted(id),
+             LATERAL (SELECT {COLUMNS}, email_key AS key FROM users
+                      WHERE id = wanted.id FOR UPDATE) AS u
+         UNION ALL
+         SELECT u.*, true FROM unnest($2::text[]) AS wanted(key),
+             LATERAL (SELECT {COLUMNS}, email_key AS key FROM users
+                      WHERE email_key = wanted.key FOR UPDATE) AS u
+         UNION ALL
+         SELECT u.*, false FROM unnest($3::text[]) AS wanted(key),
+             LATERAL (SELECT {COLUMNS}, email_key AS key FROM users
+                      WHERE email_key = wanted.key LIMIT 1) AS u"
+    )
+}
+
 /// Loads the user with `email`'s key, locking its row.
 pub async fn lock_by_email(
     tx: &mut Tx<'_>,

@@ -280,3 +280,45 @@ async fn a_user_activated_earlier_in_a_batch_acts_later_in_it_as_it_would_alone(
         "an invited user may not act; once activated it may"
     );
 }
+
+#[tokio::test]
+async fn a_user_changed_earlier_in_a_batch_is_seen_changed_later_in_it() {
+    let (mut w, manager) = TestWorker::with_active_manager(&[]).await;
+    let user = user_id(&w.invite(&manager, "acme", "ivy@acme.example").await);
+    let token = w.smtp.mail_to("ivy@acme.example").await.token("/activate");
+    let handler = handler(&w.pool(2).await);
+    let rename = || {
+        CommandClient::envelope(
+            "update_profile",
+            json!({"user_id": user, "last_name": "Ash"}),
+            Some(&manager),
+        )
+    };
+    let look_up = || {
+        CommandClient::envelope(
+            "check_email",
+            json!({"email": "ivy@acme.example"}),
+            Some(&manager),
+        )
+    };
+    let results = Batch::of(&[
+        rename(),
+        rename(),
+        look_up(),
+        CommandClient::envelope("activate_user", json!({"token": token}), None),
+        look_up(),
+    ])
+    .handle(&handler)
+    .await;
+    let data: Vec<Value> = results
+        .iter()
+        .map(|r| reply_json(r.as_ref().expect("handled"))["data"].clone())
+        .collect();
+    assert_eq!(data[0]["changed"], json!(["last_name"]), "{data:?}");
+    assert_eq!(data[1]["changed"], json!([]), "renamed already: {data:?}");
+    assert_eq!(data[2]["status"], "invited", "{data:?}");
+    assert_eq!(
+        data[4]["status"], "active",
+        "activated in between: {data:?}"
+    );
+}

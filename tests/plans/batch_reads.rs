@@ -18,6 +18,7 @@ async fn a_batch_looks_its_ids_and_actors_up_through_their_primary_keys_whatever
     let statements = [
         ("recorded", processed::recorded_many_sql().to_owned(), 1),
         ("actors", users::actors_and_organizations_sql(), 2),
+        ("named", users::read_named_sql(), 3),
     ];
     let mut small = Vec::new();
     for (name, sql, params) in &statements {
