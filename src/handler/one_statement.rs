@@ -26,7 +26,7 @@ use std::sync::PoisonError;
 use super::batch::{BatchItem, Gathered};
 use super::invitations::{InviteCache, authorized, invited};
 use super::{Ctx, Effects, Handled, Handler, ReadAhead};
-use crate::domain::command::Command;
+use crate::domain::command::{Command, CommandType};
 use crate::domain::ids::{OrganizationId, UserId};
 use crate::domain::reply::Reply;
 use crate::store::closing::{self, Closing, Expected};
@@ -76,7 +76,15 @@ impl Handler {
     }
 
     async fn one_statement(&self, batch: &[BatchItem<'_>]) -> Option<OneStatement> {
-        // Parsed one by one: the first unknown actor or other command ends it.
+        // A batch of other kinds too goes the transaction way, which parses
+        // its commands: nothing is parsed here for it.
+        let invites_only = batch
+            .iter()
+            .all(|i| i.envelope.kind == CommandType::InviteUser && i.envelope.actor.is_some());
+        if !invites_only {
+            return None;
+        }
+        // Parsed one by one: the first unknown actor or invalid invite ends it.
         let mut invites = Vec::with_capacity(batch.len());
         let mut expected = Expected::default();
         for item in batch {
